@@ -1,0 +1,1 @@
+"""funcgrad: auto-differentiate LLM pipelines with text."""

@@ -1,0 +1,49 @@
+"""The exceptions funcgrad raises.
+
+Every funcgrad error derives from :class:`FuncgradError`, and every message says
+what was wrong and how to fix it, e.g. ``catch FuncgradError`` around a whole run.
+"""
+
+
+class FuncgradError(Exception):
+    """Base class of all funcgrad errors."""
+
+
+class StateError(FuncgradError):
+    """A prompt state or a parameter update is invalid (unknown name, frozen param, bad type)."""
+
+
+class TraceError(FuncgradError):
+    """A trace is malformed, or a node was used outside :func:`funcgrad.run`."""
+
+
+class PipelineError(FuncgradError):
+    """A pipeline raised while running; ``.trace`` holds the records made so far."""
+
+    def __init__(self, message: str, trace=None):
+        super().__init__(message)
+        self.trace = trace
+
+
+class EngineError(FuncgradError):
+    """A model call failed for good (after retries), or its answer was unusable."""
+
+
+class BudgetExceeded(EngineError):
+    """A call or token budget ran out; everything saved so far stays intact."""
+
+
+class CacheMiss(EngineError):
+    """Replay mode found no cached answer for a request."""
+
+
+class SerializationError(FuncgradError):
+    """A JSON document is not a valid funcgrad value (wrong format, version or field)."""
+
+
+class ConfigError(FuncgradError):
+    """A configuration file or argument has a bad key or value."""
+
+
+class CheckpointError(FuncgradError):
+    """A checkpoint is missing, corrupt, or belongs to another run."""

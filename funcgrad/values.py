@@ -1,0 +1,95 @@
+"""Immutable JSON values: the only data a trace, a cache entry or a checkpoint holds.
+
+A JSON value is ``None``, ``bool``, ``int``, ``float``, ``str``, a ``tuple`` of JSON
+values or a :class:`FrozenDict` with ``str`` keys. :func:`freeze` converts lists and
+dicts into that form, so values parsed back from JSON compare equal to the originals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from funcgrad.errors import SerializationError
+
+
+class FrozenDict(Mapping):
+    """A hashable, read-only dict that keeps insertion order.
+
+    >>> d = FrozenDict({"a": 1})
+    >>> d["a"], dict(d)
+    (1, {'a': 1})
+    """
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, *args, **kwargs):
+        object.__setattr__(self, "_data", dict(*args, **kwargs))
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __hash__(self):
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(tuple(self._data.items())))
+        return self._hash
+
+    def __eq__(self, other):
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    def __setattr__(self, name, value):
+        raise AttributeError("FrozenDict is immutable; build a new one instead")
+
+    def __repr__(self):
+        return f"FrozenDict({self._data!r})"
+
+
+def freeze(value: Any, *, where: str = "value") -> Any:
+    """Return ``value`` as an immutable JSON value (lists -> tuples, dicts -> FrozenDict).
+
+    Raises SerializationError naming the offending path for anything that is not JSON.
+
+    >>> freeze({"a": [1, 2]})
+    FrozenDict({'a': (1, 2)})
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SerializationError(f"{where} is {value!r}; JSON has no NaN/Infinity, use None")
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v, where=f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SerializationError(f"{where} has key {k!r}; JSON object keys must be str")
+            out[k] = freeze(v, where=f"{where}[{k!r}]")
+        return FrozenDict(out)
+    raise SerializationError(
+        f"{where} is a {type(value).__name__}, which is not JSON; "
+        "convert it to str, number, bool, None, list or dict first"
+    )
+
+
+def thaw(value: Any) -> Any:
+    """Return a plain-Python copy of a frozen JSON value (tuples -> lists, FrozenDict -> dict).
+
+    >>> thaw(freeze({"a": [1]}))
+    {'a': [1]}
+    """
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    return value
