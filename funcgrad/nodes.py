@@ -1,0 +1,252 @@
+"""Node calls that record themselves: LLM nodes, function nodes and retrievers.
+
+Inside :func:`funcgrad.run`, calling a node appends one :class:`~funcgrad.trace.Record`
+to the run's trace and returns a :class:`Var` (the record id plus its value). Pass
+Vars on to other nodes to draw edges; read ``.value`` for Python control flow.
+
+>>> from funcgrad import PromptState, Param, run
+>>> from funcgrad.scripted import ScriptedEngine
+>>> answer = LLM("answer", system=("sys",), user="Q: {question}")
+>>> def pipeline(prompts, x):
+...     return answer(prompts, question=x)
+>>> y, trace = run(pipeline, PromptState.of(sys=Param("Be brief.")), "2+2?", engine=ScriptedEngine(lambda r: "4"))
+>>> y, [r.kind for r in trace.records]
+('4', ['input', 'llm'])
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from funcgrad.engine import ROLES, Engine, Message, Request, Usage
+from funcgrad.errors import BudgetExceeded, CacheMiss, FuncgradError, PipelineError, TraceError
+from funcgrad.state import PromptState
+from funcgrad.trace import Record, Trace
+from funcgrad.values import freeze
+
+# Errors that stop a whole run instead of failing one example.
+FATAL_ERRORS = (BudgetExceeded, CacheMiss)
+
+
+@attrs.frozen
+class Var:
+    """The value a node call produced, tagged with the id of its trace record."""
+
+    id: int
+    value: Any
+
+
+def as_text(value: Any) -> str:
+    """How a value appears inside a prompt: str as is, sequences one item a line, else JSON.
+
+    >>> as_text(("a", "b")), as_text(3), as_text(Var(0, "x"))
+    ('a\\nb', '3', 'x')
+    """
+    if isinstance(value, Var):
+        value = value.value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple | list):
+        return "\n".join(as_text(v) for v in value)
+    return orjson.dumps(value, default=dict).decode()
+
+
+class _Builder:
+    """Private, mutable recorder of one run; frozen into a Trace at the end."""
+
+    def __init__(self, engine: Engine | None):
+        self.engine = engine
+        self.records: list[Record] = []
+        self.calls: dict[str, int] = {}
+        self.skips: list[str] = []
+
+    def add(self, node: str, kind: str, **fields) -> Record:
+        index = self.calls.get(node, 0)
+        self.calls[node] = index + 1
+        record = Record(id=len(self.records), node=node, kind=kind, call_index=index, **fields)
+        self.records.append(record)
+        return record
+
+    def freeze(self, example_id: str, output: int | None) -> Trace:
+        return Trace(tuple(self.records), example_id=example_id, skips=tuple(dict.fromkeys(self.skips)), output=output)
+
+
+_CURRENT: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar("funcgrad_run", default=None)
+
+
+def _builder(node: str) -> _Builder | None:
+    return _CURRENT.get()
+
+
+def _split_vars(names_values) -> tuple[tuple[int, ...], tuple[str, ...], dict]:
+    ids, names, consts = [], [], {}
+    for name, value in names_values:
+        if isinstance(value, Var):
+            ids.append(value.id)
+            names.append(name)
+        else:
+            consts[name] = value
+    return tuple(ids), tuple(names), consts
+
+
+def _fail(builder: _Builder, node: str, exc: BaseException) -> None:
+    if isinstance(exc, FATAL_ERRORS):
+        raise exc
+    raise PipelineError(f"node {node!r} failed: {exc}") from exc
+
+
+@attrs.frozen
+class LLM:
+    """An LLM node: renders params into the system message and inputs into the user message.
+
+    ``system`` names the params (or groups of peer params) the node reads, rendered in
+    order and joined by blank lines; ``user`` is a ``str.format`` template filled with
+    the keyword inputs of the call (Vars are rendered with :func:`as_text`).
+    Returns a Var holding the model's text.
+
+    >>> LLM("answer", system=("sys",), user="{q}").name
+    'answer'
+    """
+
+    name: str
+    system: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    user: str = "{input}"
+    temperature: float = 0.0
+    max_tokens: int = 256
+    model: str = ""
+    stop: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    role: str = attrs.field(default="forward", validator=attrs.validators.in_(ROLES))
+
+    def render(self, prompts: PromptState, inputs: Mapping[str, Any], sample: int = 0) -> tuple[Request, tuple[str, ...]]:
+        """The request this node sends for ``inputs``, and the leaf params it reads."""
+        if not isinstance(prompts, PromptState):
+            raise TraceError(f"LLM node {self.name!r} needs the PromptState as its first argument")
+        leaves = tuple(leaf for name in self.system for leaf in prompts.resolve(name))
+        try:
+            user = self.user.format(**{k: as_text(v) for k, v in inputs.items()})
+        except (KeyError, IndexError) as exc:
+            raise TraceError(
+                f"LLM node {self.name!r}: template {self.user!r} needs input {exc}; "
+                f"the call passed {sorted(inputs)}"
+            ) from None
+        messages = []
+        if leaves:
+            messages.append(Message("system", prompts.render(leaves)))
+        messages.append(Message("user", user))
+        request = Request(
+            messages=tuple(messages),
+            model=self.model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            sample=sample,
+            stop=self.stop,
+            role=self.role,
+        )
+        return request, leaves
+
+    def __call__(self, prompts: PromptState, /, *, sample: int = 0, **inputs: Any) -> Var:
+        builder = _builder(self.name)
+        if builder is None or builder.engine is None:
+            raise TraceError(f"LLM node {self.name!r} was called outside funcgrad.run(...); run the pipeline with run()")
+        request, leaves = self.render(prompts, inputs, sample)
+        ids, names, _ = _split_vars(inputs.items())
+        rendered = {
+            "messages": [[m.role, m.content] for m in request.messages],
+            "model": request.model,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "sample": sample,
+            "role": request.role,
+        }
+        try:
+            response = builder.engine.complete(request)
+        except Exception as exc:  # recorded, then re-raised as a PipelineError
+            builder.add(self.name, "llm", inputs=ids, input_names=names, params=leaves, request=rendered, error=str(exc))
+            _fail(builder, self.name, exc)
+        record = builder.add(
+            self.name, "llm", inputs=ids, input_names=names, params=leaves,
+            request=rendered, output=response.text, usage=response.usage,
+        )
+        return Var(record.id, record.output)
+
+
+@attrs.frozen
+class Fn:
+    """A function node: calls ``func`` on the values of its arguments and records the call.
+
+    Outside :func:`funcgrad.run` it is the plain function. ``kind`` is ``fn`` or
+    ``retrieve``. Arguments that are Vars become edges; others are recorded as constants.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    kind: str = attrs.field(default="fn", validator=attrs.validators.in_(("fn", "retrieve")))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = _builder(self.name)
+        plain_args = [a.value if isinstance(a, Var) else a for a in args]
+        plain_kwargs = {k: v.value if isinstance(v, Var) else v for k, v in kwargs.items()}
+        if builder is None:
+            return self.func(*plain_args, **plain_kwargs)
+        try:
+            bound = inspect.signature(self.func).bind(*args, **kwargs).arguments.items()
+        except (TypeError, ValueError):
+            bound = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+        ids, names, consts = _split_vars(bound)
+        request = {"const": {k: _jsonable(v) for k, v in consts.items()}} if consts else None
+        started = time.perf_counter()
+        try:
+            output = freeze(self.func(*plain_args, **plain_kwargs), where=f"output of node {self.name!r}")
+        except Exception as exc:
+            builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, error=f"{type(exc).__name__}: {exc}")
+            _fail(builder, self.name, exc)
+        usage = Usage(latency_s=round(time.perf_counter() - started, 6))
+        record = builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, output=output, usage=usage)
+        return Var(record.id, record.output)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return freeze(value)
+    except FuncgradError:
+        return repr(value)
+
+
+def fn(name: str | None = None, *, kind: str = "fn") -> Callable[[Callable], Fn]:
+    """Decorator: make a function a traced node (``kind="retrieve"`` for retrievers).
+
+    >>> @fn("double")
+    ... def double(n):
+    ...     return 2 * n
+    >>> double(3)
+    6
+    """
+
+    def wrap(func: Callable) -> Fn:
+        return Fn(name or func.__name__, func, kind)
+
+    return wrap
+
+
+def retriever(name: str | None = None) -> Callable[[Callable], Fn]:
+    """Decorator: a retriever node (a function node of kind ``retrieve``)."""
+    return fn(name, kind="retrieve")
+
+
+def skip_connection(node: str) -> None:
+    """Declare, inside a pipeline, that ``node`` receives the loss feedback directly.
+
+    Credit-assignment strategies that follow edges (backprop) then send the final
+    feedback straight to that node as well as along the graph.
+    """
+    builder = _builder(node)
+    if builder is None:
+        raise TraceError("skip_connection(...) must be called inside a pipeline run by funcgrad.run")
+    builder.skips.append(node)

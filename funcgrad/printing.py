@@ -1,0 +1,57 @@
+"""Readable text for traces and states (``funcgrad show`` prints these).
+
+>>> from funcgrad.trace import Record, Trace
+>>> print(format_trace(Trace((Record(0, "x", "input", output="hi"),), example_id="e1", output=0)))
+trace e1: 1 record, output %0
+  %0 = input x  -> 'hi'
+"""
+
+from __future__ import annotations
+
+from funcgrad.state import PromptState
+from funcgrad.trace import Record, Trace
+from funcgrad.values import thaw
+
+
+def _short(value, width: int) -> str:
+    text = repr(thaw(value)) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_record(record: Record, *, width: int = 80) -> str:
+    """One line per record: ``%3 = llm query#1(question=%0) reads [p] -> 'text'``."""
+    args = ", ".join(f"{n}=%{i}" for n, i in zip(record.input_names, record.inputs))
+    stamp = f"#{record.call_index}" if record.kind in ("llm", "fn", "retrieve") else ""
+    call = f"{record.node}{stamp}({args})" if record.kind != "input" else record.node
+    reads = f" reads [{', '.join(record.params)}]" if record.params else ""
+    tokens = record.usage.total_tokens
+    cost = f" [{tokens} tok, {record.usage.latency_s:.2f}s]" if tokens else ""
+    if record.error is not None:
+        result = f"  !! error: {record.error[:width]}"
+    else:
+        result = f"  -> {_short(record.output, width)}"
+    return f"%{record.id} = {record.kind} {call}{reads}{cost}{result}"
+
+
+def format_trace(trace: Trace, *, width: int = 80) -> str:
+    """The whole trace, one record a line, with a header naming example and output.
+
+    Repeated calls of one node show their call index (``query#0``, ``query#1``).
+    """
+    n = len(trace.records)
+    head = f"trace {trace.example_id or '(no id)'}: {n} record{'s' if n != 1 else ''}"
+    head += f", output %{trace.output}" if trace.output is not None else ", no output"
+    if trace.skips:
+        head += f", skip connections to {', '.join(trace.skips)}"
+    return "\n".join([head] + ["  " + format_record(r, width=width) for r in trace.records])
+
+
+def format_state(state: PromptState, *, width: int = 100) -> str:
+    """Every param with its kind, trainable flag and (shortened) text."""
+    lines = []
+    for name, p in state.params:
+        flag = "" if p.trainable else " (frozen)"
+        lines.append(f"{name} [{p.kind}]{flag}: {_short(p.value, width)}")
+    for group, members in state.groups:
+        lines.append(f"{group} = group({', '.join(members)})")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Versioned JSON for every public funcgrad value (orjson; never pickle).
+
+``dumps(value) -> bytes`` and ``loads(bytes) -> value`` round-trip exactly:
+``loads(dumps(v)) == v`` for Param, PromptState, Record, Trace, Loss, Example,
+Result, Usage, Message, Request, Response and Update. Documents carry a format tag
+and a version; see docs/trace-format.md.
+
+>>> from funcgrad.state import Param
+>>> loads(dumps(Param("Be brief."))) == Param("Be brief.")
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import orjson
+
+from funcgrad.engine import Message, Request, Response, Usage
+from funcgrad.errors import FuncgradError, SerializationError
+from funcgrad.run import Example, Loss, Result
+from funcgrad.state import Param, PromptState
+from funcgrad.strategy import Attempt, Note, Update
+from funcgrad.trace import Record, Trace
+from funcgrad.values import FrozenDict
+
+FORMAT = "funcgrad"
+VERSION = 1
+
+_TYPES: dict[str, type] = {
+    "Param": Param,
+    "PromptState": PromptState,
+    "Record": Record,
+    "Trace": Trace,
+    "Loss": Loss,
+    "Example": Example,
+    "Result": Result,
+    "Usage": Usage,
+    "Message": Message,
+    "Request": Request,
+    "Response": Response,
+    "Update": Update,
+    "Note": Note,
+    "Attempt": Attempt,
+}
+_TAGS = {cls: tag for tag, cls in _TYPES.items()}
+
+
+def to_data(value: Any) -> Any:
+    """Plain JSON-able data for ``value``; attrs values become ``{"type": tag, ...fields}``.
+
+    >>> to_data(Param("x"))["type"]
+    'Param'
+    """
+    cls = type(value)
+    if cls in _TAGS:
+        data = {"type": _TAGS[cls]}
+        for field in attrs.fields(cls):
+            data[field.name] = to_data(getattr(value, field.name))
+        return data
+    if isinstance(value, FrozenDict | dict):
+        return {"type": "dict", "items": {k: to_data(v) for k, v in value.items()}}
+    if isinstance(value, tuple | list):
+        return [to_data(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise SerializationError(f"cannot serialize a {cls.__name__}; only funcgrad values and JSON data can be")
+
+
+def from_data(data: Any) -> Any:
+    """Inverse of :func:`to_data`."""
+    if isinstance(data, list):
+        return tuple(from_data(v) for v in data)
+    if isinstance(data, dict):
+        tag = data.get("type")
+        if tag == "dict":
+            return FrozenDict({k: from_data(v) for k, v in data.get("items", {}).items()})
+        cls = _TYPES.get(tag)
+        if cls is None:
+            raise SerializationError(f"unknown value type {tag!r}; known: {', '.join(sorted(_TYPES))}")
+        names = {f.name for f in attrs.fields(cls)}
+        extra = set(data) - names - {"type"}
+        if extra:
+            raise SerializationError(f"{tag} has unknown field(s) {sorted(extra)}; was it written by a newer funcgrad?")
+        try:
+            return cls(**{k: from_data(v) for k, v in data.items() if k != "type"})
+        except (TypeError, FuncgradError) as exc:
+            raise SerializationError(f"invalid {tag}: {exc}") from None
+    return data
+
+
+def dumps(value: Any, *, indent: bool = False) -> bytes:
+    """Serialize ``value`` to versioned JSON bytes."""
+    doc = {"format": FORMAT, "version": VERSION, "value": to_data(value)}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 if indent else 0)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse bytes written by :func:`dumps`; raise SerializationError saying what is wrong."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SerializationError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SerializationError("not a funcgrad document: expected an object with \"format\": \"funcgrad\"")
+    if doc.get("version") != VERSION:
+        raise SerializationError(f"document version {doc.get('version')!r} is not supported; this funcgrad reads version {VERSION}")
+    if "value" not in doc:
+        raise SerializationError("funcgrad document has no \"value\" field")
+    return from_data(doc["value"])

@@ -1,0 +1,190 @@
+"""Traces: the immutable record of one pipeline run.
+
+A :class:`Trace` is a tuple of :class:`Record` in single-assignment topological order
+(the shape of a jaxpr): each record has an integer id, and its inputs only reference
+earlier ids. Repeated calls of the same node get increasing ``call_index`` values.
+
+>>> t = Trace((Record(0, "x", "input", output="hi"), Record(1, "echo", "fn", inputs=(0,), input_names=("s",), output="hi")))
+>>> check_trace(t) is t, [r.id for r in reverse_topological(t)]
+(True, [1, 0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from funcgrad.engine import Usage
+from funcgrad.errors import TraceError
+from funcgrad.values import freeze
+
+RECORD_KINDS = ("input", "llm", "fn", "retrieve", "loss")
+
+
+def _frozen_json(value):
+    return freeze(value, where="record field")
+
+
+def _usage(value):
+    if value is None:
+        return Usage()
+    return value
+
+
+@attrs.frozen
+class Record:
+    """One node call: ``output = node(inputs...)`` reading ``params``.
+
+    ``request`` is the rendered request (for LLM records: the chat messages and
+    sampling settings), ``usage`` the tokens and latency, ``error`` a message if the
+    call failed. All values are immutable JSON (see :mod:`funcgrad.values`).
+    """
+
+    id: int
+    node: str
+    kind: str
+    call_index: int = 0
+    inputs: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    input_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    params: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    request: object = attrs.field(default=None, converter=_frozen_json)
+    output: object = attrs.field(default=None, converter=_frozen_json)
+    usage: Usage = attrs.field(default=Usage(), converter=_usage)
+    error: str | None = None
+
+
+@attrs.frozen
+class Trace:
+    """The records of one run, in topological order, plus run-level facts.
+
+    ``example_id`` names the example; ``skips`` lists nodes that receive the loss
+    feedback directly (skip connections); ``output`` is the id of the record holding
+    the pipeline's final output (None if the run failed before producing one).
+    """
+
+    records: tuple[Record, ...] = attrs.field(default=(), converter=tuple)
+    example_id: str = ""
+    skips: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    output: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, record_id: int) -> Record:
+        for r in self.records:
+            if r.id == record_id:
+                return r
+        raise TraceError(f"trace has no record with id {record_id}; ids are {[r.id for r in self.records]}")
+
+    @property
+    def loss(self) -> Record | None:
+        """The loss record, if the run was scored."""
+        return next((r for r in self.records if r.kind == "loss"), None)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Distinct node names in order of first call."""
+        return tuple(dict.fromkeys(r.node for r in self.records))
+
+
+def check_trace(trace: Trace) -> Trace:
+    """Return ``trace`` if it is well formed, else raise TraceError saying what is wrong.
+
+    Checks: ids strictly increase; inputs name earlier records of this trace and have
+    one name each; kinds are known; a node has one kind and strictly increasing call
+    indices; at most one loss record, and it is last; skips name nodes in the trace; output names a record.
+    """
+    if not isinstance(trace, Trace):
+        raise TraceError(f"expected a Trace, got {type(trace).__name__}")
+    seen: set[int] = set()
+    last_id = None
+    node_kind: dict[str, str] = {}
+    last_call: dict[str, int] = {}
+    for i, r in enumerate(trace.records):
+        where = f"record {r.id} ({r.node!r})"
+        if not isinstance(r, Record):
+            raise TraceError(f"trace.records[{i}] is a {type(r).__name__}, not a Record")
+        if not isinstance(r.id, int) or isinstance(r.id, bool) or r.id < 0:
+            raise TraceError(f"{where}: id must be a non-negative int")
+        if last_id is not None and r.id <= last_id:
+            raise TraceError(f"{where}: ids must strictly increase, but it follows id {last_id}")
+        if r.kind not in RECORD_KINDS:
+            raise TraceError(f"{where}: kind {r.kind!r} is not one of {', '.join(RECORD_KINDS)}")
+        if not r.node:
+            raise TraceError(f"record {r.id}: node name is empty")
+        if len(r.inputs) != len(r.input_names):
+            raise TraceError(f"{where}: {len(r.inputs)} inputs but {len(r.input_names)} input names")
+        for inp in r.inputs:
+            if inp not in seen:
+                raise TraceError(f"{where}: input {inp} is not an earlier record of this trace")
+        if node_kind.setdefault(r.node, r.kind) != r.kind:
+            raise TraceError(f"{where}: node is {r.kind!r} here but {node_kind[r.node]!r} earlier")
+        if r.call_index < 0 or (r.node in last_call and r.call_index <= last_call[r.node]):
+            raise TraceError(
+                f"{where}: call_index {r.call_index} must be >= 0 and exceed the node's previous "
+                f"call_index {last_call.get(r.node)}"
+            )
+        if r.kind == "loss" and i != len(trace.records) - 1:
+            raise TraceError(f"{where}: the loss record must be the last record")
+        last_call[r.node] = r.call_index
+        seen.add(r.id)
+        last_id = r.id
+    if trace.output is not None and trace.output not in seen:
+        raise TraceError(f"trace.output is {trace.output}, which is not a record id of this trace")
+    for node in trace.skips:
+        if node not in node_kind:
+            raise TraceError(f"skip connection to {node!r}, but no record of that node is in the trace")
+    return trace
+
+
+def reverse_topological(trace: Trace) -> tuple[Record, ...]:
+    """Records from the last to the first: every consumer comes before its producers."""
+    return tuple(reversed(trace.records))
+
+
+def ancestors(trace: Trace, record_id: int) -> tuple[int, ...]:
+    """Ids of the records ``record_id`` depends on (transitively), in trace order.
+
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "f", "fn", inputs=(0,), input_names=("a",))))
+    >>> ancestors(t, 1)
+    (0,)
+    """
+    found: set[int] = set()
+    stack = list(trace[record_id].inputs)
+    while stack:
+        rid = stack.pop()
+        if rid not in found:
+            found.add(rid)
+            stack.extend(trace[rid].inputs)
+    return tuple(r.id for r in trace.records if r.id in found)
+
+
+def descendants(trace: Trace, record_id: int) -> tuple[int, ...]:
+    """Ids of the records that depend on ``record_id`` (transitively), in trace order."""
+    trace[record_id]
+    found = {record_id}
+    out = []
+    for r in trace.records:
+        if any(i in found for i in r.inputs):
+            found.add(r.id)
+            out.append(r.id)
+    return tuple(out)
+
+
+def consumers(trace: Trace, record_id: int) -> tuple[Record, ...]:
+    """Records that take ``record_id`` directly as an input, in call order."""
+    return tuple(r for r in trace.records if record_id in r.inputs)
+
+
+def readers(trace: Trace, param: str) -> tuple[Record, ...]:
+    """Records that read the parameter ``param``, in call order."""
+    return tuple(r for r in trace.records if param in r.params)
+
+
+def params_read(traces: Iterable[Trace]) -> tuple[str, ...]:
+    """Distinct parameter names read anywhere in ``traces``, in order of first read.
+
+    Tells which parameters the graph actually reaches.
+    """
+    return tuple(dict.fromkeys(p for t in traces for r in t.records for p in r.params))
