@@ -196,7 +196,7 @@ class Fn:
         if builder is None:
             return self.func(*plain_args, **plain_kwargs)
         try:
-            bound = inspect.signature(self.func).bind(*args, **kwargs).arguments.items()
+            bound = _flat_arguments(inspect.signature(self.func).bind(*args, **kwargs))
         except (TypeError, ValueError):
             bound = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
         ids, names, consts = _split_vars(bound)
@@ -210,6 +210,21 @@ class Fn:
         usage = Usage(latency_s=round(time.perf_counter() - started, 6))
         record = builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, output=output, usage=usage)
         return Var(record.id, record.output)
+
+
+def _flat_arguments(bound: inspect.BoundArguments) -> list[tuple[str, Any]]:
+    """(name, value) per argument, with ``*args`` as ``args[i]`` and ``**kw`` as their keys, so Vars passed there stay edges."""
+    params = bound.signature.parameters
+    out: list[tuple[str, Any]] = []
+    for name, value in bound.arguments.items():
+        kind = params[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            out.extend((f"{name}[{i}]", v) for i, v in enumerate(value))
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            out.extend(value.items())
+        else:
+            out.append((name, value))
+    return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -65,7 +65,7 @@ class Result:
     """The outcome of one example: its output, full trace (ending in the loss record) and loss."""
 
     example: Example
-    output: Any
+    output: Any = attrs.field(converter=freeze)
     trace: Trace
     loss: Loss
 

@@ -93,7 +93,10 @@ def from_data(data: Any) -> Any:
 def dumps(value: Any, *, indent: bool = False) -> bytes:
     """Serialize ``value`` to versioned JSON bytes."""
     doc = {"format": FORMAT, "version": VERSION, "value": to_data(value)}
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 if indent else 0)
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 if indent else 0)
+    except orjson.JSONEncodeError as exc:  # e.g. an int beyond 64 bits, a lone surrogate in a str
+        raise SerializationError(f"cannot write {type(value).__name__} as JSON: {exc}") from None
 
 
 def loads(data: bytes | str) -> Any:

@@ -102,9 +102,9 @@ def check_trace(trace: Trace) -> Trace:
     node_kind: dict[str, str] = {}
     last_call: dict[str, int] = {}
     for i, r in enumerate(trace.records):
-        where = f"record {r.id} ({r.node!r})"
         if not isinstance(r, Record):
             raise TraceError(f"trace.records[{i}] is a {type(r).__name__}, not a Record")
+        where = f"record {r.id} ({r.node!r})"
         if not isinstance(r.id, int) or isinstance(r.id, bool) or r.id < 0:
             raise TraceError(f"{where}: id must be a non-negative int")
         if last_id is not None and r.id <= last_id:

@@ -1,0 +1,555 @@
+"""Hypothesis strategies for property-testing code built on funcgrad.
+
+These are the generators funcgrad's own test-suite uses; they are public so that a
+user's transformation or credit-assignment strategy can be checked the same way the
+built-in ones are. Every generator returns *valid* values: states satisfy the
+:class:`~funcgrad.PromptState` invariants, traces pass :func:`~funcgrad.check_trace`,
+and :func:`pipelines` builds small random pipelines that run on a deterministic
+:class:`~funcgrad.scripted.ScriptedEngine`.
+
+Property-testing your own transformation (a pure function on a trace) means stating
+the invariant it must keep and letting Hypothesis search for a counter-example::
+
+    from hypothesis import given
+    import funcgrad
+    from funcgrad.testing import traces
+
+    def drop_fn_outputs(trace):          # your transformation
+        ...
+
+    @given(traces(with_loss=True))
+    def test_drop_fn_outputs_keeps_the_trace_valid(trace):
+        funcgrad.check_trace(drop_fn_outputs(trace))
+
+Property-testing a strategy means running generated pipelines, feeding the results
+to ``update`` and checking what it promises, e.g. that it only proposes text for
+trainable params of the state it was given::
+
+    from funcgrad.scripted import ScriptedEngine
+    from funcgrad.testing import pipelines
+
+    @given(pipelines(), losses())
+    def test_my_strategy_only_touches_trainable_params(gp, loss):
+        engine = ScriptedEngine(gp.respond)
+        result = funcgrad.run_example(gp.pipeline, gp.state, funcgrad.Example("e", gp.x),
+                                      engine=engine, loss=lambda y, ex: loss)
+        update, _ = my_strategy.update([result], gp.state, my_strategy.init(gp.state),
+                                       engine=critic, evaluate=lambda s, seed: 0.0, context=funcgrad.StepContext())
+        assert set(update.values) <= set(gp.state.trainable_names)
+
+All generators take keyword arguments only and shrink towards small, plain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+
+from funcgrad.engine import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
+from funcgrad.nodes import LLM, Fn, Var
+from funcgrad.run import Example, Loss, Result
+from funcgrad.state import PARAM_KINDS, Param, PromptState
+from funcgrad.strategy import NOTE_STATUSES, Attempt, Note, Update
+from funcgrad.trace import Record, Trace
+from funcgrad.values import FrozenDict
+
+__all__ = [
+    "GeneratedPipeline", "attempts", "examples", "json_values", "losses", "messages", "names", "notes",
+    "params", "pipelines", "prompt_states", "recorded_responder", "records", "requests", "responses",
+    "results", "texts", "traces", "updates", "usages",
+]
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+# --------------------------------------------------------------------------- scalars
+
+
+def texts(*, max_size: int = 20) -> st.SearchStrategy[str]:
+    """Unicode text that JSON can carry (no lone surrogates).
+
+    >>> isinstance(texts().example(), str)
+    True
+    """
+    return st.text(st.characters(blacklist_categories=("Cs",)), max_size=max_size)
+
+
+def names() -> st.SearchStrategy[str]:
+    """Valid parameter / node names: short identifiers, possibly dotted (``sys.format``).
+
+    >>> import re
+    >>> bool(re.fullmatch(r"[a-z][a-z0-9_.]*", names().example()))
+    True
+    """
+    return st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-z][a-z0-9]{0,4})?", fullmatch=True)
+
+
+def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Immutable JSON values (None, bool, 64-bit int, finite float, str, tuple, FrozenDict).
+
+    These are exactly the values a Record, Example or strategy state may hold; they
+    survive ``funcgrad.loads(funcgrad.dumps(...))`` unchanged.
+
+    >>> from funcgrad.values import freeze
+    >>> v = json_values().example()
+    >>> freeze(v) == v
+    True
+    """
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(*_INT64)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | texts()
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(texts(max_size=6), inner, max_size=3).map(FrozenDict),
+        max_leaves=max_leaves,
+    )
+
+
+# --------------------------------------------------------------------------- state
+
+
+def params(*, trainable: bool | None = None) -> st.SearchStrategy[Param]:
+    """A :class:`~funcgrad.Param` with random text, role, kind and (unless given) trainable flag.
+
+    >>> params(trainable=False).example().trainable
+    False
+    """
+    flag = st.booleans() if trainable is None else st.just(trainable)
+    return st.builds(Param, value=texts(), role=texts(max_size=10), trainable=flag, kind=st.sampled_from(PARAM_KINDS))
+
+
+@st.composite
+def prompt_states(draw, *, min_size: int = 0, max_size: int = 5, with_groups: bool = False) -> PromptState:
+    """A valid :class:`~funcgrad.PromptState` with ``min_size..max_size`` params.
+
+    With ``with_groups=True`` it may also have groups (each a non-empty list of
+    distinct existing params; group names never clash with param names).
+
+    >>> s = prompt_states(min_size=2, max_size=2, with_groups=True).example()
+    >>> len(s), all(m in s for _, ms in s.groups for m in ms)
+    (2, True)
+    """
+    pnames = draw(st.lists(names(), min_size=min_size, max_size=max_size, unique=True))
+    ps = [(n, draw(params())) for n in pnames]
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    if with_groups and pnames:
+        gnames = draw(st.lists(names().filter(lambda g: g not in pnames), max_size=2, unique=True))
+        for g in gnames:
+            members = draw(st.lists(st.sampled_from(pnames), min_size=1, max_size=3, unique=True))
+            groups.append((g, tuple(members)))
+    return PromptState(ps, groups)
+
+
+# --------------------------------------------------------------------------- engine values
+
+
+def usages() -> st.SearchStrategy[Usage]:
+    """Token counts and latency of one call.
+
+    >>> usages().example().total_tokens >= 0
+    True
+    """
+    return st.builds(
+        Usage,
+        prompt_tokens=st.integers(0, 10_000),
+        completion_tokens=st.integers(0, 10_000),
+        latency_s=st.floats(0, 100, allow_nan=False),
+    )
+
+
+def messages() -> st.SearchStrategy[Message]:
+    """One chat message.
+
+    >>> messages().example().role in ("system", "user", "assistant")
+    True
+    """
+    return st.builds(Message, role=st.sampled_from(MESSAGE_ROLES), content=texts())
+
+
+def requests() -> st.SearchStrategy[Request]:
+    """A chat request with every field varied (``seed`` and ``json_schema`` may be None).
+
+    >>> len(requests().example().messages) >= 1
+    True
+    """
+    return st.builds(
+        Request,
+        messages=st.lists(messages(), min_size=1, max_size=3).map(tuple),
+        model=texts(max_size=8),
+        temperature=st.floats(0, 2, allow_nan=False),
+        max_tokens=st.integers(0, 4096),
+        seed=st.none() | st.integers(*_INT64),
+        sample=st.integers(0, 5),
+        stop=st.lists(texts(max_size=4), max_size=2).map(tuple),
+        json_schema=st.none() | texts(),
+        role=st.sampled_from(ROLES),
+    )
+
+
+def responses() -> st.SearchStrategy[Response]:
+    """A model answer.
+
+    >>> isinstance(responses().example().text, str)
+    True
+    """
+    return st.builds(
+        Response, text=texts(), usage=usages(), model=texts(max_size=8),
+        finish_reason=st.sampled_from(("", "stop", "length")), cached=st.booleans(),
+    )
+
+
+# --------------------------------------------------------------------------- run values
+
+
+def losses() -> st.SearchStrategy[Loss]:
+    """A :class:`~funcgrad.Loss`: score in [0, 1] (often exactly 0 or 1) and feedback.
+
+    >>> 0.0 <= losses().example().score <= 1.0
+    True
+    """
+    score = st.sampled_from((0.0, 1.0)) | st.floats(0, 1, allow_nan=False)
+    return st.builds(Loss, score=score, feedback=texts())
+
+
+def examples() -> st.SearchStrategy[Example]:
+    """An :class:`~funcgrad.Example` with JSON input and target.
+
+    >>> isinstance(examples().example().id, str)
+    True
+    """
+    return st.builds(Example, id=texts(max_size=8), x=json_values(), target=json_values())
+
+
+def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[Record]:
+    """One :class:`~funcgrad.Record` with arbitrary field values (alone, not part of a valid trace).
+
+    Use :func:`traces` for records that belong together.
+
+    >>> records().example().kind in ("input", "llm", "fn", "retrieve", "loss")
+    True
+    """
+    ids = st.lists(st.integers(0, 50), max_size=3).map(tuple)
+    return ids.flatmap(
+        lambda inputs: st.builds(
+            Record,
+            id=record_id if record_id is not None else st.integers(0, 1000),
+            node=names(),
+            kind=st.sampled_from(("input", "llm", "fn", "retrieve", "loss")),
+            call_index=st.integers(0, 10),
+            inputs=st.just(inputs),
+            input_names=st.lists(names(), min_size=len(inputs), max_size=len(inputs)).map(tuple),
+            params=st.lists(names(), max_size=3).map(tuple),
+            request=json_values(),
+            output=json_values(),
+            usage=usages(),
+            error=st.none() | texts(),
+        )
+    )
+
+
+@st.composite
+def traces(
+    draw,
+    *,
+    max_records: int = 8,
+    with_loss: bool | None = None,
+    repeated_calls: bool = True,
+    skips: bool = True,
+    param_names: Sequence[str] | None = None,
+) -> Trace:
+    """A valid :class:`~funcgrad.Trace` (it passes :func:`~funcgrad.check_trace`).
+
+    Record 0 is the input; then up to ``max_records - 1`` llm / fn / retrieve records
+    with strictly increasing (possibly gapped) ids, inputs only to earlier ids, and —
+    with ``repeated_calls`` — nodes called several times with increasing call indices.
+    ``with_loss=True`` appends a loss record (last), ``False`` never does, ``None``
+    (default) decides at random. LLM records read params from ``param_names``
+    (default: a small fixed pool). ``skips`` allows random skip connections.
+
+    >>> from funcgrad import check_trace
+    >>> t = traces(with_loss=True).example()
+    >>> check_trace(t) is t, t.records[-1].kind
+    (True, 'loss')
+    """
+    pool = tuple(param_names) if param_names is not None else ("p0", "p1", "p2", "sys.format")
+    n = draw(st.integers(1, max(1, max_records - (1 if with_loss else 0))))
+    rid = 0
+    recs = [Record(0, "x", "input", output=draw(json_values(max_leaves=3)))]
+    node_kind: dict[str, str] = {"x": "input"}
+    last_call: dict[str, int] = {"x": 0}
+    for _ in range(n - 1):
+        rid += draw(st.sampled_from((1, 1, 1, 2)))
+        kind = draw(st.sampled_from(("llm", "llm", "fn", "retrieve")))
+        same_kind = [nd for nd, k in node_kind.items() if k == kind]
+        if repeated_calls and same_kind and draw(st.booleans()):
+            node = draw(st.sampled_from(same_kind))
+            index = last_call[node] + draw(st.sampled_from((1, 1, 1, 2)))
+        else:
+            node = draw(names().filter(lambda nm: nm not in node_kind and nm != "loss"))
+            index = 0
+        node_kind[node] = kind
+        last_call[node] = index
+        earlier = [r.id for r in recs]
+        inputs = tuple(draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3, unique=True)))
+        read = tuple(draw(st.lists(st.sampled_from(pool), max_size=3, unique=True))) if kind == "llm" and pool else ()
+        recs.append(
+            Record(
+                rid, node, kind, call_index=index, inputs=inputs,
+                input_names=tuple(f"in{i}" for i in range(len(inputs))),
+                params=read,
+                request=draw(json_values(max_leaves=3)),
+                output=draw(texts(max_size=12)) if kind != "retrieve" else tuple(draw(st.lists(texts(max_size=8), max_size=3))),
+                usage=draw(usages()),
+            )
+        )
+    output: int | None = recs[-1].id
+    if len(recs) > 1 and draw(st.integers(0, 4)) == 0:  # a failed run: the last call errored
+        recs[-1] = attrs.evolve(recs[-1], output=None, error=draw(texts(max_size=10)))
+        output = None
+    loss = draw(st.booleans()) if with_loss is None else with_loss
+    if loss:
+        scored = draw(losses())
+        inputs = (output,) if output is not None else ()
+        recs.append(
+            Record(
+                recs[-1].id + 1, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs),
+                request={"target": draw(json_values(max_leaves=2))},
+                output={"score": scored.score, "feedback": scored.feedback},
+            )
+        )
+    skip_nodes = ()
+    if skips:
+        candidates = [nd for nd in node_kind if nd != "x"]
+        if candidates:
+            skip_nodes = tuple(draw(st.lists(st.sampled_from(candidates), max_size=2, unique=True)))
+    return Trace(tuple(recs), example_id=draw(texts(max_size=6)), skips=skip_nodes, output=output)
+
+
+def results() -> st.SearchStrategy[Result]:
+    """A :class:`~funcgrad.Result` (example, output, scored trace, loss).
+
+    >>> results().example().trace.records[-1].kind
+    'loss'
+    """
+    return st.builds(
+        Result, example=examples(), output=json_values(max_leaves=3), trace=traces(with_loss=True), loss=losses()
+    )
+
+
+def notes() -> st.SearchStrategy[Note]:
+    """A strategy :class:`~funcgrad.Note`.
+
+    >>> notes().example().status in ("proposed", "no_update")
+    True
+    """
+    return st.builds(Note, param=names() | st.just(""), status=st.sampled_from(NOTE_STATUSES), reason=texts())
+
+
+def updates() -> st.SearchStrategy[Update]:
+    """A strategy :class:`~funcgrad.Update` (param -> new text, plus notes).
+
+    >>> all(isinstance(v, str) for v in updates().example().values.values())
+    True
+    """
+    return st.builds(
+        Update, values=st.dictionaries(names(), texts(), max_size=3), notes=st.lists(notes(), max_size=2).map(tuple)
+    )
+
+
+def attempts() -> st.SearchStrategy[Attempt]:
+    """A past proposal as shown to a strategy (:class:`~funcgrad.Attempt`).
+
+    >>> isinstance(attempts().example().accepted, bool)
+    True
+    """
+    return st.builds(
+        Attempt,
+        values=st.dictionaries(names(), texts(), max_size=3),
+        score=st.none() | st.floats(0, 1, allow_nan=False),
+        accepted=st.booleans(),
+        reason=texts(),
+    )
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def _answer(request: Request) -> str:
+    digest = hashlib.sha256(request.key()).hexdigest()[:8]
+    return f"a{digest}"
+
+
+def _fn1(a):
+    return f"f({str(a)[:24]})"
+
+
+def _fn2(a, b):
+    return f"g({str(a)[:12]},{str(b)[:12]})"
+
+
+def _retrieve(query):
+    q = str(query)[:16]
+    return (f"doc1:{q}", f"doc2:{q}")
+
+
+@attrs.frozen
+class GeneratedPipeline:
+    """A random pipeline with a matching state, a deterministic responder and an input.
+
+    ``pipeline(prompts, x)`` is a plain funcgrad pipeline; ``state`` holds every param
+    its LLM nodes read; ``respond`` is a pure function of the request (use it as
+    ``ScriptedEngine(gp.respond)``); ``x`` is a sample input; ``steps`` describes the
+    graph (it is what Hypothesis prints for a failing example); ``llm_calls`` is the
+    number of model calls one run makes.
+
+    >>> from funcgrad import run
+    >>> from funcgrad.scripted import ScriptedEngine
+    >>> gp = pipelines().example()
+    >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
+    >>> sum(r.kind == "llm" for r in trace.records) == gp.llm_calls
+    True
+    """
+
+    pipeline: Callable[[PromptState, Var], Var] = attrs.field(repr=False)
+    state: PromptState
+    respond: Callable[[Request], str] = attrs.field(repr=False)
+    x: str
+    steps: tuple[tuple, ...]
+    llm_calls: int
+
+
+@st.composite
+def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: bool = True) -> GeneratedPipeline:
+    """A small random pipeline (a DAG, with optional loops) plus its state and responder.
+
+    Steps are LLM nodes reading random params (or groups) of a generated state, fn
+    nodes of one or two inputs, and retriever nodes; with ``repeated_calls`` a node
+    may be called again later, and with ``loops`` an LLM node may be called several
+    times in a row on its own output (so the trace shows ``node#0``, ``node#1``...).
+    Every step reads earlier values only; the last step's value is returned.
+
+    >>> from funcgrad import check_trace, run
+    >>> from funcgrad.scripted import ScriptedEngine
+    >>> gp = pipelines().example()
+    >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
+    >>> check_trace(trace) is trace
+    True
+    """
+    state = draw(prompt_states(min_size=1, max_size=4, with_groups=True))
+    readable = list(state.names) + [g for g, _ in state.groups]
+    n_steps = draw(st.integers(1, max_steps))
+    steps: list[tuple] = []
+    nodes: dict[str, tuple] = {}  # name -> ("llm", system, arity) | ("fn", arity) | ("retrieve",)
+    n_values = 1  # value 0 is the input x
+    llm_calls = 0
+    for _ in range(n_steps):
+        reuse = [nm for nm in nodes] if repeated_calls else []
+        if reuse and draw(st.integers(0, 3)) == 0:
+            name = draw(st.sampled_from(reuse))
+            spec = nodes[name]
+        else:
+            kind = draw(st.sampled_from(("llm", "llm", "fn", "retrieve")))
+            name = f"{kind[0]}{len(nodes)}"
+            if kind == "llm":
+                system = tuple(draw(st.lists(st.sampled_from(readable), max_size=2, unique=True)))
+                spec = ("llm", system, draw(st.integers(1, 2)))
+            elif kind == "fn":
+                spec = ("fn", draw(st.integers(1, 2)))
+            else:
+                spec = ("retrieve",)
+            nodes[name] = spec
+        arity = 1 if spec[0] == "retrieve" else spec[-1]
+        args = tuple(draw(st.integers(0, n_values - 1)) for _ in range(arity))
+        times = draw(st.integers(1, 3)) if loops and spec[0] == "llm" and arity == 1 else 1
+        steps.append((name, args, times))
+        llm_calls += times if spec[0] == "llm" else 0
+        n_values += 1
+
+    built: dict[str, Any] = {}
+    for name, spec in nodes.items():
+        if spec[0] == "llm":
+            template = "\n".join(f"in{i}: {{in{i}}}" for i in range(spec[2]))
+            built[name] = LLM(name, system=spec[1], user=template)
+        elif spec[0] == "fn":
+            built[name] = Fn(name, _fn1 if spec[1] == 1 else _fn2)
+        else:
+            built[name] = Fn(name, _retrieve, kind="retrieve")
+    plan = tuple(steps)
+
+    def pipeline(prompts: PromptState, x: Var) -> Var:
+        values = [x]
+        for name, args, times in plan:
+            node = built[name]
+            inputs = [values[i] for i in args]
+            if isinstance(node, LLM):
+                out = node(prompts, **{f"in{i}": v for i, v in enumerate(inputs)})
+                for _ in range(times - 1):  # a loop: the node refines its own output
+                    out = node(prompts, in0=out)
+            else:
+                out = node(*inputs)
+            values.append(out)
+        return values[-1]
+
+    described = tuple((name, nodes[name][0], args, times) for name, args, times in plan)
+    return GeneratedPipeline(pipeline, state, _answer, draw(texts(max_size=12)), described, llm_calls)
+
+
+def recorded_responder(trace: Trace) -> Callable[[Request], str]:
+    """A responder that replays the LLM outputs recorded in ``trace``.
+
+    Answers are looked up by the rendered request (messages, model, sampling
+    settings), so replaying a run with ``ScriptedEngine(recorded_responder(trace))``
+    reproduces it exactly; an unknown request raises KeyError. Identical requests
+    get their recorded answers in call order.
+
+    >>> from funcgrad import run
+    >>> from funcgrad.scripted import ScriptedEngine
+    >>> gp = pipelines().example()
+    >>> _, t1 = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
+    >>> _, t2 = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(recorded_responder(t1)))
+    >>> t1 == t2
+    True
+    """
+    table: dict[tuple, list[str]] = {}
+    for r in trace.records:
+        if r.kind == "llm" and r.error is None:
+            table.setdefault(_request_key(r.request), []).append(r.output)
+    position: dict[tuple, int] = {}
+
+    def respond(request: Request) -> str:
+        key = _request_key(
+            {
+                "messages": tuple((m.role, m.content) for m in request.messages),
+                "model": request.model,
+                "temperature": request.temperature,
+                "max_tokens": request.max_tokens,
+                "sample": request.sample,
+                "role": request.role,
+            }
+        )
+        answers = table[key]
+        i = position.get(key, 0)
+        position[key] = i + 1
+        return answers[min(i, len(answers) - 1)]
+
+    return respond
+
+
+def _request_key(rendered) -> tuple:
+    return (
+        tuple(tuple(m) for m in rendered["messages"]),
+        rendered["model"],
+        float(rendered["temperature"]),
+        rendered["max_tokens"],
+        rendered["sample"],
+        rendered["role"],
+    )
