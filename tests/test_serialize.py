@@ -1,0 +1,138 @@
+"""JSON round-trip of every public value, and the errors of loads on bad documents."""
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import funcgrad
+from funcgrad import SerializationError, dumps, loads
+from funcgrad.serialize import _TYPES
+from funcgrad.testing import (
+    attempts,
+    examples,
+    json_values,
+    losses,
+    messages,
+    notes,
+    params,
+    prompt_states,
+    records,
+    requests,
+    responses,
+    results,
+    traces,
+    updates,
+    usages,
+)
+
+FAST = settings(max_examples=60, deadline=None)
+
+PUBLIC_VALUES = {
+    "Param": params(),
+    "PromptState": prompt_states(with_groups=True),
+    "Record": records(),
+    "Trace": traces(),
+    "Loss": losses(),
+    "Example": examples(),
+    "Result": results(),
+    "Usage": usages(),
+    "Message": messages(),
+    "Request": requests(),
+    "Response": responses(),
+    "Update": updates(),
+    "Note": notes(),
+    "Attempt": attempts(),
+}
+
+
+def test_every_serializable_type_has_a_generator():
+    assert set(PUBLIC_VALUES) == set(_TYPES)
+
+
+def _roundtrip(value):
+    data = dumps(value)
+    back = loads(data)
+    assert back == value
+    assert type(back) is type(value)
+    # Byte-identical re-serialization also catches type drift that == hides (True vs 1, 1 vs 1.0).
+    assert dumps(back) == data
+    assert loads(dumps(value, indent=True)) == value
+    return data
+
+
+@pytest.mark.parametrize("tag", sorted(PUBLIC_VALUES))
+@FAST
+@given(data=st.data())
+def test_json_roundtrip_of_every_public_value(tag, data):
+    value = data.draw(PUBLIC_VALUES[tag], label=tag)
+    raw = _roundtrip(value)
+    doc = orjson.loads(raw)
+    assert doc["format"] == "funcgrad" and doc["version"] == 1
+    assert doc["value"]["type"] == tag
+
+
+@FAST
+@given(json_values())
+def test_json_values_roundtrip_inside_a_record(value):
+    record = funcgrad.Record(0, "x", "input", request=value, output=value)
+    assert loads(dumps(record)).output == value
+
+
+@FAST
+@given(traces(), st.integers(0, 3))
+def test_roundtripped_trace_still_passes_check_trace(trace, _):
+    assert funcgrad.check_trace(loads(dumps(trace))) == trace
+
+
+def test_json_object_keys_named_type_are_not_confused_with_value_tags():
+    value = {"type": "Param", "value": "not a param"}
+    back = loads(dumps(funcgrad.Record(0, "x", "input", output=value)))
+    assert dict(back.output) == value
+
+
+def test_loads_rejects_wrong_format_and_version():
+    with pytest.raises(SerializationError, match="format"):
+        loads(b'{"value": 1}')
+    with pytest.raises(SerializationError, match="version 2"):
+        loads(b'{"format": "funcgrad", "version": 2, "value": 1}')
+    with pytest.raises(SerializationError, match="not valid JSON"):
+        loads(b"{")
+    with pytest.raises(SerializationError, match="value"):
+        loads(b'{"format": "funcgrad", "version": 1}')
+
+
+def test_loads_errors_name_the_bad_field():
+    doc = orjson.loads(dumps(funcgrad.Param("x")))
+    doc["value"]["colour"] = "red"
+    with pytest.raises(SerializationError, match="colour"):
+        loads(orjson.dumps(doc))
+    doc = orjson.loads(dumps(funcgrad.Param("x")))
+    del doc["value"]["value"]
+    with pytest.raises(SerializationError, match="'value'"):
+        loads(orjson.dumps(doc))
+    doc = orjson.loads(dumps(funcgrad.Param("x")))
+    doc["value"]["kind"] = "poem"
+    with pytest.raises(SerializationError, match="poem"):
+        loads(orjson.dumps(doc))
+    with pytest.raises(SerializationError, match="'Widget'"):
+        loads(b'{"format": "funcgrad", "version": 1, "value": {"type": "Widget"}}')
+
+
+def test_dumps_refuses_non_json_with_serialization_error():
+    # Found by these tests: orjson's own TypeError used to escape from dumps.
+    with pytest.raises(SerializationError, match="64-bit"):
+        dumps(funcgrad.Record(0, "x", "input", output=2**70))
+    with pytest.raises(SerializationError):
+        dumps(funcgrad.Record(0, "x", "input", output="\ud800"))
+    with pytest.raises(SerializationError, match="set"):
+        dumps({1, 2})
+    with pytest.raises(SerializationError, match="NaN"):
+        funcgrad.Record(0, "x", "input", output=float("nan"))
+
+
+def test_result_output_is_frozen_so_lists_roundtrip():
+    # Found by these tests: Result.output kept a list, which came back as a tuple.
+    result = funcgrad.Result(funcgrad.Example("e", "x"), ["a", {"b": 1}], funcgrad.Trace(), funcgrad.Loss(1))
+    assert result.output == ("a", {"b": 1})
+    assert loads(dumps(result)) == result
