@@ -170,6 +170,22 @@ class CachedEngine:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def recall(self, request: Request) -> Response | None:
+        """The answer without calling a model: that of an identical call in flight, else the stored one."""
+        with self._lock:
+            future = self._inflight.get(self.key(request))
+        if future is not None:
+            return attrs.evolve(future.result(), cached=True)
+        return self.lookup(request)
+
+    async def arecall(self, request: Request) -> Response | None:
+        """Async :meth:`recall`."""
+        with self._lock:
+            future = self._inflight.get(self.key(request))
+        if future is not None:
+            return attrs.evolve(await asyncio.wrap_future(future), cached=True)
+        return self.lookup(request)
+
     def _miss(self, request: Request) -> CacheMiss:
         key = self.key(request)
         return CacheMiss(

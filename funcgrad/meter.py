@@ -24,7 +24,7 @@ import threading
 
 import attrs
 
-from funcgrad.engine import Engine, Request, Response
+from funcgrad.engine import ROLES, Engine, Request, Response
 from funcgrad.errors import BudgetExceeded, EngineError, SerializationError
 
 FORMAT = "funcgrad.usage/1"
@@ -99,9 +99,9 @@ class UsageTable:
         return sum(r.tokens for r in self.rows if role is None or r.role == role)
 
     def by_role(self, count: str = "calls") -> dict[str, int]:
-        """``count`` summed per role, e.g. ``{"forward": 12, "backward": 3}``."""
+        """``count`` summed per role, in pipeline order, e.g. ``{"forward": 12, "backward": 3}``."""
         out: dict[str, int] = {}
-        for r in self.rows:
+        for r in sorted(self.rows, key=lambda r: (ROLES.index(r.role) if r.role in ROLES else len(ROLES), r.role)):
             out[r.role] = out.get(r.role, 0) + getattr(r, count)
         return out
 
@@ -192,8 +192,9 @@ class MeteredEngine:
     """Counts the calls through ``inner`` per (request.role, model) and enforces a budget.
 
     Pass ``budget``/``start`` for a meter of its own, or ``meter=`` to share one. When
-    the budget is spent, a request the inner engine can answer from its cache
-    (``inner.lookup``) is still answered; any other raises BudgetExceeded.
+    the budget is spent, a request the inner engine can answer without a model call
+    (``inner.recall``: a cache hit, or an identical call in flight) is still answered;
+    any other raises BudgetExceeded.
     """
 
     def __init__(self, inner: Engine, budget: Budget = Budget(), start: UsageTable | None = None, *, meter: Meter | None = None):
@@ -211,26 +212,22 @@ class MeteredEngine:
         """The meter's frozen usage report."""
         return self.meter.report()
 
-    def _start(self, request: Request) -> Response | None:
-        try:
-            self.meter.reserve()
-        except BudgetExceeded:
-            lookup = getattr(self.inner, "lookup", None)
-            hit = lookup(request) if lookup is not None else None
-            if hit is None:
-                raise
-            self.meter.record(request.role, request.model or self.model, hit, reserved=False)
-            return hit
-        return None
+    def _recalled(self, request: Request, hit: Response | None, exhausted: BudgetExceeded) -> Response:
+        if hit is None:
+            raise exhausted
+        self.meter.record(request.role, request.model or self.model, hit, reserved=False)
+        return hit
 
     def _end(self, request: Request, response: Response | None) -> None:
         self.meter.record(request.role, request.model or self.model, response, reserved=True)
 
     def complete(self, request: Request) -> Response:
         """Check the budget, call ``inner``, count the outcome."""
-        hit = self._start(request)
-        if hit is not None:
-            return hit
+        try:
+            self.meter.reserve()
+        except BudgetExceeded as exhausted:
+            recall = getattr(self.inner, "recall", None)
+            return self._recalled(request, recall(request) if recall else None, exhausted)
         try:
             response = self.inner.complete(request)
         except Exception:
@@ -244,9 +241,11 @@ class MeteredEngine:
 
     async def acomplete(self, request: Request) -> Response:
         """Async :meth:`complete`."""
-        hit = self._start(request)
-        if hit is not None:
-            return hit
+        try:
+            self.meter.reserve()
+        except BudgetExceeded as exhausted:
+            arecall = getattr(self.inner, "arecall", None)
+            return self._recalled(request, await arecall(request) if arecall else None, exhausted)
         try:
             response = await self.inner.acomplete(request)
         except Exception:
