@@ -1,0 +1,152 @@
+"""Run configuration: a TOML file naming the task, strategy, engines, training knobs and budget.
+
+Every key is checked; a bad key or value raises one ConfigError naming it, e.g.
+``[train] batch_size = 0: must be a whole number >= 1``. See examples/*.toml and
+docs/cli.md for the full list of keys.
+
+>>> cfg = parse_config({"task": {"name": "object_counting"}, "strategy": {"name": "backprop"}})
+>>> cfg.engine.model, cfg.train.batch_size
+('qwen2.5-coder-1.5b', 3)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from funcgrad.errors import ConfigError
+from funcgrad.train import FitSettings
+from funcgrad.values import FrozenDict, freeze
+
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+
+
+@attrs.frozen
+class EngineConfig:
+    """Where model calls go: a local GGUF model served by funcgrad (``model`` = known
+    name or .gguf path), or any OpenAI-compatible server (``base_url`` + ``model``,
+    key read from the environment variable ``api_key_env``; the key itself never goes
+    in a config file)."""
+
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 2
+    n_ctx: int = 4096
+    threads: int = 2
+    timeout: float = 600.0
+
+    @property
+    def local(self) -> bool:
+        return self.base_url is None
+
+
+@attrs.frozen
+class RunConfig:
+    """A whole run: ``task`` and ``strategy`` are a name plus keyword arguments."""
+
+    task: str
+    task_args: FrozenDict
+    strategy: str
+    strategy_args: FrozenDict
+    engine: EngineConfig
+    critic: EngineConfig | None
+    train: FitSettings
+    max_calls: int | None
+    max_tokens: int | None
+    run_dir: str
+    cache_dir: str | None
+    source: FrozenDict = attrs.field(factory=FrozenDict)
+
+
+_SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run")
+_ENGINE_TYPES = {"model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int, "timeout": (int, float)}
+_TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)}
+_BUDGET_TYPES = {"max_calls": int, "max_tokens": int}
+_RUN_TYPES = {"dir": str, "cache": str}
+
+
+def _table(data: Mapping, name: str) -> Mapping:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{name}] must be a table (a [{name}] section), got {type(value).__name__}")
+    return value
+
+
+def _typed(section: str, table: Mapping, types: Mapping[str, Any]) -> dict:
+    out = {}
+    for key, value in table.items():
+        if key not in types:
+            raise ConfigError(f"[{section}] has unknown key {key!r}; allowed keys: {', '.join(sorted(types))}")
+        want = types[key]
+        if isinstance(value, bool) or not isinstance(value, want):
+            names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
+            raise ConfigError(f"[{section}] {key} = {value!r}: must be a {names}")
+        if isinstance(value, (int, float)) and value <= 0 and key not in ("seed",):
+            raise ConfigError(f"[{section}] {key} = {value!r}: must be > 0")
+        out[key] = value
+    return out
+
+
+def _named(section: str, table: Mapping) -> tuple[str, FrozenDict]:
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"[{section}] needs name = \"...\" (a string), got {name!r}")
+    args = {k: v for k, v in table.items() if k != "name"}
+    return name, freeze(args, where=f"[{section}]")
+
+
+def _engine(section: str, table: Mapping) -> EngineConfig:
+    fields = _typed(section, table, _ENGINE_TYPES)
+    if "base_url" in fields and "model" not in fields:
+        raise ConfigError(f"[{section}] base_url is set, so model = \"...\" (the server's model name) is required too")
+    return EngineConfig(**fields)
+
+
+def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
+    """Validate a config dict (as parsed from TOML) into a RunConfig."""
+    for key in data:
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown section [{key}]; allowed sections: {', '.join(_SECTIONS)}")
+    if "task" not in data:
+        raise ConfigError("the config needs a [task] section with name = \"...\" (e.g. object_counting)")
+    if "strategy" not in data:
+        raise ConfigError("the config needs a [strategy] section with name = \"...\" (backprop, whole_trace or sampled_momentum)")
+    task, task_args = _named("task", _table(data, "task"))
+    strategy, strategy_args = _named("strategy", _table(data, "strategy"))
+    train_table = dict(_table(data, "train"))
+    seed = train_table.pop("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"[train] seed = {seed!r}: must be a whole number >= 0")
+    try:
+        train = FitSettings(**_typed("train", train_table, _TRAIN_TYPES), seed=seed)
+    except ConfigError as exc:
+        raise ConfigError(f"[train] {exc}") from None
+    budget = _typed("budget", _table(data, "budget"), _BUDGET_TYPES)
+    run = _typed("run", _table(data, "run"), _RUN_TYPES)
+    base = base_dir or Path.cwd()
+    run_dir = str((base / run["dir"]).resolve()) if "dir" in run else str((base / "runs" / f"{task}-{strategy}-seed{seed}").resolve())
+    cache = str((base / Path(run["cache"]).expanduser()).resolve()) if "cache" in run else None
+    return RunConfig(
+        task=task, task_args=task_args, strategy=strategy, strategy_args=strategy_args,
+        engine=_engine("engine", _table(data, "engine")),
+        critic=_engine("critic", _table(data, "critic")) if "critic" in data else None,
+        train=train, max_calls=budget.get("max_calls"), max_tokens=budget.get("max_tokens"),
+        run_dir=run_dir, cache_dir=cache, source=freeze(data),
+    )
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config file; relative paths in it are relative to the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, base_dir=path.resolve().parent)
