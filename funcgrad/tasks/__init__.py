@@ -1,1 +1,55 @@
-"""Built-in tasks (generated offline, seeded)."""
+"""Built-in tasks, generated offline from a seed (no downloads).
+
+Each factory is ``name(*, seed=0, n_train=30, n_val=20, n_test=50) -> funcgrad.Task``
+with disjoint splits; the same seed gives identical examples.
+
+- ``object_counting``: BIG-bench style counting (count → parse).
+- ``arithmetic``: GSM-style word problems, 1–3 steps (solve → parse).
+- ``multihop``: two-hop QA over a generated knowledge base (query ↺ retrieve, twice → answer).
+- ``agent``: a tool-using loop (act → parse_action → calc | lookup → history, up to 4 turns → finish).
+
+>>> sorted(TASKS)
+['agent', 'arithmetic', 'multihop', 'object_counting']
+>>> load_task("object_counting", n_train=1, n_val=1, n_test=1).name
+'object_counting'
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from funcgrad.errors import ConfigError
+from funcgrad.task import Task
+from funcgrad.tasks.agent import agent
+from funcgrad.tasks.arithmetic import arithmetic
+from funcgrad.tasks.multihop import multihop
+from funcgrad.tasks.object_counting import object_counting
+
+TASKS: Mapping[str, Callable[..., Task]] = MappingProxyType({
+    "object_counting": object_counting,
+    "arithmetic": arithmetic,
+    "multihop": multihop,
+    "agent": agent,
+})
+
+
+def load_task(name: str, **kwargs: Any) -> Task:
+    """Build the built-in task ``name`` with factory keyword arguments (seed, n_train, ...).
+
+    Raises ConfigError naming the unknown task and listing the known ones, or naming a
+    bad keyword argument.
+    """
+    factory = TASKS.get(name) if isinstance(name, str) else None
+    if factory is None:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"task {name!r}: bad arguments {sorted(kwargs)}: {exc}") from None
+    return factory(**kwargs)
+
+
+__all__ = ["TASKS", "agent", "arithmetic", "load_task", "multihop", "object_counting"]
