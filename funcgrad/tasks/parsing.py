@@ -38,7 +38,7 @@ _MARKED = re.compile(
 )
 _TAGGED = re.compile(r"<answer>\s*\$?\s*(" + _INT + r")\s*</answer>", re.IGNORECASE)
 _ANY_INT = re.compile(r"(?<![\w.])(" + _INT + r")(?:\.0+)?(?![\w]|\.\d)")
-_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
+_WORD = re.compile(r"(?<![-\w])(" + "|".join(NUMBER_WORDS) + r")(?![-\w])", re.IGNORECASE)
 SNIPPET = 160
 
 
