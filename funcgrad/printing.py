@@ -18,16 +18,22 @@ def _short(value, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _line(text: str) -> str:
+    """``text`` on one line: unprintable characters (newlines...) escaped as in repr."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def format_record(record: Record, *, width: int = 80) -> str:
     """One line per record: ``%3 = llm query#1(question=%0) reads [p] -> 'text'``."""
     args = ", ".join(f"{n}=%{i}" for n, i in zip(record.input_names, record.inputs))
     stamp = f"#{record.call_index}" if record.kind in ("llm", "fn", "retrieve") else ""
-    call = f"{record.node}{stamp}({args})" if record.kind != "input" else record.node
+    node = _line(record.node)
+    call = f"{node}{stamp}({args})" if record.kind != "input" else node
     reads = f" reads [{', '.join(record.params)}]" if record.params else ""
     tokens = record.usage.total_tokens
     cost = f" [{tokens} tok, {record.usage.latency_s:.2f}s]" if tokens else ""
     if record.error is not None:
-        result = f"  !! error: {record.error[:width]}"
+        result = f"  !! error: {_line(record.error[:width])}"
     else:
         result = f"  -> {_short(record.output, width)}"
     return f"%{record.id} = {record.kind} {call}{reads}{cost}{result}"
@@ -39,10 +45,10 @@ def format_trace(trace: Trace, *, width: int = 80) -> str:
     Repeated calls of one node show their call index (``query#0``, ``query#1``).
     """
     n = len(trace.records)
-    head = f"trace {trace.example_id or '(no id)'}: {n} record{'s' if n != 1 else ''}"
+    head = f"trace {_line(trace.example_id) or '(no id)'}: {n} record{'s' if n != 1 else ''}"
     head += f", output %{trace.output}" if trace.output is not None else ", no output"
     if trace.skips:
-        head += f", skip connections to {', '.join(trace.skips)}"
+        head += f", skip connections to {', '.join(_line(s) for s in trace.skips)}"
     return "\n".join([head] + ["  " + format_record(r, width=width) for r in trace.records])
 
 

@@ -42,6 +42,7 @@ All generators take keyword arguments only and shrink towards small, plain value
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,6 +70,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 # --------------------------------------------------------------------------- scalars
 
 
+@functools.lru_cache(maxsize=None)
 def texts(*, max_size: int = 20) -> st.SearchStrategy[str]:
     """Unicode text that JSON can carry (no lone surrogates).
 
@@ -85,9 +87,19 @@ def names() -> st.SearchStrategy[str]:
     >>> bool(re.fullmatch(r"[a-z][a-z0-9_.]*", names().example()))
     True
     """
-    return st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-z][a-z0-9]{0,4})?", fullmatch=True)
+    return _NAMES
 
 
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_NAMES = st.builds(
+    lambda head, tail, dotted: head + tail + ("." + dotted[0] + dotted[1] if dotted else ""),
+    st.sampled_from(_LOWER),
+    st.text(_LOWER + "0123456789_", max_size=5),
+    st.none() | st.tuples(st.sampled_from(_LOWER), st.text(_LOWER + "0123456789", max_size=4)),
+)
+
+
+@functools.lru_cache(maxsize=None)
 def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
     """Immutable JSON values (None, bool, 64-bit int, finite float, str, tuple, FrozenDict).
 
