@@ -1,0 +1,20 @@
+"""Built-in credit-assignment strategies: each factory returns a :class:`funcgrad.Strategy`.
+
+They are drop-in replacements for one another; swapping is one line::
+
+    strategy = backprop()                         # per-node textual gradients
+    strategy = whole_trace()                      # one OptoPrime-style call per step
+    strategy = sampled_momentum(backprop(), k=5)  # TSGD-M around any strategy
+
+They use only funcgrad's public API, exactly like a user's own strategy would.
+"""
+
+from funcgrad.strategies.backprop import Gradient, backprop, backward
+from funcgrad.strategies.momentum import gumbel_top_k, sampled_momentum
+from funcgrad.strategies.proposals import GUARDS, check_value, extract_fenced, fence, rejection_counts
+from funcgrad.strategies.whole_trace import code_line, whole_trace
+
+__all__ = [
+    "GUARDS", "Gradient", "backprop", "backward", "check_value", "code_line", "extract_fenced", "fence",
+    "gumbel_top_k", "rejection_counts", "sampled_momentum", "whole_trace",
+]

@@ -1,0 +1,177 @@
+"""Sampled momentum (TSGD-M): step from a good past state instead of always the current one.
+
+The wrapper keeps a history ``H`` of past prompt states (their trainable values) with
+the running mean of their validation-minibatch scores and how often each was scored.
+Once per training step it
+
+1. draws ``k`` candidates from ``H`` without replacement by Gumbel-top-k on the keys
+   ``s_i / T + c * G_i`` (``G_i ~ Gumbel(0, 1)``; a never-scored state counts as
+   ``s_i = 1``, so every new proposal gets scored at least once);
+2. scores them with ``evaluate(candidate, seed)`` (one shared validation seed per
+   step) and updates their running means;
+3. picks the best ``p*`` (ties: the current state);
+4. re-runs the training minibatch under ``p*`` (``context.rerun``; skipped when
+   ``p*`` is the current state) and lets the inner strategy propose from ``p*``;
+5. returns the proposal relative to the ``state`` it was given and appends it to ``H``.
+
+The random stream is ``random.Random(sha256(f"{seed}:{step}"))`` and the number of
+values drawn from it lives in S, so a run resumed from a JSON checkpoint draws the
+same candidates. Later proposals of the same step (after a rejection) reuse ``p*``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from typing import Any
+
+import attrs
+
+from funcgrad import ConfigError, Note, PromptState, Strategy, Update, apply_updates
+from funcgrad.strategies import proposals as P
+
+
+def stream(seed: int, step: int, position: int = 0) -> random.Random:
+    """The random stream of ``step``, advanced by ``position`` draws (hash-seed free).
+
+    >>> a = stream(0, 3); [a.random() for _ in range(2)][1] == stream(0, 3, 1).random()
+    True
+    """
+    digest = hashlib.sha256(f"funcgrad.sampled_momentum:{seed}:{step}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    for _ in range(position):
+        rng.random()
+    return rng
+
+
+def gumbel_top_k(scores: list[float], k: int, temperature: float, c: float, rng: random.Random) -> list[int]:
+    """Indices of the ``k`` largest keys ``s_i / T + c * G_i``; draws one uniform per entry.
+
+    >>> gumbel_top_k([0.1, 0.9, 0.5], 2, 0.6, 0.0, random.Random(0))
+    [1, 2]
+    """
+    keys = []
+    for i, s in enumerate(scores):
+        u = min(max(rng.random(), 1e-12), 1 - 1e-12)
+        g = -math.log(-math.log(u))
+        keys.append((s / temperature + c * g, -i))
+    ranked = sorted(range(len(scores)), key=lambda i: keys[i], reverse=True)
+    return ranked[:k]
+
+
+def _trainable_values(state: PromptState) -> dict[str, str]:
+    return {n: state[n].value for n in state.trainable_names}
+
+
+def _find(history: list[dict], values: dict[str, str]) -> int | None:
+    for i, h in enumerate(history):
+        if h["values"] == values:
+            return i
+    return None
+
+
+def _state_of(state: PromptState, values: dict[str, str]) -> PromptState:
+    diff = {n: v for n, v in values.items() if n in state and state[n].trainable and state[n].value != v}
+    return apply_updates(state, diff)
+
+
+def sampled_momentum(inner: Strategy, *, k: int = 5, temperature: float = 0.6, c: float = 0.4, seed: int = 0,
+                     max_history: int = 30, unscored_score: float = 1.0) -> Strategy:
+    """Wrap ``inner`` (any Strategy) with TSGD-M sampled momentum.
+
+    Calls per step: ``min(k, len(H))`` calls of ``evaluate`` (none while H holds one
+    state), one ``context.rerun`` when ``p*`` is not the current state, then the inner
+    strategy's own calls. Knobs: ``k`` candidates, ``temperature`` T, ``c`` (Gumbel
+    weight), ``seed``, ``max_history`` (oldest worst-scored entries are dropped),
+    ``unscored_score`` (the score a never-evaluated state is assumed to have).
+    """
+    if k < 1 or temperature <= 0:
+        raise ConfigError(f"sampled_momentum needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    cfg = {"inner": inner.name, "inner_config": inner.config, "k": k, "temperature": temperature, "c": c,
+           "seed": seed, "max_history": max_history, "unscored_score": unscored_score}
+
+    def init(state):
+        return P.freeze_state({
+            "history": [{"values": _trainable_values(state), "mean": None, "n": 0}],
+            "rng": {"step": None, "position": 0},
+            "pick": None,
+            "inner": inner.init(state),
+            "events": {},
+        })
+
+    def _pick(state, s, evaluate, context):
+        """Sample, score and choose p* for this step; mutates ``s``. Returns (index, note)."""
+        history = s["history"]
+        current = _trainable_values(state)
+        if _find(history, current) is None:
+            history.append({"values": current, "mean": None, "n": 0})
+        step = getattr(context, "step", 0)
+        pick = s.get("pick")
+        if pick and pick.get("step") == step:
+            idx = _find(history, pick["values"])
+            if idx is not None:
+                return idx, f"reusing this step's p* (history entry {idx})"
+        if s["rng"].get("step") != step:
+            s["rng"] = {"step": step, "position": 0}
+        rng = stream(seed, step, s["rng"]["position"])
+        scores = [h["mean"] if h["mean"] is not None else unscored_score for h in history]
+        chosen = gumbel_top_k(scores, min(k, len(history)), temperature, c, rng)
+        eval_seed = rng.randrange(2**31)
+        s["rng"]["position"] += len(history) + 1
+        s["events"] = P.bump(s["events"], "samples")
+        cur = _find(history, current)
+        if len(chosen) == 1 and chosen[0] == cur:
+            s["pick"] = {"step": step, "values": current, "candidates": [cur], "seed": eval_seed}
+            return cur, "one state in history: stepping from the current state"
+        measured = []
+        for i in chosen:
+            score = float(evaluate(_state_of(state, history[i]["values"]), eval_seed))
+            h = history[i]
+            h["n"] += 1
+            h["mean"] = score if h["mean"] is None else h["mean"] + (score - h["mean"]) / h["n"]
+            measured.append((i, score))
+        s["events"] = P.bump(s["events"], "evaluations", len(chosen))
+        best = max(chosen, key=lambda i: (history[i]["mean"], i == cur, -i))
+        s["pick"] = {"step": step, "values": history[best]["values"], "candidates": chosen, "seed": eval_seed}
+        shown = ", ".join(f"#{i}={sc:.2f}" for i, sc in measured)
+        return best, f"candidates {shown}; p* = #{best} (mean {history[best]['mean']:.2f}, n={history[best]['n']})"
+
+    def update(results, state, s, *, engine, evaluate, context):
+        s = P.thaw_state(s)
+        idx, why = _pick(state, s, evaluate, context)
+        history = s["history"]
+        current = _trainable_values(state)
+        star_values = history[idx]["values"]
+        notes = []
+        if star_values == current:
+            star_state, star_results = state, results
+        else:
+            star_state = _state_of(state, star_values)
+            rerun = getattr(context, "rerun", None)
+            if rerun is None:
+                star_state, star_results = state, results
+                why += "; no context.rerun available, stepping from the current state"
+            else:
+                star_results = tuple(rerun(star_state))
+                s["events"] = P.bump(s["events"], "reruns")
+        inner_update, inner_s = inner.update(star_results, star_state, P.freeze_state(s["inner"]) if s["inner"] is not None else None,
+                                             engine=engine, evaluate=evaluate, context=context)
+        s["inner"] = P.thaw_state(inner_s) if inner_s is not None else None
+        proposal = _trainable_values(apply_updates(star_state, inner_update.values))
+        values = {n: v for n, v in proposal.items() if state[n].value != v}
+        notes.append(Note("", "proposed" if values else "no_update", f"sampled momentum: {why}"))
+        notes.extend(inner_update.notes)
+        if values and _find(history, proposal) is None:
+            history.append({"values": proposal, "mean": None, "n": 0})
+        if len(history) > max_history:
+            keep_cur = _find(history, current)
+            ranked = sorted(
+                (i for i in range(len(history)) if i not in (keep_cur, len(history) - 1)),
+                key=lambda i: (history[i]["mean"] if history[i]["mean"] is not None else unscored_score, i),
+            )
+            drop = set(ranked[: len(history) - max_history])
+            s["history"] = [h for i, h in enumerate(history) if i not in drop]
+        return Update(values, notes), P.freeze_state(s)
+
+    return Strategy("sampled_momentum", init, update, cfg)

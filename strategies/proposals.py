@@ -1,0 +1,343 @@
+"""What every built-in strategy shares: bounded prompts, fenced values and the guards.
+
+A small critic model makes predictable mistakes (see docs/strategies.md). Each is
+caught here, *before* the training loop spends validation calls on the proposal:
+
+=================  ==========================================================
+guard              rejects a proposed value when ...
+=================  ==========================================================
+``no_tags``        the reply has no ``<NEW_VALUE>`` opening tag
+``truncated``      the reply was cut by the token cap before the closing tag
+``invalid_json``   a JSON reply (whole_trace) does not parse
+``empty``          the value is empty after stripping
+``unchanged``      the value equals the current one
+``too_long``       the value exceeds ``max_value_chars``
+``tag_leak``       one of our own tags / section headers appears in the value
+``label_leak``     a failing example's expected answer appears in the value
+                   (and did not appear in the current value)
+``critique_paste`` the value is a critique (a feedback text pasted, or it
+                   reads like a diagnosis of the prompt instead of a prompt)
+``unknown_param``  a suggestion names a param that is not trainable here
+``engine_error``   the optimizer call failed (EngineError other than a budget
+                   or replay miss, which always propagate)
+=================  ==========================================================
+
+All helpers are pure functions; counters live in the strategy state ``S``.
+
+>>> fence("Count the items.")
+'<NEW_VALUE>\\nCount the items.\\n</NEW_VALUE>'
+>>> extract_fenced("Sure!\\n<NEW_VALUE>\\nCount the items.\\n</NEW_VALUE>")
+('Count the items.', '')
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from funcgrad import BudgetExceeded, CacheMiss, EngineError, as_text
+from funcgrad.values import freeze, thaw
+
+VALUE_TAG = "NEW_VALUE"
+CURRENT_TAG = "CURRENT_VALUE"
+OPEN, CLOSE = f"<{VALUE_TAG}>", f"</{VALUE_TAG}>"
+
+# Errors that must stop a run: never turned into a "no update".
+FATAL = (BudgetExceeded, CacheMiss)
+
+GUARDS = (
+    "no_tags", "truncated", "invalid_json", "empty", "unchanged", "too_long",
+    "tag_leak", "label_leak", "critique_paste", "unknown_param", "engine_error",
+)
+
+# Section headers and phrases that only our own prompts contain. If one shows up in a
+# proposed value (and was not in the current value), our meta-prompt leaked into it.
+META_PHRASES = (
+    "<NEW_VALUE>", "</NEW_VALUE>", "<CURRENT_VALUE>", "</CURRENT_VALUE>", "NEW_VALUE", "CURRENT_VALUE",
+    "#Code", "#Documentation", "#Variables", "#Inputs", "#Others", "#Outputs", "#Feedback", "#Instruction",
+    "Feedback by example", "lowest score first", "Failed proposals", "Best past values",
+    "Steps since last improvement", "Current value of", "Other parameters read by",
+    "texts cut at", "no noticeable error", "Write the new value",
+)
+_TAG_LIKE = re.compile(r"</?[A-Z][A-Z0-9_]{2,}>")
+
+# A value that opens like a diagnosis is a critique pasted in place of a prompt.
+_CRITIQUE_OPENER = re.compile(
+    r"^\s*(feedback\s*:|critique\s*:|diagnosis\s*:|"
+    r"the\s+(current\s+)?(prompt|instruction|parameter|value|system prompt|output|model)\s+"
+    r"(should|is|was|does|did|lacks|fails|failed|needs|could|must)\b|"
+    r"(this|the)\s+(prompt|parameter|instruction)\s+(should|needs|could)\b)",
+    re.IGNORECASE,
+)
+
+# Advice that names no concrete mistake (observed from small critics).
+_GENERIC = re.compile(
+    r"\b(clarify the (objective|task|instructions?)|be more (specific|clear|precise)|"
+    r"provide (an|more|some) examples?|add (an|more|some) examples?|make (it|the prompt) (clearer|more clear)|"
+    r"improve (the )?clarity|more detailed instructions?)\b",
+    re.IGNORECASE,
+)
+
+
+# ---------------------------------------------------------------- bounded text
+
+
+def clip(text: Any, limit: int) -> str:
+    """``text`` as prompt text, cut to ``limit`` characters with a visible marker.
+
+    >>> clip("abcdef", 3)
+    'abc…[+3 chars cut]'
+    """
+    text = text if isinstance(text, str) else as_text(text)
+    if limit <= 0 or len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[+{len(text) - limit} chars cut]"
+
+
+def cap_prompt(text: str, limit: int) -> str:
+    """Hard cap on a whole prompt body (the last line says it was cut)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n…[prompt cut at {limit} chars]"
+
+
+def one_line(text: Any, limit: int) -> str:
+    """Whitespace collapsed to single spaces, then clipped."""
+    return clip(" ".join(str(text if isinstance(text, str) else as_text(text)).split()), limit)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+# ---------------------------------------------------------------- fenced values
+
+
+def fence(value: str, tag: str = VALUE_TAG) -> str:
+    """``value`` between ``<tag>`` and ``</tag>`` lines."""
+    return f"<{tag}>\n{value}\n</{tag}>"
+
+
+def _unwrap(value: str) -> str:
+    value = value.strip()
+    m = re.fullmatch(r"```[a-zA-Z]*\n(.*?)\n?```", value, re.DOTALL)
+    if m:
+        value = m.group(1).strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
+        value = value[1:-1].strip()
+    return value
+
+
+def extract_fenced(reply: str, *, finish_reason: str = "stop", tag: str = VALUE_TAG) -> tuple[str | None, str]:
+    """``(value, "")`` from a reply holding ``<tag>value</tag>``, else ``(None, guard)``.
+
+    The value is the text after the first opening tag, up to the next closing tag.
+    A missing closing tag is accepted only when the model stopped on its own (not on
+    the token cap: that is ``truncated``).
+
+    >>> extract_fenced("no tags here")
+    (None, 'no_tags')
+    >>> extract_fenced("<NEW_VALUE>half a prom", finish_reason="length")
+    (None, 'truncated')
+    """
+    opener, closer = f"<{tag}>", f"</{tag}>"
+    start = reply.find(opener)
+    if start < 0:
+        return None, "no_tags"
+    body = reply[start + len(opener):]
+    end = body.find(closer)
+    if end < 0:
+        if finish_reason == "length":
+            return None, "truncated"
+        body = body.split(opener)[0]
+    else:
+        body = body[:end]
+    return _unwrap(body), ""
+
+
+def parse_json_reply(reply: str) -> Any:
+    """The JSON value in a model reply (code fences and chatter around it are ignored).
+
+    Raises ValueError when there is none.
+
+    >>> parse_json_reply('Here: ```json\\n{"a": 1}\\n``` done')
+    {'a': 1}
+    """
+    text = reply.strip()
+    m = re.search(r"```(?:json)?\s*\n?(.*?)```", text, re.DOTALL)
+    candidates = [m.group(1)] if m else []
+    candidates.append(text)
+    for open_c, close_c in (("{", "}"), ("[", "]")):
+        i, j = text.find(open_c), text.rfind(close_c)
+        if 0 <= i < j:
+            candidates.append(text[i:j + 1])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    raise ValueError("no JSON value found in the reply")
+
+
+# ---------------------------------------------------------------- guards
+
+
+def failing_targets(results: Sequence[Any], threshold: float = 1.0) -> tuple[str, ...]:
+    """Expected answers (as text) of the examples scoring below ``threshold``."""
+    out = []
+    for r in results:
+        if r.loss.score < threshold and r.example.target is not None:
+            t = as_text(r.example.target).strip()
+            if t:
+                out.append(t)
+    return tuple(dict.fromkeys(out))
+
+
+def _contains_word(haystack: str, needle: str) -> bool:
+    pattern = r"(?<![\w])" + re.escape(_norm(needle)) + r"(?![\w])"
+    return re.search(pattern, _norm(haystack)) is not None
+
+
+def check_value(
+    new: str,
+    old: str,
+    *,
+    targets: Iterable[str] = (),
+    critiques: Iterable[str] = (),
+    max_value_chars: int = 2000,
+) -> tuple[str, str]:
+    """``("", "")`` if ``new`` may be proposed in place of ``old``, else ``(guard, reason)``.
+
+    >>> check_value("Count items. The answer is 12.", "Count items.", targets=["12"])[0]
+    'label_leak'
+    >>> check_value("Count items. <NEW_VALUE>", "Count items.")[0]
+    'tag_leak'
+    >>> check_value("List the items, then count them.", "Count items.", targets=["12"])
+    ('', '')
+    """
+    if not new.strip():
+        return "empty", "the proposed value is empty"
+    if new.strip() == old.strip():
+        return "unchanged", "the proposed value equals the current value"
+    if len(new) > max_value_chars:
+        return "too_long", f"the proposed value has {len(new)} chars (limit {max_value_chars})"
+    low_new, low_old = new.lower(), old.lower()
+    for phrase in META_PHRASES:
+        if phrase.lower() in low_new and phrase.lower() not in low_old:
+            return "tag_leak", f"the proposed value contains our prompt's own text {phrase!r}"
+    old_tags = set(_TAG_LIKE.findall(old))
+    for tag in _TAG_LIKE.findall(new):
+        if tag not in old_tags:
+            return "tag_leak", f"the proposed value contains the tag {tag!r}"
+    for t in targets:
+        if _contains_word(new, t) and not _contains_word(old, t):
+            return "label_leak", f"the proposed value contains {clip(t, 40)!r}, the expected answer of a failing example"
+    if _CRITIQUE_OPENER.match(new) and not _CRITIQUE_OPENER.match(old):
+        return "critique_paste", "the proposed value reads like a critique of the prompt, not a prompt"
+    n_new = _norm(new)
+    for c in critiques:
+        n_c = _norm(c)
+        if len(n_c) >= 40 and (n_c in n_new or (len(n_new) >= 40 and n_new in n_c)) and n_c not in _norm(old):
+            return "critique_paste", "the proposed value copies a feedback text"
+    return "", ""
+
+
+def is_generic(critique: str) -> bool:
+    """True for short advice that names no concrete mistake ("be more specific").
+
+    >>> is_generic("Clarify the objective."), is_generic("It counted the lamp twice; say to count each item once.")
+    (True, False)
+    """
+    return bool(_GENERIC.search(critique)) and len(critique.split()) < 20 and not re.search(r"\d|'|\"", critique)
+
+
+# ---------------------------------------------------------------- counters in S
+
+
+def bump(counts: Mapping[str, int], key: str, by: int = 1) -> dict:
+    """A copy of ``counts`` with ``key`` increased by ``by``."""
+    out = dict(counts)
+    out[key] = out.get(key, 0) + by
+    return out
+
+
+def new_stats() -> dict:
+    """The counters every strategy keeps in its state S."""
+    return {"steps": 0, "calls": {"backward": 0, "optimizer": 0}, "rejections": {}, "events": {}}
+
+
+def thaw_state(s: Any) -> dict:
+    """A mutable copy of a strategy state (JSON value) for building the next one."""
+    return thaw(s) if s is not None else {}
+
+
+def freeze_state(s: Mapping) -> Any:
+    return freeze(s, where="strategy state")
+
+
+def call_engine(engine, request):
+    """``engine.complete(request)`` -> ``(response, "")`` or ``(None, reason)``.
+
+    Budget exhaustion and replay misses propagate; other engine failures become a reason.
+    """
+    try:
+        return engine.complete(request), ""
+    except FATAL:
+        raise
+    except EngineError as exc:
+        return None, f"{type(exc).__name__}: {clip(str(exc), 200)}"
+
+
+# ---------------------------------------------------------------- shared prompt parts
+
+
+def history_lines(context, name: str, current: str, *, limit: int, chars: int) -> list[str]:
+    """Best past values of ``name`` (with validation scores), best first, excluding the current."""
+    lines, seen = [], {current.strip()}
+    for a in getattr(context, "history", ()) or ():
+        v = a.values.get(name)
+        if v is None or v.strip() in seen:
+            continue
+        seen.add(v.strip())
+        score = "?" if a.score is None else f"{a.score:.2f}"
+        lines.append(f"- (val {score}) {one_line(v, chars)}")
+        if len(lines) >= limit:
+            break
+    return lines
+
+
+def rejected_lines(context, name: str, *, limit: int, chars: int) -> list[str]:
+    """Proposals for ``name`` rejected earlier in this step, with the reason."""
+    lines = []
+    for a in getattr(context, "rejected", ()) or ():
+        v = a.values.get(name)
+        if v is None:
+            continue
+        why = a.reason or ("score %.2f" % a.score if a.score is not None else "rejected")
+        lines.append(f"- {one_line(v, chars)}  -> {one_line(why, 120)}")
+        if len(lines) >= limit:
+            break
+    return lines
+
+
+def rejection_counts(strategy_state: Any) -> dict[str, int]:
+    """Rejections per guard found anywhere in a strategy state (wrappers included).
+
+    >>> rejection_counts({"rejections": {"tag_leak": 2}, "inner": {"rejections": {"tag_leak": 1}}})
+    {'tag_leak': 3}
+    """
+    total: dict[str, int] = {}
+
+    def walk(s):
+        if isinstance(s, Mapping):
+            for k, v in s.items():
+                if k == "rejections" and isinstance(v, Mapping):
+                    for g, n in v.items():
+                        total[g] = total.get(g, 0) + int(n)
+                else:
+                    walk(v)
+
+    walk(strategy_state)
+    return total
