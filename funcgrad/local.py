@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import select
 import subprocess
@@ -264,10 +265,8 @@ class LocalServer:
         """Start the child, wait until the model answers ``/health``, return the engine."""
         if self._process is not None:
             return self.engine
-        try:
-            import xllamacpp  # noqa: F401  (checked here for a clear error; the child uses it)
-        except ImportError:
-            raise EngineError("the local LLM runtime xllamacpp is not installed; install it with: pip install -e '.[local]'") from None
+        if importlib.util.find_spec("xllamacpp") is None:  # only the child loads it
+            raise EngineError("the local LLM runtime xllamacpp is not installed; install it with: pip install -e '.[local]'")
         path = model_path(self.model, self.cache_dir)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         config = {"model": str(path), "alias": self.name, "parent": os.getpid(), **self.settings}
@@ -341,13 +340,22 @@ class LocalServer:
 
 
 @contextlib.contextmanager
-def serve(model: str | os.PathLike = "qwen2.5-coder-1.5b", **settings) -> Iterator[OpenAIEngine]:
-    """Run a local model for the duration of a ``with`` block and yield its engine.
+def serve(
+    model: str | os.PathLike = "qwen2.5-coder-1.5b",
+    *,
+    n_ctx: int = 4096,
+    n_parallel: int = 2,
+    threads: int = 2,
+    startup_timeout: float = 180.0,
+    timeout: float = 600.0,
+    cache_dir: str | os.PathLike | None = None,
+) -> Iterator[OpenAIEngine]:
+    """Run a local model for the duration of a ``with`` block and yield its engine (see :class:`LocalServer`).
 
-    ``settings`` are those of :class:`LocalServer` (n_ctx, n_parallel, threads,
-    startup_timeout, timeout, cache_dir).
+    ``n_parallel`` slots share ``n_ctx`` and become the engine's ``concurrency``.
     """
-    with LocalServer(model, **settings) as server:
+    settings = {"n_ctx": n_ctx, "n_parallel": n_parallel, "threads": threads}
+    with LocalServer(model, **settings, startup_timeout=startup_timeout, timeout=timeout, cache_dir=cache_dir) as server:
         yield server.engine
 
 
