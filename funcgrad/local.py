@@ -281,8 +281,12 @@ class LocalServer:
                 env=env,
                 start_new_session=True,  # a terminal Ctrl-C reaches us, and we stop the child
             )
-        address = self._read_address(time.monotonic() + self.startup_timeout)
-        self._wait_healthy(address, time.monotonic() + self.startup_timeout)
+        try:
+            address = self._read_address(time.monotonic() + self.startup_timeout)
+            self._wait_healthy(address, time.monotonic() + self.startup_timeout)
+        except BaseException:  # Ctrl-C while loading: do not leave the child behind
+            self.stop()
+            raise
         self.engine = OpenAIEngine(
             self.name, base_url=f"{address}/v1", api_key="", timeout=self.timeout,
             concurrency=self.settings["n_parallel"], retry=RetryPolicy(max_attempts=3),
