@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -201,14 +200,14 @@ class Fn:
             bound = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
         ids, names, consts = _split_vars(bound)
         request = {"const": {k: _jsonable(v) for k, v in consts.items()}} if consts else None
-        started = time.perf_counter()
         try:
             output = freeze(self.func(*plain_args, **plain_kwargs), where=f"output of node {self.name!r}")
         except Exception as exc:
             builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, error=f"{type(exc).__name__}: {exc}")
             _fail(builder, self.name, exc)
-        usage = Usage(latency_s=round(time.perf_counter() - started, 6))
-        record = builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, output=output, usage=usage)
+        # No wall-clock reading here: the clock lives behind the engine, so a trace stays a pure
+        # function of the inputs and the engine's answers (replay reproduces it exactly).
+        record = builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, output=output)
         return Var(record.id, record.output)
 
 
