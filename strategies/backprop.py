@@ -295,7 +295,8 @@ def optimizer_prompt(name, state, grads, results, context, cfg) -> tuple[str, st
     if since:
         lines.append(f"Steps since last improvement: {since}" + (" (make a bolder change)" if since >= 2 else ""))
     lines.append(f"Constraints: at most {cfg['max_value_chars']} characters; a prompt, not a critique.")
-    lines.append(f"Write the new value between {P.OPEN} and {P.CLOSE}.")
+    lines.append(f"Write an improved `{name}`: one to three sentences telling the model how to avoid these "
+                 f"mistakes. Reply in exactly this format:\n{P.OPEN}\n(the complete new text of `{name}`)\n{P.CLOSE}")
     return system, P.cap_prompt("\n".join(lines), cfg["max_prompt_chars"])
 
 
@@ -322,6 +323,7 @@ def propose(name, state, grads, results, context, engine, cfg, stats) -> tuple[s
             value, state[name].value,
             targets=P.failing_targets(results, cfg["tau"]),
             critiques=[g.text for g in grads] + [r.loss.feedback for r in results],
+            inputs=P.example_inputs(results),
             max_value_chars=cfg["max_value_chars"],
         )
     if guard:

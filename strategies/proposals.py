@@ -12,9 +12,12 @@ guard              rejects a proposed value when ...
 ``empty``          the value is empty after stripping
 ``unchanged``      the value equals the current one
 ``too_long``       the value exceeds ``max_value_chars``
+``too_short``      the value is a stub (under 12 chars while the current
+                   value is longer), e.g. a lone number
 ``tag_leak``       one of our own tags / section headers appears in the value
 ``label_leak``     a failing example's expected answer appears in the value
                    (and did not appear in the current value)
+``input_copy``     a training example's input is copied into the value
 ``critique_paste`` the value is a critique (a feedback text pasted, or it
                    reads like a diagnosis of the prompt instead of a prompt)
 ``unknown_param``  a suggestion names a param that is not trainable here
@@ -48,8 +51,8 @@ OPEN, CLOSE = f"<{VALUE_TAG}>", f"</{VALUE_TAG}>"
 FATAL = (BudgetExceeded, CacheMiss)
 
 GUARDS = (
-    "no_tags", "truncated", "invalid_json", "empty", "unchanged", "too_long",
-    "tag_leak", "label_leak", "critique_paste", "unknown_param", "engine_error",
+    "no_tags", "truncated", "invalid_json", "empty", "unchanged", "too_long", "too_short",
+    "tag_leak", "label_leak", "input_copy", "critique_paste", "unknown_param", "engine_error",
 )
 
 # Section headers and phrases that only our own prompts contain. If one shows up in a
@@ -59,7 +62,8 @@ META_PHRASES = (
     "#Code", "#Documentation", "#Variables", "#Inputs", "#Others", "#Outputs", "#Feedback", "#Instruction",
     "Feedback by example", "lowest score first", "Failed proposals", "Best past values",
     "Steps since last improvement", "Current value of", "Other parameters read by",
-    "texts cut at", "no noticeable error", "Write the new value",
+    "texts cut at", "no noticeable error", "Write the new value", "the complete new text of",
+    "Reply in exactly this format",
 )
 _TAG_LIKE = re.compile(r"</?[A-Z][A-Z0-9_]{2,}>")
 
@@ -195,6 +199,16 @@ def failing_targets(results: Sequence[Any], threshold: float = 1.0) -> tuple[str
     return tuple(dict.fromkeys(out))
 
 
+def example_inputs(results: Sequence[Any], min_chars: int = 20) -> tuple[str, ...]:
+    """The inputs (as text) of the examples, when long enough to be recognisable."""
+    out = []
+    for r in results:
+        t = as_text(r.example.x).strip()
+        if len(t) >= min_chars:
+            out.append(t)
+    return tuple(dict.fromkeys(out))
+
+
 def _contains_word(haystack: str, needle: str) -> bool:
     pattern = r"(?<![\w])" + re.escape(_norm(needle)) + r"(?![\w])"
     return re.search(pattern, _norm(haystack)) is not None
@@ -206,6 +220,7 @@ def check_value(
     *,
     targets: Iterable[str] = (),
     critiques: Iterable[str] = (),
+    inputs: Iterable[str] = (),
     max_value_chars: int = 2000,
 ) -> tuple[str, str]:
     """``("", "")`` if ``new`` may be proposed in place of ``old``, else ``(guard, reason)``.
@@ -223,6 +238,8 @@ def check_value(
         return "unchanged", "the proposed value equals the current value"
     if len(new) > max_value_chars:
         return "too_long", f"the proposed value has {len(new)} chars (limit {max_value_chars})"
+    if len(new.strip()) < 12 and len(old.strip()) >= 12:
+        return "too_short", f"the proposed value {new.strip()!r} is a stub, not a prompt"
     low_new, low_old = new.lower(), old.lower()
     for phrase in META_PHRASES:
         if phrase.lower() in low_new and phrase.lower() not in low_old:
@@ -234,12 +251,17 @@ def check_value(
     for t in targets:
         if _contains_word(new, t) and not _contains_word(old, t):
             return "label_leak", f"the proposed value contains {clip(t, 40)!r}, the expected answer of a failing example"
+    n_new, n_old = _norm(new), _norm(old)
+    for x in inputs:
+        n_x = _norm(x)
+        probe = n_x[:60]
+        if len(probe) >= 20 and probe in n_new and probe not in n_old:
+            return "input_copy", f"the proposed value copies a training input ({clip(x, 40)!r})"
     if _CRITIQUE_OPENER.match(new) and not _CRITIQUE_OPENER.match(old):
         return "critique_paste", "the proposed value reads like a critique of the prompt, not a prompt"
-    n_new = _norm(new)
     for c in critiques:
         n_c = _norm(c)
-        if len(n_c) >= 40 and (n_c in n_new or (len(n_new) >= 40 and n_new in n_c)) and n_c not in _norm(old):
+        if len(n_c) >= 40 and (n_c in n_new or (len(n_new) >= 40 and n_new in n_c)) and n_c not in n_old:
             return "critique_paste", "the proposed value copies a feedback text"
     return "", ""
 

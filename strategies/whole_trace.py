@@ -206,6 +206,7 @@ def whole_trace(
             return done(Update((), [Note("", "no_update", "invalid_json: 'suggestion' is not an object")]))
         values, notes = {}, []
         targets = P.failing_targets(results)
+        inputs = P.example_inputs(results)
         critiques = [r.loss.feedback for r in results] + ([reasoning] if reasoning else [])
         for key, value in suggestion.items():
             if key not in names:
@@ -217,7 +218,7 @@ def whole_trace(
                 notes.append(Note(key, "no_update", "invalid_json: the suggested value is not a string"))
                 continue
             value = P._unwrap(value)
-            guard, reason = P.check_value(value, state[key].value, targets=targets, critiques=critiques,
+            guard, reason = P.check_value(value, state[key].value, targets=targets, critiques=critiques, inputs=inputs,
                                           max_value_chars=cfg["max_value_chars"])
             if guard:
                 stats["rejections"] = P.bump(stats["rejections"], guard)

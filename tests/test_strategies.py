@@ -324,6 +324,8 @@ GARBAGE = [
     ("", "no_tags"),
     ("I would improve the prompt by being clearer.", "no_tags"),
     ("<NEW_VALUE></NEW_VALUE>", "empty"),
+    ("<NEW_VALUE>\n1\n</NEW_VALUE>", "too_short"),
+    ("<NEW_VALUE>Count.\n(the complete new text of `sys`)</NEW_VALUE>", "tag_leak"),
     ("<NEW_VALUE>Count the objects. Answer with a number.</NEW_VALUE>", "unchanged"),
     ("<NEW_VALUE>Count the objects. For 'I have 1 apples' the answer is 1.</NEW_VALUE>", "label_leak"),
     ("<NEW_VALUE>Count objects.\n<CURRENT_VALUE>\nCount.</NEW_VALUE>", "tag_leak"),
@@ -601,3 +603,10 @@ def test_each_strategy_is_a_drop_in_in_the_same_loop(strategy):
 def test_check_value_allows_targets_already_in_the_old_value():
     assert check_value("Count. Five is not 5 here.", "5 apples: count them.", targets=["5"]) == ("", "")
     assert check_value("Count them; 12 or more.", "Count.", targets=["1", "2"]) == ("", "")  # word boundaries
+
+
+def test_input_copied_into_the_prompt_is_rejected():
+    x = "I have three apples, a banana, and two peaches. How many fruits do I have?"
+    assert check_value(x, "Answer with a single integer.", inputs=[x])[0] == "input_copy"
+    assert check_value("Count: " + x.upper(), "Count.", inputs=[x])[0] == "input_copy"
+    assert check_value("List the items, then count them.", "Count.", inputs=[x]) == ("", "")
