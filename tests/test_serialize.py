@@ -136,3 +136,23 @@ def test_result_output_is_frozen_so_lists_roundtrip():
     result = funcgrad.Result(funcgrad.Example("e", "x"), ["a", {"b": 1}], funcgrad.Trace(), funcgrad.Loss(1))
     assert result.output == ("a", {"b": 1})
     assert loads(dumps(result)) == result
+
+
+def test_the_example_in_docs_trace_format_loads_and_roundtrips():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "trace-format.md").read_text(encoding="utf-8")
+    block = re.search(r"```json\n(.*?)\n```", text, re.S).group(1)
+    trace = loads(block)
+    assert isinstance(trace, funcgrad.Trace)
+    funcgrad.check_trace(trace)
+    assert dumps(trace, indent=True).decode() == block
+    # And it is what running the documented code gives today.
+    from funcgrad.scripted import ScriptedEngine
+
+    node = funcgrad.LLM("answer", system=("sys",), user="Q: {q}")
+    state = funcgrad.PromptState.of(sys=funcgrad.Param("Answer with a number."))
+    result = funcgrad.run_example(lambda p, x: node(p, q=x), state, funcgrad.Example("e1", "2+2?", "4"),
+                                  engine=ScriptedEngine(lambda req: "4"), loss=funcgrad.exact_match)
+    assert result.trace == trace
