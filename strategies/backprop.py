@@ -271,7 +271,7 @@ def optimizer_prompt(name, state, grads, results, context, cfg) -> tuple[str, st
              P.fence(P.clip(param.value, cfg["max_value_chars"]), P.CURRENT_TAG)]
     peers = _peers(results, name, state)
     if peers:
-        lines.append(f"Other parameters read by the same node (not changed now):")
+        lines.append("Other parameters read by the same node (not changed now):")
         for p in peers[:4]:
             lines.append(f"- {p}: {P.one_line(state[p].value, 200)}")
     lines.append(f"Feedback by example, lowest score first (showing {len(shown)} of {len(order)} examples; "

@@ -36,8 +36,7 @@ def code_line(record) -> str:
     'y3 = answer(sys, question=y0, context=y2)'
     """
     args = list(record.params) + [f"{n}={_name(i)}" for n, i in zip(record.input_names, record.inputs)]
-    stamp = ""
-    return f"{_name(record.id)} = {record.node}{stamp}({', '.join(args)})"
+    return f"{_name(record.id)} = {record.node}({', '.join(args)})"
 
 
 def _doc(record, state: PromptState) -> str:
@@ -81,7 +80,7 @@ def problem_text(results, state: PromptState, cfg: dict, context=None) -> tuple[
         lines.append("#Code")
         lines += [code_line(r) for r in recs]
         if len(recs) < sum(1 for r in trace.records if r.kind in ("llm", "fn", "retrieve")):
-            lines.append(f"# (+more records not shown)")
+            lines.append("# (+more records not shown)")
         inputs = [r for r in trace.records if r.kind == "input"]
         lines.append("#Inputs")
         lines += [f"{_name(r.id)} = {P.clip(r.output, chars)!r}" for r in inputs]

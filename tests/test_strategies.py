@@ -610,3 +610,23 @@ def test_input_copied_into_the_prompt_is_rejected():
     assert check_value(x, "Answer with a single integer.", inputs=[x])[0] == "input_copy"
     assert check_value("Count: " + x.upper(), "Count.", inputs=[x])[0] == "input_copy"
     assert check_value("List the items, then count them.", "Count.", inputs=[x]) == ("", "")
+
+
+@pytest.mark.parametrize("make", [backprop, whole_trace, lambda: sampled_momentum(backprop(), k=2)],
+                         ids=["backprop", "whole_trace", "sampled_momentum"])
+def test_strategies_run_in_the_training_loop(make):
+    from funcgrad.task import Task
+    from funcgrad.train import FitSettings, fit
+
+    def forward(request):
+        smart = "List the objects" in request.messages[0].content
+        n = re.search(r"I have (\d+)", request.messages[-1].content).group(1)
+        return f"so {n}" if smart else "so 0"
+
+    examples = tuple(Example(f"e{i}", f"I have {i} apples.", str(i)) for i in range(1, 10))
+    task = Task("count", count_pipeline, STATE, exact_match, train=examples[:6], val=examples[6:], test=examples[6:])
+    critic_engine = ScriptedEngine(by_role({"backward": critic(), "optimizer": smart_optimizer}))
+    fs = fit(task, make(), engine=ScriptedEngine(by_role({"forward": forward})), critic=critic_engine,
+             settings=FitSettings(steps=2, batch_size=3))
+    assert fs.state["sys"].value.startswith("List the objects") and fs.val_score == 1.0
+    assert funcgrad.loads(funcgrad.dumps(fs.strategy_state)) == fs.strategy_state
