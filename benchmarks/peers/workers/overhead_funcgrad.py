@@ -1,0 +1,38 @@
+"""funcgrad side of the overhead benchmark: the object-counting pipeline (count LLM -> parse fn)
+evaluated with funcgrad.run_batch on an OpenAIEngine pointed at the stub."""
+
+from common import IMPORT_STARTED, Clock, emit, load, overhead_args  # noqa: I001
+
+import time
+
+from funcgrad.openai import OpenAIEngine
+from funcgrad.run import Example, run_batch
+from funcgrad.tasks.object_counting import initial_state, pipeline
+from funcgrad.tasks.parsing import integer_loss
+
+import_s = time.perf_counter() - IMPORT_STARTED
+
+
+def main() -> None:
+    args = overhead_args()
+    data = load(args.data)
+    state = initial_state()
+    assert state.render(state.resolve("count_system")) == data["system_prompt"]
+
+    def examples(rows):
+        return [Example(r["id"], r["x"], r["target"]) for r in rows]
+
+    with OpenAIEngine("stub", base_url=args.base_url, api_key="", concurrency=args.concurrency) as engine:
+        run_batch(pipeline, state, examples(data["warmup"]), engine=engine, loss=integer_loss, concurrency=1)
+        batch = examples(data["eval"])
+        with Clock() as clock:
+            results = run_batch(pipeline, state, batch, engine=engine, loss=integer_loss, concurrency=args.concurrency)
+    emit({
+        "lib": "funcgrad", "wall_s": clock.wall, "cpu_s": clock.cpu, "import_s": import_s, "n": len(batch),
+        "outputs": [r.output["raw"] if r.output else None for r in results],
+        "facility": "funcgrad.run_batch(concurrency=c)",
+    })
+
+
+if __name__ == "__main__":
+    main()
