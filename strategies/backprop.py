@@ -77,48 +77,55 @@ def _calls_of(trace, node: str):
 
 
 def backward_prompt(record, trace, state, feedback, trainable, upstream, score, target, cfg) -> tuple[str, str, list[str]]:
-    """System text, user text and the expected entry keys of one backward call."""
+    """System text, user text and the expected feedback keys of one backward call.
+
+    The critic first names the mistake, then gives one feedback entry per trainable
+    peer: small critics advise better when asked to diagnose first.
+    """
     chars = cfg["max_chars"]
     keys = list(trainable) + ([INPUTS_KEY] if upstream else [])
     system = (
-        "You are a critic of one step of an LLM pipeline. Name the concrete mistake in the step's "
-        "output and what its prompt should say to avoid it. No generic advice. "
-        f"At most {cfg['critique_words']} words per entry. Reply with only a JSON list."
+        "You are a critic of one step of an LLM pipeline. Compare the step's answer with what was expected, "
+        "find the concrete mistake, and say what the step's prompt should tell the model so it avoids this "
+        f"kind of mistake. No generic advice. At most {cfg['critique_words']} words per field. Reply with JSON only."
     )
     lines = []
     calls = _calls_of(trace, record.node)
     if len(calls) > 1:
-        lines.append(f"Node `{record.node}` was called {len(calls)} times in this run, in this order; "
+        lines.append(f"The step `{record.node}` was called {len(calls)} times in this run, in this order; "
                      f"you judge call #{record.call_index}:")
         for c in calls[: cfg["max_calls_listed"]]:
             mark = "  <- this call" if c.id == record.id else ""
-            lines.append(f"  #{c.call_index}: in {P.one_line(_user_text(c), 80)!r} -> out {P.one_line(c.output, 60)!r}{mark}")
+            lines.append(f"  #{c.call_index}: input {P.one_line(_user_text(c), 80)!r} -> answer {P.one_line(c.output, 60)!r}{mark}")
         if len(calls) > cfg["max_calls_listed"]:
             lines.append(f"  (+{len(calls) - cfg['max_calls_listed']} later calls not shown)")
+        lines.append(f"Call #{record.call_index} received this input:")
     else:
-        lines.append(f"Node `{record.node}` (one call in this run).")
-    lines.append("Prompt parameters it read:")
-    for p in record.params:
-        if p not in state:
-            continue
-        flag = "TRAINABLE" if p in trainable else "fixed"
-        lines.append(f"- {p} ({flag}, {state[p].kind}): {P.clip(state[p].value, chars)}")
-    lines.append(f"Input:\n{P.clip(_user_text(record), chars)}")
-    lines.append(f"Output:\n{P.clip(record.output, chars)}")
+        lines.append(f"The step `{record.node}` (one call in this run) received this input:")
+    lines.append(P.clip(_user_text(record), chars))
+    lines.append("It answered:")
+    lines.append(P.clip(record.output, chars))
     if target is not None:
-        lines.append(f"Expected final answer: {P.clip(target, 200)} (pipeline score {score:.2f})")
+        lines.append(f"The expected final answer of the pipeline is {P.clip(target, 200)}; this run scored {score:.2f}.")
     else:
-        lines.append(f"Pipeline score: {score:.2f}")
-    lines.append("Feedback on this output, in call order:")
+        lines.append(f"This run scored {score:.2f}.")
+    lines.append("Feedback on this answer, in call order:")
     for i, fb in enumerate(feedback[: cfg["max_feedback"]], 1):
         lines.append(f"{i}. {P.clip(fb.text, chars)}")
     if len(feedback) > cfg["max_feedback"]:
         lines.append(f"(+{len(feedback) - cfg['max_feedback']} more not shown)")
+    lines.append("The step's prompt is made of these parameters:")
+    for p in record.params:
+        if p in state:
+            flag = "to be improved" if p in trainable else "fixed"
+            lines.append(f"- {p} ({state[p].kind}, {flag}): {P.clip(state[p].value, chars)!r}")
     example = ", ".join(f'{{"param": "{k}", "feedback": "..."}}' for k in keys)
-    what = "one entry per TRAINABLE parameter"
+    what = "one entry per parameter to be improved, with a general rule that text should add"
     if upstream:
-        what += f', and one entry "{INPUTS_KEY}" saying what was wrong with the inputs'
-    lines.append(f"Reply with a JSON list, {what}: [{example}]")
+        what += f', and one entry "{INPUTS_KEY}" saying what was wrong with the step\'s inputs'
+    fields = ['"mistake": what the answer got wrong compared with the expected answer, i.e. the error to prevent;',
+              f'"feedback": a list with {what}: [{example}]']
+    lines.append("Reply with JSON with these fields:\n" + "\n".join(fields))
     body = P.cap_prompt("\n".join(lines), cfg["max_prompt_chars"])
     return system, body, keys
 
@@ -130,12 +137,29 @@ def _schema(keys: list[str], max_len: int) -> str:
         "required": ["param", "feedback"],
         "additionalProperties": False,
     }
-    return json.dumps({"type": "array", "items": item, "minItems": len(keys), "maxItems": len(keys)})
+    props = {
+        "mistake": {"type": "string", "maxLength": max_len},
+        "feedback": {"type": "array", "items": item, "minItems": len(keys), "maxItems": len(keys)},
+    }
+    return json.dumps({"type": "object", "properties": props, "required": list(props), "additionalProperties": False})
 
 
-def parse_critique(text: str, keys: Sequence[str]) -> dict[str, str]:
-    """Entries of a backward reply keyed by param (list of objects, a dict, or a list of strings)."""
+def parse_critique(text: str, keys: Sequence[str]) -> tuple[dict[str, str], str]:
+    """``(param -> feedback, mistake)`` from a backward reply.
+
+    Accepts the requested object ``{"mistake": ..., "feedback": [{"param", "feedback"}, ...]}``
+    and, from models that ignore the format, a bare list of such entries, a
+    ``{param: text}`` dict, or a list of strings in key order. Raises ValueError
+    when the reply holds no JSON.
+
+    >>> parse_critique('{"mistake": "counted the carrots", "feedback": [{"param": "a", "feedback": "count only the asked category"}]}', ["a"])
+    ({'a': 'count only the asked category'}, 'counted the carrots')
+    """
     data = P.parse_json_reply(text)
+    mistake = ""
+    if isinstance(data, dict) and isinstance(data.get("feedback"), list):
+        mistake = data.get("mistake") if isinstance(data.get("mistake"), str) else ""
+        data = data["feedback"]
     out: dict[str, str] = {}
     if isinstance(data, dict) and "param" not in data:
         for k, v in data.items():
@@ -151,7 +175,7 @@ def parse_critique(text: str, keys: Sequence[str]) -> dict[str, str]:
                     out[k] = v
             elif isinstance(item, str) and pos < len(keys):
                 out[keys[pos]] = item
-    return out
+    return out, mistake.strip()
 
 
 def backward(results: Sequence[Any], state: PromptState, engine, cfg: dict, stats: dict) -> dict[str, tuple[Gradient, ...]]:
@@ -212,12 +236,12 @@ def backward(results: Sequence[Any], state: PromptState, engine, cfg: dict, stat
             stats["calls"] = P.bump(stats["calls"], "backward")
             response, error = P.call_engine(engine, request)
             entries: dict[str, str] = {}
-            problem = ""
+            mistake, problem = "", ""
             if response is None:
                 problem = "critique_failed"
             else:
                 try:
-                    entries = parse_critique(response.text, keys)
+                    entries, mistake = parse_critique(response.text, keys)
                 except ValueError:
                     problem = "critique_truncated" if response.finish_reason == "length" else "critique_unparsed"
             if problem:
@@ -233,7 +257,9 @@ def backward(results: Sequence[Any], state: PromptState, engine, cfg: dict, stat
                     if not problem and k not in entries:
                         stats["rejections"] = P.bump(stats["rejections"], "critique_missing_entry")
                     text, source = passed, "passthrough"
-                text = P.clip(text, cfg["critique_chars"])
+                if source == "critique" and mistake and not P.is_generic(mistake):
+                    text = f"Mistake: {P.one_line(mistake, cfg['critique_chars'])} Fix: {text}"
+                text = P.clip(text, 2 * cfg["critique_chars"])
                 if k == INPUTS_KEY:
                     for i in upstream:
                         inbox[i].append(_Feedback(r.id, f"(from `{r.node}` call #{r.call_index}) {text}"))
@@ -253,36 +279,60 @@ def _peers(results, name: str, state: PromptState) -> list[str]:
     return list(out)
 
 
+def _evidence(results, example_id: str, record_id: int):
+    """(input, output, target) of the record a gradient came from."""
+    for res in results:
+        if res.example.id == example_id:
+            try:
+                record = res.trace[record_id]
+            except Exception:  # a gradient from another batch: show what we have
+                return "", "", res.example.target
+            return _user_text(record), record.output, res.example.target
+    return "", "", None
+
+
 def optimizer_prompt(name, state, grads, results, context, cfg) -> tuple[str, str]:
-    """System and user text of the optimizer call for param ``name``."""
+    """System and user text of the optimizer call for param ``name``.
+
+    The optimizer sees the evidence (input, answer, expected answer) next to each
+    gradient, names the pattern of the errors on one line, then writes the value.
+    """
     chars, param = cfg["max_chars"], state[name]
     system = (
-        "You improve one prompt parameter of an LLM pipeline so it makes fewer mistakes. "
-        "Keep what works; turn the feedback into general rules. Never copy the answer of a "
-        "specific example into the text. Do not mention examples, scores or feedback. "
-        f"Write only the new text, between {P.OPEN} and {P.CLOSE}."
+        "You are an expert prompt engineer. You improve one part of the prompt of an AI assistant step so it "
+        "makes fewer mistakes: find the pattern in its errors and write a general rule that prevents it. Never "
+        "copy the input or the answer of a specific example into the text. "
+        f"Write the new text between {P.OPEN} and {P.CLOSE}."
     )
     by_example: dict[str, list[Gradient]] = {}
     for g in grads:
         by_example.setdefault(g.example_id, []).append(g)
     order = sorted(by_example, key=lambda e: min(g.score for g in by_example[e]))
     shown = order[: cfg["max_examples"]]
-    lines = [f"Current value of `{name}` ({param.kind}{'; ' + param.role if param.role else ''}):",
-             P.fence(P.clip(param.value, cfg["max_value_chars"]), P.CURRENT_TAG)]
+    nodes = ", ".join(f"`{n}`" for n in dict.fromkeys(g.node for g in grads))
+    lines = [f"The step {nodes} of a pipeline reads the prompt part `{name}` ({param.kind})."]
+    if param.role:
+        lines.append(f"What it is for: {P.clip(param.role, chars)}")
+    lines += ["Its current text:", P.fence(P.clip(param.value, cfg["max_value_chars"]), P.CURRENT_TAG)]
     peers = _peers(results, name, state)
     if peers:
-        lines.append("Other parameters read by the same node (not changed now):")
+        lines.append("The step also reads (not changed now):")
         for p in peers[:4]:
-            lines.append(f"- {p}: {P.one_line(state[p].value, 200)}")
-    lines.append(f"Feedback by example, lowest score first (showing {len(shown)} of {len(order)} examples; "
-                 f"texts cut at {chars} chars):")
-    for e in shown:
+            lines.append(f"- {p}: {P.one_line(state[p].value, 200)!r}")
+    lines.append(f"Evidence, lowest score first ({len(shown)} of {len(order)} examples; texts cut at {chars} chars):")
+    for n, e in enumerate(shown, 1):
         gs = by_example[e]
-        lines.append(f"Example {e} (score {min(g.score for g in gs):.2f}):")
+        lines.append(f"{n}. Example {e} (score {min(g.score for g in gs):.2f})")
         multi = len({g.node for g in gs}) < len(gs)
         for g in gs[: cfg["max_feedback"]]:
-            stamp = f"{g.node} call #{g.call_index}" if multi else g.node
-            lines.append(f"  [{stamp}] {P.one_line(g.text, chars)}")
+            given, answer, target = _evidence(results, g.example_id, g.record_id)
+            stamp = f" (call #{g.call_index})" if multi else ""
+            if given:
+                lines.append(f"   Input{stamp}: {P.one_line(given, chars)}")
+                lines.append(f"   Answer{stamp}: {P.one_line(answer, chars)}")
+            lines.append(f"   Critique{stamp}: {P.one_line(g.text, chars)}")
+        if target is not None:
+            lines.append(f"   Expected final answer: {P.one_line(target, 100)}")
     hist = P.history_lines(context, name, param.value, limit=cfg["max_history"], chars=200)
     if hist:
         lines.append("Best past values (validation score):")
@@ -294,9 +344,14 @@ def optimizer_prompt(name, state, grads, results, context, cfg) -> tuple[str, st
     since = getattr(context, "steps_since_improvement", 0) or 0
     if since:
         lines.append(f"Steps since last improvement: {since}" + (" (make a bolder change)" if since >= 2 else ""))
-    lines.append(f"Constraints: at most {cfg['max_value_chars']} characters; a prompt, not a critique.")
-    lines.append(f"Write an improved `{name}`: one to three sentences telling the model how to avoid these "
-                 f"mistakes. Reply in exactly this format:\n{P.OPEN}\n(the complete new text of `{name}`)\n{P.CLOSE}")
+    lines.append(
+        f"Rules for the new text: at most {cfg['max_value_chars']} characters; complete text the assistant reads, "
+        "not a critique and not advice about the prompt; general, with no example's input or answer."
+    )
+    lines.append(
+        f"First write one line starting with \"Pattern:\" naming what the errors have in common. Then write the "
+        f"complete new text of `{name}` between {P.OPEN} and {P.CLOSE}."
+    )
     return system, P.cap_prompt("\n".join(lines), cfg["max_prompt_chars"])
 
 
@@ -305,7 +360,8 @@ def propose(name, state, grads, results, context, engine, cfg, stats) -> tuple[s
     system, body = optimizer_prompt(name, state, grads, results, context, cfg)
     request = Request(
         messages=(("system", system), ("user", body)), model=cfg["optimizer_model"],
-        temperature=cfg["optimizer_temperature"], max_tokens=cfg["optimizer_max_tokens"],
+        temperature=P.attempt_temperature(context, cfg["optimizer_temperature"], cfg["retry_temperature"]),
+        max_tokens=cfg["optimizer_max_tokens"],
         seed=getattr(context, "seed", 0), sample=len(getattr(context, "rejected", ()) or ()), role="optimizer",
     )
     stats["calls"] = P.bump(stats["calls"], "optimizer")
@@ -324,6 +380,7 @@ def propose(name, state, grads, results, context, engine, cfg, stats) -> tuple[s
             targets=P.failing_targets(results, cfg["tau"]),
             critiques=[g.text for g in grads] + [r.loss.feedback for r in results],
             inputs=P.example_inputs(results),
+            names=state.names,
             max_value_chars=cfg["max_value_chars"],
         )
     if guard:
@@ -338,7 +395,7 @@ def backprop(
     max_feedback: int = 6, max_calls_listed: int = 6, max_history: int = 2, max_prompt_chars: int = 4000,
     max_value_chars: int = 1500, critique_chars: int = 300, critique_words: int = 40,
     backward_max_tokens: int = 150, optimizer_max_tokens: int = 250, backward_temperature: float = 0.0,
-    optimizer_temperature: float = 0.0, backward_model: str = "", optimizer_model: str = "", json_schema: bool = True,
+    optimizer_temperature: float = 0.0, retry_temperature: float = 0.7, backward_model: str = "", optimizer_model: str = "", json_schema: bool = True,
 ) -> Strategy:
     """LLM-AutoDiff: per-node textual gradients, then one optimizer call per trainable param.
 
@@ -349,7 +406,9 @@ def backprop(
     values shown), ``max_prompt_chars`` (hard cap per prompt): the prompt bounds.
     ``max_value_chars``: longest value accepted. ``critique_chars``/``critique_words``:
     critique size (also the JSON schema's maxLength when ``json_schema``).
-    ``*_max_tokens``, ``*_temperature``, ``*_model``: per-role request settings.
+    ``*_max_tokens``, ``*_temperature``, ``*_model``: per-role request settings;
+    ``retry_temperature``: optimizer temperature once a proposal of this step was
+    rejected (a greedy retry would repeat the rejected text).
 
     Calls per step: backward = LLM records that reach a trainable param, over the
     examples scoring < tau (all examples if not ``errors_only``); optimizer = trainable

@@ -14,7 +14,8 @@ guard              rejects a proposed value when ...
 ``too_long``       the value exceeds ``max_value_chars``
 ``too_short``      the value is a stub (under 12 chars while the current
                    value is longer), e.g. a lone number
-``tag_leak``       one of our own tags / section headers appears in the value
+``tag_leak``       one of our own tags / section headers, or a parameter's
+                   name, appears in the value
 ``label_leak``     a failing example's expected answer appears in the value
                    (and did not appear in the current value)
 ``input_copy``     a training example's input is copied into the value
@@ -62,6 +63,8 @@ META_PHRASES = (
     "#Code", "#Documentation", "#Variables", "#Inputs", "#Others", "#Outputs", "#Feedback", "#Instruction",
     "Feedback by example", "lowest score first", "Failed proposals", "Best past values",
     "Steps since last improvement", "Current value of", "Other parameters read by",
+    "Evidence, lowest score first", "Pattern:", "Rules for the new text", "The step also reads",
+    "Expected final answer", "to be improved",
     "texts cut at", "no noticeable error", "Write the new value", "the complete new text of",
     "Reply in exactly this format",
 )
@@ -124,10 +127,31 @@ def fence(value: str, tag: str = VALUE_TAG) -> str:
     return f"<{tag}>\n{value}\n</{tag}>"
 
 
+# "The new instruction should be: "..."" -- a small model announcing the value instead of writing it.
+_ANNOUNCED = re.compile(r"[^\"\n]{0,160}?\b(?:should be|should read|would be|is)\s*:?\s*[\"\u201c](.+)[\"\u201d]\.?", re.DOTALL | re.IGNORECASE)
+
+
+# "count_instruction: "..."" -- the value prefixed with its parameter's name.
+_NAMED = re.compile(r"`?[A-Za-z]\w*[_.][\w.]*`?\s*[:=]\s*(.+)", re.DOTALL)
+
+
 def _unwrap(value: str) -> str:
+    """The value without code fences, surrounding quotes or an announcement ("... should be: "X"").
+
+    >>> _unwrap('The improved instruction should be: "Count only the asked category."')
+    'Count only the asked category.'
+    >>> _unwrap('count_instruction: "Count only the asked category."')
+    'Count only the asked category.'
+    """
     value = value.strip()
     m = re.fullmatch(r"```[a-zA-Z]*\n(.*?)\n?```", value, re.DOTALL)
     if m:
+        value = m.group(1).strip()
+    m = _NAMED.fullmatch(value)
+    if m:
+        value = m.group(1).strip()
+    m = _ANNOUNCED.fullmatch(value)
+    if m and '"' not in m.group(1):
         value = m.group(1).strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
         value = value[1:-1].strip()
@@ -221,6 +245,7 @@ def check_value(
     targets: Iterable[str] = (),
     critiques: Iterable[str] = (),
     inputs: Iterable[str] = (),
+    names: Iterable[str] = (),
     max_value_chars: int = 2000,
 ) -> tuple[str, str]:
     """``("", "")`` if ``new`` may be proposed in place of ``old``, else ``(guard, reason)``.
@@ -244,6 +269,9 @@ def check_value(
     for phrase in META_PHRASES:
         if phrase.lower() in low_new and phrase.lower() not in low_old:
             return "tag_leak", f"the proposed value contains our prompt's own text {phrase!r}"
+    for name in names:
+        if len(name) >= 3 and _contains_word(new, name) and not _contains_word(old, name) and ("_" in name or "." in name or "`" + name in new):
+            return "tag_leak", f"the proposed value talks about the parameter {name!r} instead of being its text"
     old_tags = set(_TAG_LIKE.findall(old))
     for tag in _TAG_LIKE.findall(new):
         if tag not in old_tags:
@@ -297,6 +325,15 @@ def thaw_state(s: Any) -> dict:
 
 def freeze_state(s: Mapping) -> Any:
     return freeze(s, where="strategy state")
+
+
+def attempt_temperature(context, first: float, retry: float) -> float:
+    """``first`` for a step's first proposal, ``retry`` once one was rejected (greedy would repeat it).
+
+    >>> attempt_temperature(None, 0.0, 0.7)
+    0.0
+    """
+    return retry if getattr(context, "rejected", ()) else first
 
 
 def call_engine(engine, request):

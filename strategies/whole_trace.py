@@ -143,7 +143,7 @@ def _schema(names: list[str], max_len: int) -> str:
 def whole_trace(
     *, max_examples: int = 4, max_chars: int = 300, max_records: int = 12, max_history: int = 2,
     max_prompt_chars: int = 4000, max_value_chars: int = 1500, optimizer_max_tokens: int = 250,
-    optimizer_temperature: float = 0.0, optimizer_model: str = "", json_schema: bool = True,
+    optimizer_temperature: float = 0.0, retry_temperature: float = 0.7, optimizer_model: str = "", json_schema: bool = True,
     skip_if_perfect: bool = True,
 ) -> Strategy:
     """OptoPrime-style strategy: ONE optimizer call per step over the whole minibatch's traces.
@@ -151,7 +151,8 @@ def whole_trace(
     ``max_examples`` (examples shown, lowest score first), ``max_chars`` (per value),
     ``max_records`` (code lines per example), ``max_history`` (past / failed values
     shown), ``max_prompt_chars`` (hard cap): the prompt bounds. ``max_value_chars``:
-    longest value accepted. ``json_schema``: ask the server for schema-constrained
+    longest value accepted. ``retry_temperature``: temperature once a proposal of
+    this step was rejected (a greedy retry would repeat it). ``json_schema``: ask the server for schema-constrained
     JSON (the reply is parsed robustly either way). ``skip_if_perfect``: no call when
     every example scored 1.0.
 
@@ -177,7 +178,8 @@ def whole_trace(
             return done(Update((), [Note("", "no_update", "no trainable parameter is read by these traces")]))
         request = Request(
             messages=(("system", SYSTEM), ("user", body)), model=cfg["optimizer_model"],
-            temperature=cfg["optimizer_temperature"], max_tokens=cfg["optimizer_max_tokens"],
+            temperature=P.attempt_temperature(context, cfg["optimizer_temperature"], cfg["retry_temperature"]),
+            max_tokens=cfg["optimizer_max_tokens"],
             seed=getattr(context, "seed", 0), sample=len(getattr(context, "rejected", ()) or ()),
             json_schema=_schema(names, cfg["max_value_chars"]) if cfg["json_schema"] else None, role="optimizer",
         )
@@ -218,7 +220,7 @@ def whole_trace(
                 continue
             value = P._unwrap(value)
             guard, reason = P.check_value(value, state[key].value, targets=targets, critiques=critiques, inputs=inputs,
-                                          max_value_chars=cfg["max_value_chars"])
+                                          names=state.names, max_value_chars=cfg["max_value_chars"])
             if guard:
                 stats["rejections"] = P.bump(stats["rejections"], guard)
                 notes.append(Note(key, "no_update", f"{guard}: {reason}"))

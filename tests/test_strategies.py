@@ -61,7 +61,7 @@ EXAMPLES = tuple(Example(f"e{i}", f"I have {i} apples.", str(i)) for i in range(
 def keys_of(request) -> list[str]:
     """The entry keys a backward request asks for (from its JSON schema)."""
     schema = json.loads(request.json_schema)
-    return schema["items"]["properties"]["param"]["enum"]
+    return schema["properties"]["feedback"]["items"]["properties"]["param"]["enum"]
 
 
 def critic(text="Say to count every object once."):
@@ -145,7 +145,7 @@ HOP_STATE = PromptState.of(pa=Param("A."), pb=Param("B."))
 def echo_call_critic(request):
     """Critique naming the node and call index the backward prompt says it judges."""
     body = request.messages[-1].content
-    node = re.search(r"Node `(\w+)`", body).group(1)
+    node = re.search(r"step `(\w+)`", body).group(1)
     m = re.search(r"you judge call #(\d+)", body)
     idx = m.group(1) if m else "0"
     return json.dumps([{"param": k, "feedback": f"{node} call {idx}"} for k in keys_of(request)])
@@ -170,7 +170,7 @@ def test_gradient_order_equals_call_order(order, n_examples):
     # one backward call per LLM record, and a repeated node says so in its prompt
     assert critic_engine.calls("backward") == len(order) * n_examples
     if order.count("a") > 1:
-        prompts = [r.messages[-1].content for r in critic_engine.requests if "Node `a`" in r.messages[-1].content]
+        prompts = [r.messages[-1].content for r in critic_engine.requests if "step `a`" in r.messages[-1].content]
         assert all(f"was called {order.count('a')} times" in p for p in prompts)
 
 
@@ -216,7 +216,7 @@ def test_pass_through_forwards_feedback_to_upstream_llm():
     grads = backward(results, state, critic_engine, dict(backprop().config), P.new_stats())
     assert set(grads) == {"p", "sys"}
     assert critic_engine.calls("backward") == 2
-    plan_prompt = [r for r in critic_engine.requests if "Node `plan`" in r.messages[-1].content][0]
+    plan_prompt = [r for r in critic_engine.requests if "step `plan`" in r.messages[-1].content][0]
     assert "(from `answer` call #0)" in plan_prompt.messages[-1].content
 
 
@@ -266,11 +266,11 @@ def test_peers_get_one_backward_call():
     req = critic_engine.requests[0]
     assert keys_of(req) == ["instr", "demos"]
     body = req.messages[-1].content
-    assert "instr (TRAINABLE" in body and "demos (TRAINABLE" in body and "fmt (fixed" in body
+    assert "instr (instruction, to be improved)" in body and "demos (demos, to be improved)" in body and "fmt (format, fixed)" in body
     assert critic_engine.calls("optimizer") == 2  # one per trainable peer
     assert set(update.values) == {"instr", "demos"}
     opt = [r.messages[-1].content for r in critic_engine.requests if r.role == "optimizer"]
-    assert "Other parameters read by the same node" in opt[0] and "fmt" in opt[0]
+    assert "The step also reads (not changed now)" in opt[0] and "fmt" in opt[0]
 
 
 def test_skip_connection_delivers_loss_feedback():
@@ -288,7 +288,7 @@ def test_skip_connection_delivers_loss_feedback():
         results = run_batch(lambda p, x: pipeline(p, x, skip), state, EXAMPLES[:1], engine=task, loss=exact_match)
         grads = backward(results, state, critic_engine, dict(backprop().config), P.new_stats())
         assert ("p" in grads) is skip
-        plan_calls = [r for r in critic_engine.requests if "Node `plan`" in r.messages[-1].content]
+        plan_calls = [r for r in critic_engine.requests if "step `plan`" in r.messages[-1].content]
         assert len(plan_calls) == int(skip)
         if skip:
             body = plan_calls[0].messages[-1].content
