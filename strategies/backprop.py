@@ -90,7 +90,7 @@ def backward_prompt(record, trace, state, feedback, trainable, upstream, score, 
         f"kind of mistake. No generic advice. At most {cfg['critique_words']} words per field. Reply with JSON only."
     )
     lines = []
-    calls = _calls_of(trace, record.node)
+    calls = _calls_of(trace, record.node) if cfg["time_stamps"] else [record]
     if len(calls) > 1:
         lines.append(f"The step `{record.node}` was called {len(calls)} times in this run, in this order; "
                      f"you judge call #{record.call_index}:")
@@ -323,7 +323,7 @@ def optimizer_prompt(name, state, grads, results, context, cfg) -> tuple[str, st
     for n, e in enumerate(shown, 1):
         gs = by_example[e]
         lines.append(f"{n}. Example {e} (score {min(g.score for g in gs):.2f})")
-        multi = len({g.node for g in gs}) < len(gs)
+        multi = cfg["time_stamps"] and len({g.node for g in gs}) < len(gs)
         for g in gs[: cfg["max_feedback"]]:
             given, answer, target = _evidence(results, g.example_id, g.record_id)
             stamp = f" (call #{g.call_index})" if multi else ""
@@ -396,6 +396,7 @@ def backprop(
     max_value_chars: int = 1500, critique_chars: int = 300, critique_words: int = 40,
     backward_max_tokens: int = 150, optimizer_max_tokens: int = 250, backward_temperature: float = 0.0,
     optimizer_temperature: float = 0.0, retry_temperature: float = 0.7, backward_model: str = "", optimizer_model: str = "", json_schema: bool = True,
+    time_stamps: bool = True,
 ) -> Strategy:
     """LLM-AutoDiff: per-node textual gradients, then one optimizer call per trainable param.
 
@@ -408,7 +409,9 @@ def backprop(
     critique size (also the JSON schema's maxLength when ``json_schema``).
     ``*_max_tokens``, ``*_temperature``, ``*_model``: per-role request settings;
     ``retry_temperature``: optimizer temperature once a proposal of this step was
-    rejected (a greedy retry would repeat the rejected text).
+    rejected (a greedy retry would repeat the rejected text). ``time_stamps=False``
+    is the ablation without time-stamped gradients: prompts no longer say a node ran
+    several times, list its calls in order, or mark which call a critique is about.
 
     Calls per step: backward = LLM records that reach a trainable param, over the
     examples scoring < tau (all examples if not ``errors_only``); optimizer = trainable

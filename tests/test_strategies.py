@@ -630,3 +630,12 @@ def test_strategies_run_in_the_training_loop(make):
              settings=FitSettings(steps=2, batch_size=3))
     assert fs.state["sys"].value.startswith("List the objects") and fs.val_score == 1.0
     assert funcgrad.loads(funcgrad.dumps(fs.strategy_state)) == fs.strategy_state
+
+
+def test_time_stamps_ablation_drops_the_call_listing():
+    task, critic_engine = engines(lambda r: "out", backward=echo_call_critic)
+    results = run_batch(hop_pipeline("aaa"), HOP_STATE, [Example("e", "x", "y")], engine=task, loss=exact_match)
+    backward(results, HOP_STATE, critic_engine, dict(backprop(time_stamps=False).config), P.new_stats())
+    bodies = [r.messages[-1].content for r in critic_engine.requests]
+    assert len(bodies) == 3
+    assert not any("was called 3 times" in b or "you judge call" in b for b in bodies)
