@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import orjson
 
-from funcgrad.engine import ROLES, Engine, Message, Request, Usage
+from funcgrad.engine import ROLES, Engine, Message, Request
 from funcgrad.errors import BudgetExceeded, CacheMiss, FuncgradError, PipelineError, TraceError
 from funcgrad.state import PromptState
 from funcgrad.trace import Record, Trace

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Request, Strategy, Update, as_text, reverse_topological
+from funcgrad import Note, PromptState, Request, Strategy, Update, reverse_topological
 from funcgrad.strategies import proposals as P
 
 FIXED = "no noticeable error"

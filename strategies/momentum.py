@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from typing import Any
 
-import attrs
 
 from funcgrad import ConfigError, Note, PromptState, Strategy, Update, apply_updates
 from funcgrad.strategies import proposals as P

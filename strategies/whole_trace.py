@@ -18,7 +18,6 @@ an empty suggestion is a legal "no change".
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from funcgrad import Note, PromptState, Request, Strategy, Update
 from funcgrad.strategies import proposals as P

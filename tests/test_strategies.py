@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 import re
-import sys
 
 import attrs
 import orjson
@@ -16,27 +13,17 @@ from hypothesis import strategies as st
 
 import funcgrad
 from funcgrad import (
-    LLM, Attempt, BudgetExceeded, EngineError, Example, Loss, Param, PromptState, Response, StepContext,
+    LLM, Attempt, BudgetExceeded, EngineError, Example, Loss, Param, PromptState, StepContext,
     Strategy, Update, apply_updates, exact_match, fn, run_batch, skip_connection,
 )
 from funcgrad.scripted import ScriptedEngine, by_role
 from funcgrad.values import freeze, thaw
 
-try:
-    import funcgrad.strategies  # noqa: F401
-except ModuleNotFoundError:  # a checkout that was not `pip install -e .`-ed: map the folder by hand
-    _root = pathlib.Path(__file__).resolve().parents[1] / "strategies"
-    _spec = importlib.util.spec_from_file_location(
-        "funcgrad.strategies", _root / "__init__.py", submodule_search_locations=[str(_root)])
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules["funcgrad.strategies"] = _mod
-    _spec.loader.exec_module(_mod)
-
-from funcgrad.strategies import (  # noqa: E402
-    GUARDS, backprop, backward, check_value, code_line, extract_fenced, fence, rejection_counts,
+from funcgrad.strategies import (
+    GUARDS, backprop, backward, check_value, extract_fenced, fence, rejection_counts,
     sampled_momentum, whole_trace,
 )
-from funcgrad.strategies import proposals as P  # noqa: E402
+from funcgrad.strategies import proposals as P
 
 # ---------------------------------------------------------------- fixtures
 

@@ -8,10 +8,7 @@ prints its call counts, latency and outcome (run with ``-s`` to see them)::
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import re
-import sys
 import threading
 import time
 
@@ -20,17 +17,7 @@ import pytest
 from funcgrad import LLM, Attempt, Example, StepContext, apply_updates, exact_match, fn, mean_score, run_batch
 from funcgrad import Param, PromptState
 
-try:
-    import funcgrad.strategies  # noqa: F401
-except ModuleNotFoundError:  # a checkout that was not `pip install -e .`-ed: map the folder by hand
-    _root = pathlib.Path(__file__).resolve().parents[1] / "strategies"
-    _spec = importlib.util.spec_from_file_location(
-        "funcgrad.strategies", _root / "__init__.py", submodule_search_locations=[str(_root)])
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules["funcgrad.strategies"] = _mod
-    _spec.loader.exec_module(_mod)
-
-from funcgrad.strategies import backprop, rejection_counts, sampled_momentum, whole_trace  # noqa: E402
+from funcgrad.strategies import backprop, rejection_counts, sampled_momentum, whole_trace
 
 pytestmark = pytest.mark.real_model
 

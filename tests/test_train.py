@@ -1,9 +1,7 @@
 """The training loop: acceptance, rejection feedback, budgets, checkpoints and resume."""
 
-import attrs
 import pytest
 
-import funcgrad as fg
 from funcgrad.errors import CheckpointError
 from funcgrad.meter import Budget, MeteredEngine
 from funcgrad.rundir import RunDir, read_traces
