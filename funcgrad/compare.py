@@ -28,14 +28,13 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from funcgrad.config import parse_config
+from funcgrad.config import parse_config, read_toml
 from funcgrad.errors import ConfigError
 from funcgrad.job import JobResult, optimize
 from funcgrad.rundir import RunDir
@@ -187,12 +186,7 @@ def plot_results(rows_by_task: dict[str, list[dict]], path: Path) -> Path:
 def run_compare(config_path: str | Path, *, quiet: bool = False) -> int:
     """Run (or continue) the grid in ``config_path``; print and write the results table."""
     path = Path(config_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     cells, root = plan(data, path.resolve().parent)
     jobs: dict[tuple[str, str], list[JobResult]] = {}
     for n, cell in enumerate(cells, 1):

@@ -140,13 +140,17 @@ def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
     )
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML config file; relative paths in it are relative to the file."""
+def read_toml(path: str | Path) -> dict:
+    """The parsed TOML file at ``path``; ConfigError if it is missing or not valid TOML."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, base_dir=path.resolve().parent)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML config file; relative paths in it are relative to the file."""
+    return parse_config(read_toml(path), base_dir=Path(path).resolve().parent)
