@@ -381,6 +381,7 @@ def propose(name, state, grads, results, context, engine, cfg, stats) -> tuple[s
             critiques=[g.text for g in grads] + [r.loss.feedback for r in results],
             inputs=P.example_inputs(results),
             names=state.names,
+            rejected=P.rejected_values(context, name),
             max_value_chars=cfg["max_value_chars"],
         )
     if guard:

@@ -11,6 +11,7 @@ guard              rejects a proposed value when ...
 ``invalid_json``   a JSON reply (whole_trace) does not parse
 ``empty``          the value is empty after stripping
 ``unchanged``      the value equals the current one
+``repeats_rejected`` the value repeats a proposal rejected earlier in the step
 ``too_long``       the value exceeds ``max_value_chars``
 ``too_short``      the value is a stub (under 12 chars while the current
                    value is longer), e.g. a lone number
@@ -52,7 +53,7 @@ OPEN, CLOSE = f"<{VALUE_TAG}>", f"</{VALUE_TAG}>"
 FATAL = (BudgetExceeded, CacheMiss)
 
 GUARDS = (
-    "no_tags", "truncated", "invalid_json", "empty", "unchanged", "too_long", "too_short",
+    "no_tags", "truncated", "invalid_json", "empty", "unchanged", "repeats_rejected", "too_long", "too_short",
     "tag_leak", "label_leak", "input_copy", "critique_paste", "unknown_param", "engine_error",
 )
 
@@ -246,6 +247,7 @@ def check_value(
     critiques: Iterable[str] = (),
     inputs: Iterable[str] = (),
     names: Iterable[str] = (),
+    rejected: Iterable[str] = (),
     max_value_chars: int = 2000,
 ) -> tuple[str, str]:
     """``("", "")`` if ``new`` may be proposed in place of ``old``, else ``(guard, reason)``.
@@ -261,6 +263,8 @@ def check_value(
         return "empty", "the proposed value is empty"
     if new.strip() == old.strip():
         return "unchanged", "the proposed value equals the current value"
+    if any(new.strip() == r.strip() for r in rejected):
+        return "repeats_rejected", "the proposed value repeats a proposal already rejected in this step"
     if len(new) > max_value_chars:
         return "too_long", f"the proposed value has {len(new)} chars (limit {max_value_chars})"
     if len(new.strip()) < 12 and len(old.strip()) >= 12:
@@ -325,6 +329,11 @@ def thaw_state(s: Any) -> dict:
 
 def freeze_state(s: Mapping) -> Any:
     return freeze(s, where="strategy state")
+
+
+def rejected_values(context, name: str) -> tuple[str, ...]:
+    """Values of ``name`` proposed and rejected earlier in this step."""
+    return tuple(a.values[name] for a in getattr(context, "rejected", ()) or () if name in a.values)
 
 
 def attempt_temperature(context, first: float, retry: float) -> float:

@@ -219,7 +219,8 @@ def whole_trace(
                 continue
             value = P._unwrap(value)
             guard, reason = P.check_value(value, state[key].value, targets=targets, critiques=critiques, inputs=inputs,
-                                          names=state.names, max_value_chars=cfg["max_value_chars"])
+                                          names=state.names, rejected=P.rejected_values(context, key),
+                                          max_value_chars=cfg["max_value_chars"])
             if guard:
                 stats["rejections"] = P.bump(stats["rejections"], guard)
                 notes.append(Note(key, "no_update", f"{guard}: {reason}"))

@@ -626,3 +626,19 @@ def test_time_stamps_ablation_drops_the_call_listing():
     bodies = [r.messages[-1].content for r in critic_engine.requests]
     assert len(bodies) == 3
     assert not any("was called 3 times" in b or "you judge call" in b for b in bodies)
+
+
+def test_a_retry_that_repeats_a_rejected_proposal_is_not_proposed_again():
+    results = run_batch(lambda p, x: answer(p, input=x), STATE, EXAMPLES[:2], engine=engines(lambda r: "0")[0], loss=exact_match)
+    rejected = (Attempt({"sys": "Count each object once, then give the number."}, 0.0, False, "did not beat"),)
+    for strategy, reply in (
+        (backprop(), "Pattern: x\n<NEW_VALUE>\nCount each object once, then give the number.\n</NEW_VALUE>"),
+        (whole_trace(), json.dumps({"reasoning": "r", "suggestion": {"sys": "Count each object once, then give the number."}})),
+    ):
+        _, critic_engine = engines(lambda r: "0", backward=critic(), optimizer=reply)
+        update, s = strategy.update(results, STATE, strategy.init(STATE), engine=critic_engine, evaluate=None,
+                                    context=StepContext(rejected=rejected))
+        assert update.values == {}
+        assert any(n.reason.startswith("repeats_rejected") for n in update.notes)
+        assert rejection_counts(s) == {"repeats_rejected": 1}
+        assert all(r.temperature == 0.7 for r in critic_engine.requests if r.role == "optimizer")
