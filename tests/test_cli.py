@@ -143,3 +143,17 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_steps(tmp_path):
     assert resumed["step"] == expected["step"] == 4
     assert resumed["state"] == expected["state"] and resumed["log"] == expected["log"]
     assert resumed["final_test"] == expected["final_test"]
+
+
+def test_task_model_and_critic_can_be_different_servers(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    with StubServer(respond_body) as task_server, StubServer(respond_body) as critic_server:
+        cfg = _config(tmp_path, task_server.base_url)
+        cfg.write_text(cfg.read_text() + f'[critic]\nbase_url = "{critic_server.base_url}"\nmodel = "critic"\n')
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        task_users = {r.body["messages"][-1]["content"] for r in task_server.requests}
+        critic_users = {r.body["messages"][-1]["content"] for r in critic_server.requests}
+    assert critic_users == {"[optimizer] improve"}
+    assert task_users and "[optimizer] improve" not in task_users
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| optimizer | critic | 1 |" in report and "| forward | stub |" in report
