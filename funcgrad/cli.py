@@ -1,7 +1,7 @@
 """The ``funcgrad`` command: optimize, evaluate, show, compare.
 
-    funcgrad optimize CONFIG [--resume] [--quiet]
-    funcgrad evaluate CONFIG [--state FILE] [--split test|val|train]
+    funcgrad optimize CONFIG [--resume] [--quiet] [--replay] [--run-dir DIR]
+    funcgrad evaluate CONFIG [--state FILE] [--split test|val|train] [--replay]
     funcgrad show RUN_DIR|TRACE_FILE [--step N] [--phase P] [--limit N]
     funcgrad compare CONFIG [--quiet]
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import attrs
 from pathlib import Path
 
 from funcgrad.config import load_config
@@ -25,7 +27,10 @@ from funcgrad.serialize import loads
 
 
 def cmd_optimize(args) -> int:
-    job = optimize(load_config(args.config), resume=args.resume, quiet=args.quiet, config_file=args.config)
+    config = load_config(args.config)
+    if args.run_dir:
+        config = attrs.evolve(config, run_dir=str(Path(args.run_dir).resolve()))
+    job = optimize(config, resume=args.resume, quiet=args.quiet, config_file=args.config, replay=args.replay)
     fs, calls = job.fit_state, sum(r["calls"] for r in job.usage["rows"])
     print(
         f"{job.title}: test accuracy {_pct(fs.initial_test)} -> {_pct(fs.final_test)} "
@@ -50,7 +55,7 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--state file {args.state!r} does not exist") from None
     examples = {"test": task.test, "val": task.val, "train": task.train}[args.split]
     reporter = make_reporter(quiet=args.quiet, title=f"evaluate {task.name} ({args.split})")
-    with open_engines(config) as engines, reporter:
+    with open_engines(config, replay=args.replay) as engines, reporter:
         done = [0]
 
         def progress(result):
@@ -101,12 +106,15 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("config", help="TOML config file")
     o.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
     o.add_argument("--quiet", action="store_true", help="no progress display")
+    o.add_argument("--replay", action="store_true", help="answer only from the cache (no model): reproduce a finished run")
+    o.add_argument("--run-dir", help="write the run here instead of the config's [run] dir")
     o.set_defaults(func=cmd_optimize)
     e = sub.add_parser("evaluate", help="score a prompt state on a split")
     e.add_argument("config")
     e.add_argument("--state", help="a state JSON file (e.g. RUN_DIR/final_state.json); default: the task's initial prompts")
     e.add_argument("--split", choices=("test", "val", "train"), default="test")
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--replay", action="store_true", help="answer only from the cache (no model)")
     e.set_defaults(func=cmd_evaluate)
     s = sub.add_parser("show", help="print a run's history and traces")
     s.add_argument("path", help="a run directory or a traces.jsonl file")

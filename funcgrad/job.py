@@ -51,11 +51,22 @@ def _base_engine(cfg: EngineConfig, stack: contextlib.ExitStack):
     return engine
 
 
+def _model_id(cfg: EngineConfig) -> str:
+    """The model id answers of ``cfg`` are cached under (what serve() / OpenAIEngine report)."""
+    from funcgrad.local import KNOWN_MODELS
+
+    if cfg.local and cfg.model not in KNOWN_MODELS:
+        return Path(cfg.model).stem
+    return cfg.model
+
+
 @contextlib.contextmanager
-def open_engines(config: RunConfig, usage: Any = None) -> Iterator[Engines]:
+def open_engines(config: RunConfig, usage: Any = None, *, replay: bool = False) -> Iterator[Engines]:
     """Start or connect the configured engines, each behind the answer cache, sharing one meter and budget.
 
-    ``usage`` (a usage report's data from a checkpoint) makes the meter continue its counts.
+    ``usage`` (a usage report's data from a checkpoint) makes the meter continue its
+    counts. With ``replay`` no model is started or called: every answer must come from
+    the cache, and a missing one raises CacheMiss naming the request.
     """
     from funcgrad.cache import CachedEngine
     from funcgrad.local import cache_root
@@ -63,12 +74,16 @@ def open_engines(config: RunConfig, usage: Any = None) -> Iterator[Engines]:
 
     cache_dir = Path(config.cache_dir) if config.cache_dir else cache_root() / "llm"
     meter = Meter(Budget(max_calls=config.max_calls, max_tokens=config.max_tokens), UsageTable.from_data(usage) if usage else None)
+    same = config.critic is None or config.critic == config.engine
     with contextlib.ExitStack() as stack:
-        task_base = _base_engine(config.engine, stack)
-        same = config.critic is None or config.critic == config.engine
-        critic_base = task_base if same else _base_engine(config.critic, stack)
-        task = MeteredEngine(CachedEngine(task_base, cache_dir), meter=meter)
-        critic = task if same else MeteredEngine(CachedEngine(critic_base, cache_dir), meter=meter)
+
+        def cached(cfg: EngineConfig):
+            if replay:
+                return CachedEngine(None, cache_dir, replay=True, model=_model_id(cfg))
+            return CachedEngine(_base_engine(cfg, stack), cache_dir)
+
+        task = MeteredEngine(cached(config.engine), meter=meter)
+        critic = task if same else MeteredEngine(cached(config.critic), meter=meter)
         yield Engines(task, critic, meter)
 
 
@@ -92,10 +107,13 @@ class JobResult:
     title: str
 
 
-def optimize(config: RunConfig, *, resume: bool = False, quiet: bool = False, config_file: str | None = None) -> JobResult:
+def optimize(
+    config: RunConfig, *, resume: bool = False, quiet: bool = False, config_file: str | None = None, replay: bool = False,
+) -> JobResult:
     """Run (or, with ``resume``, continue) the job of ``config``; write its run directory.
 
     Raises ConfigError if the run directory already holds a run and ``resume`` is False.
+    With ``replay``, answers come only from the cache (see :func:`open_engines`).
     """
     task = build_task(config.task, config.task_args)
     strategy = build_strategy(config.strategy, config.strategy_args)
@@ -116,7 +134,7 @@ def optimize(config: RunConfig, *, resume: bool = False, quiet: bool = False, co
         rd.write_json("config.json", {"config_file": str(Path(config_file).resolve()) if config_file else None, "config": source})
     started = time.monotonic()
     reporter = make_reporter(quiet=quiet, title=title)
-    with open_engines(config, usage) as engines, reporter:
+    with open_engines(config, usage, replay=replay) as engines, reporter:
         meter = engines.meter
 
         def save(fs):

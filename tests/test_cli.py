@@ -157,3 +157,24 @@ def test_task_model_and_critic_can_be_different_servers(tmp_path, monkeypatch, c
     assert task_users and "[optimizer] improve" not in task_users
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| optimizer | critic | 1 |" in report and "| forward | stub |" in report
+
+
+def test_replay_reproduces_a_finished_run_without_a_server(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, strategy_extra="first_try_bad = true\n")
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+    capsys.readouterr()
+    # the server is gone; the replayed run must reproduce every step from the cache alone
+    assert main(["optimize", str(cfg), "--quiet", "--replay", "--run-dir", str(tmp_path / "again")]) == 0
+    first = orjson.loads((tmp_path / "run" / "checkpoint.json").read_bytes())["fit"]
+    again = orjson.loads((tmp_path / "again" / "checkpoint.json").read_bytes())["fit"]
+    assert again == first
+    assert "test accuracy 0.0% -> 100.0%" in capsys.readouterr().out
+    # a request the cache never saw (a larger task: new questions) is named, not answered
+    (tmp_path / "other").mkdir()
+    other = _config(tmp_path / "other", "http://127.0.0.1:9/v1")
+    other.write_text(other.read_text().replace("n = 12", "n = 15").replace('cache = "cache"', f'cache = "{tmp_path / "cache"}"'))
+    assert main(["optimize", str(other), "--quiet", "--replay"]) == 2
+    err = capsys.readouterr().err
+    assert "replay" in err.lower() and any(q in err for q in ("q12", "q13", "q14"))  # a question never asked
