@@ -119,8 +119,8 @@ def _row(label: str, jobs: list[JobResult]) -> dict:
         per_calls: dict[str, int] = {}
         per_tokens: dict[str, int] = {}
         for r in j.usage["rows"]:
-            per_calls[r["role"]] = per_calls.get(r["role"], 0) + r["calls"]
-            per_tokens[r["role"]] = per_tokens.get(r["role"], 0) + r["prompt_tokens"] + r["completion_tokens"]
+            per_calls[r["role"]] = per_calls.get(r["role"], 0) + r["calls"] + r["cached_calls"]
+            per_tokens[r["role"]] = per_tokens.get(r["role"], 0) + r["prompt_tokens"] + r["completion_tokens"] + r.get("cached_tokens", 0)
         for role in per_calls:
             roles.setdefault(role, []).append(per_calls[role])
             tokens.setdefault(role, []).append(per_tokens[role])
@@ -150,7 +150,11 @@ def results_markdown(rows_by_task: dict[str, list[dict]]) -> str:
                 f"| {r['accepted']:.1f} | {calls} | {toks} | {r['wall_s']:.0f} |"
             )
         out.append("")
-    out.append("Accuracy in %, mean ± 95 % t-interval over seeds; calls and tokens are means per cell (cache hits excluded from calls).")
+    out.append(
+        "Accuracy in %, mean ± 95 % t-interval over seeds. Calls and tokens are means per cell and count every "
+        "request the strategy needed, including those answered from the shared cache (at temperature 0 a cell "
+        "repeating another cell's requests gets them from the cache); wall time is lower for such cells."
+    )
     return "\n".join(out) + "\n"
 
 

@@ -54,7 +54,9 @@ class Budget:
 class UsageRow:
     """Counts of one (role, model): ``calls`` answered by a model, ``cached_calls``
     answered from a cache, ``failed_calls`` that raised; tokens and latency (seconds)
-    of the calls answered by a model.
+    of the calls answered by a model; ``cached_tokens``: tokens the cached answers
+    cost when they were first made (so a run's full work can be compared with
+    another's, whatever the cache held).
     """
 
     role: str
@@ -65,6 +67,7 @@ class UsageRow:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    cached_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -170,7 +173,9 @@ class Meter:
             if response is None:
                 row = attrs.evolve(row, failed_calls=row.failed_calls + 1)
             elif response.cached:
-                row = attrs.evolve(row, cached_calls=row.cached_calls + 1)
+                row = attrs.evolve(
+                    row, cached_calls=row.cached_calls + 1, cached_tokens=row.cached_tokens + response.usage.total_tokens
+                )
             else:
                 usage = response.usage
                 row = attrs.evolve(

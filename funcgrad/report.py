@@ -71,11 +71,11 @@ def usage_markdown(usage: Any) -> str:
     rows = (usage or {}).get("rows", [])
     if not rows:
         return "No usage recorded."
-    out = ["| role | model | calls | cached | failed | prompt tokens | completion tokens |", "|---|---|---|---|---|---|---|"]
+    out = ["| role | model | calls | cached | failed | prompt tokens | completion tokens | tokens of cached answers |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(
             f"| {r['role']} | {r['model']} | {r['calls']} | {r.get('cached_calls', 0)} | {r.get('failed_calls', 0)} "
-            f"| {r.get('prompt_tokens', 0)} | {r.get('completion_tokens', 0)} |"
+            f"| {r.get('prompt_tokens', 0)} | {r.get('completion_tokens', 0)} | {r.get('cached_tokens', 0)} |"
         )
     return "\n".join(out)
 

@@ -62,6 +62,8 @@ def test_cache_hits_are_counted_but_spend_no_budget(tmp_path):
         engine.complete(ask("c"))
     row = engine.report().rows[0]
     assert (row.calls, row.cached_calls, inner.calls()) == (2, 3, 2)
+    # "a" cost 1 prompt + 1 completion token when first answered; the 3 hits carry that cost
+    assert (row.tokens, row.cached_tokens) == (4, 6)
 
 
 def test_failed_calls_are_counted_and_spend_nothing():
