@@ -159,13 +159,13 @@ def results_markdown(rows_by_task: dict[str, list[dict]]) -> str:
 
 
 def plot_results(rows_by_task: dict[str, list[dict]], path: Path) -> Path:
-    """Bar chart: test accuracy before and after, per strategy (and task), with CI error bars."""
+    """Bar chart: test accuracy before and after, per strategy (and task), with CI error bars and per-seed dots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, before, after, err = [], [], [], []
+    labels, before, after, err, seeds = [], [], [], [], []
     for task, rows in rows_by_task.items():
         for r in rows:
             labels.append(f"{r['strategy']}\n({task})" if len(rows_by_task) > 1 else r["strategy"])
@@ -173,10 +173,13 @@ def plot_results(rows_by_task: dict[str, list[dict]], path: Path) -> Path:
             m, half = mean_ci(r["after"])
             after.append(m)
             err.append(half or 0.0)
+            seeds.append(r["after"])
     xs = range(len(labels))
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(labels)), 3.5))
     ax.bar([x - 0.2 for x in xs], before, width=0.4, label="before", color="tab:gray")
-    ax.bar([x + 0.2 for x in xs], after, width=0.4, yerr=err, capsize=3, label="after", color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], after, width=0.4, yerr=err, capsize=3, label="after (95 % CI)", color="tab:blue")
+    for x, values in zip(xs, seeds):
+        ax.scatter([x + 0.2] * len(values), values, color="black", s=12, zorder=3, label="after, per seed" if x == 0 else None)
     ax.set_xticks(list(xs), labels, fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
