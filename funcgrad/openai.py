@@ -104,7 +104,9 @@ def request_body(request: Request, model: str) -> bytes:
             schema = orjson.loads(request.json_schema)
         except orjson.JSONDecodeError as exc:
             raise EngineError(f"Request.json_schema is not valid JSON ({exc}); pass a JSON Schema document as a str") from None
-        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": True}}
+        # strict=False: hosted OpenAI's strict mode rejects schemas with optional keys or
+        # maxLength (ours use both); llama.cpp and vLLM enforce the schema either way.
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": False}}
     return orjson.dumps(body)
 
 
