@@ -114,7 +114,8 @@ def stub(latency: float):
 
 
 def run_worker(lib: str, script: str, args: list[str], *, timeout: float = 900.0, extra_env: dict | None = None) -> dict:
-    """Run ``workers/<script>`` with ``lib``'s interpreter in a fresh empty HOME; return its JSON result."""
+    """Run ``workers/<script>`` with ``lib``'s interpreter in a fresh empty HOME (also its working
+    directory); return its JSON result."""
     python = python_for(lib)
     with tempfile.TemporaryDirectory(prefix=f"fg-peer-{lib}-home-") as home:
         env = {
@@ -136,7 +137,8 @@ def run_worker(lib: str, script: str, args: list[str], *, timeout: float = 900.0
         else:
             env.pop("PYTHONPATH", None)  # the peer venv must not see funcgrad
         out = subprocess.run(
-            [str(python), str(WORKERS / script), *args], capture_output=True, text=True, env=env, timeout=timeout
+            [str(python), str(WORKERS / script), *args], capture_output=True, text=True, env=env, timeout=timeout,
+            cwd=home,  # TextGrad writes ./logs/ into its working directory
         )
     if out.returncode != 0:
         raise RuntimeError(f"{lib} worker {script} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
