@@ -24,7 +24,6 @@ import concurrent.futures
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import orjson
 
 from funcgrad.engine import Engine, Request, Response, Usage
 from funcgrad.errors import CacheMiss, EngineError
+from funcgrad.files import write_atomic
 
 FORMAT = "funcgrad.cache/1"
 log = logging.getLogger(__name__)
@@ -161,14 +161,7 @@ class CachedEngine:
             return
         path = self.path(key)
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, payload)
 
     def recall(self, request: Request) -> Response | None:
         """The answer without calling a model: that of an identical call in flight, else the stored one."""

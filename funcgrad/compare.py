@@ -38,7 +38,7 @@ from funcgrad.config import parse_config, read_toml
 from funcgrad.errors import ConfigError
 from funcgrad.job import JobResult, optimize
 from funcgrad.rundir import RunDir
-from funcgrad.train import write_atomic
+from funcgrad.files import write_atomic
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 _GRID_KEYS = {"tasks", "strategies", "seeds"}
@@ -208,8 +208,8 @@ def run_compare(config_path: str | Path, *, quiet: bool = False) -> int:
     for (task, strategy), results in jobs.items():
         rows_by_task.setdefault(task, []).append(_row(strategy, results))
     table = results_markdown(rows_by_task)
-    write_atomic(root / "results.md", table.encode())
-    write_atomic(root / "results.json", orjson.dumps(rows_by_task, option=orjson.OPT_INDENT_2))
+    write_atomic(root / "results.md", table.encode(), durable=True)
+    write_atomic(root / "results.json", orjson.dumps(rows_by_task, option=orjson.OPT_INDENT_2), durable=True)
     plot_results(rows_by_task, root / "results.png")
     print(table + f"\nwritten: {root / 'results.md'}, {root / 'results.png'}")
     return 0

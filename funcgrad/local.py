@@ -33,6 +33,7 @@ import httpx
 import orjson
 
 from funcgrad.errors import EngineError
+from funcgrad.files import write_atomic
 from funcgrad.openai import OpenAIEngine, RetryPolicy
 
 CHUNK = 1 << 20
@@ -131,13 +132,6 @@ def _stamp(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -172,7 +166,7 @@ def _assemble(spec: ModelSpec, target: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _write_atomic(_stamp(target), spec.sha256.encode())
+    write_atomic(_stamp(target), spec.sha256.encode())
 
 
 def model_path(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -206,7 +200,7 @@ def model_path(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | N
         if stamp.is_file() and stamp.read_text().strip() == spec.sha256:
             return target
         if _sha256(target) == spec.sha256:
-            _write_atomic(stamp, spec.sha256.encode())
+            write_atomic(stamp, spec.sha256.encode())
             return target
     _assemble(spec, target)
     return target

@@ -29,7 +29,8 @@ import orjson
 from funcgrad.errors import CheckpointError
 from funcgrad.run import Result
 from funcgrad.serialize import to_data
-from funcgrad.train import FitState, fit_state_from_data, fit_state_to_data, write_atomic
+from funcgrad.files import write_atomic
+from funcgrad.train import FitState, fit_state_from_data, fit_state_to_data
 
 CHECKPOINT_FORMAT = "funcgrad-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -62,7 +63,7 @@ class RunDir:
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
             "traces_bytes": log_bytes, "usage": usage, "fit": fit_state_to_data(fs),
         }
-        write_atomic(self.checkpoint_path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        write_atomic(self.checkpoint_path, orjson.dumps(doc, option=orjson.OPT_INDENT_2), durable=True)
 
     def load_checkpoint(self, *, fingerprint: str) -> tuple[FitState, Any]:
         """Read the checkpoint; returns (FitState, usage data). Cuts traces.jsonl back to it.
@@ -107,12 +108,12 @@ class RunDir:
 
     def write_json(self, name: str, value: Any) -> Path:
         path = self.path / name
-        write_atomic(path, orjson.dumps(value, option=orjson.OPT_INDENT_2))
+        write_atomic(path, orjson.dumps(value, option=orjson.OPT_INDENT_2), durable=True)
         return path
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path / name
-        write_atomic(path, text.encode())
+        write_atomic(path, text.encode(), durable=True)
         return path
 
 

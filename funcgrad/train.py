@@ -23,10 +23,8 @@ with nothing lost and nothing repeated.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -325,13 +323,3 @@ def settings_hash(settings: FitSettings, extra: Any = None) -> str:
     """A short fingerprint of the settings (and any extra JSON config) a checkpoint belongs to."""
     blob = orjson.dumps([attrs.asdict(settings), extra], option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
