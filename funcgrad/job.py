@@ -53,11 +53,9 @@ def _base_engine(cfg: EngineConfig, stack: contextlib.ExitStack):
 
 def _model_id(cfg: EngineConfig) -> str:
     """The model id answers of ``cfg`` are cached under (what serve() / OpenAIEngine report)."""
-    from funcgrad.local import KNOWN_MODELS
+    from funcgrad.local import served_name
 
-    if cfg.local and cfg.model not in KNOWN_MODELS:
-        return Path(cfg.model).stem
-    return cfg.model
+    return served_name(cfg.model) if cfg.local else cfg.model
 
 
 @contextlib.contextmanager

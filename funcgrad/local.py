@@ -214,6 +214,15 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+def served_name(model: str | os.PathLike) -> str:
+    """The model id a local server reports (and caches answers under): a known name, else the file's stem.
+
+    >>> served_name("qwen2.5-coder-0.5b"), served_name("/models/my-model.gguf")
+    ('qwen2.5-coder-0.5b', 'my-model')
+    """
+    return str(model) if str(model) in KNOWN_MODELS else Path(model).stem
+
+
 class LocalServer:
     """llama.cpp's server for a local model, in a child process this object owns.
 
@@ -238,7 +247,7 @@ class LocalServer:
         cache_dir: str | os.PathLike | None = None,
     ):
         self.model = model
-        self.name = str(model) if str(model) in KNOWN_MODELS else Path(model).stem
+        self.name = served_name(model)
         self.settings = {"n_ctx": n_ctx, "n_parallel": n_parallel, "threads": threads}
         self.startup_timeout = startup_timeout
         self.timeout = timeout

@@ -85,11 +85,9 @@ def build_task(name: str, args: Mapping[str, Any] = {}) -> Task:
     if ":" in name:
         task = _call(_import(name, "task"), args, f"task {name!r}")
     else:
-        from funcgrad.tasks import TASKS
+        from funcgrad.tasks import task_factory
 
-        if name not in TASKS:
-            raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-        task = _call(TASKS[name], args, f"task {name!r}")
+        task = _call(task_factory(name), args, f"task {name!r}")
     if not isinstance(task, Task):
         raise ConfigError(f"task factory {name!r} returned {type(task).__name__}, not funcgrad.Task")
     return task

@@ -36,15 +36,25 @@ TASKS: Mapping[str, Callable[..., Task]] = MappingProxyType({
 })
 
 
+def task_factory(name: str) -> Callable[..., Task]:
+    """The factory of the built-in task ``name``; ConfigError naming it and listing the known ones.
+
+    >>> task_factory("arithmetic").__name__
+    'arithmetic'
+    """
+    factory = TASKS.get(name) if isinstance(name, str) else None
+    if factory is None:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return factory
+
+
 def load_task(name: str, **kwargs: Any) -> Task:
     """Build the built-in task ``name`` with factory keyword arguments (seed, n_train, ...).
 
     Raises ConfigError naming the unknown task and listing the known ones, or naming a
     bad keyword argument.
     """
-    factory = TASKS.get(name) if isinstance(name, str) else None
-    if factory is None:
-        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    factory = task_factory(name)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:
@@ -52,4 +62,4 @@ def load_task(name: str, **kwargs: Any) -> Task:
     return factory(**kwargs)
 
 
-__all__ = ["TASKS", "agent", "arithmetic", "load_task", "multihop", "object_counting"]
+__all__ = ["TASKS", "agent", "arithmetic", "load_task", "multihop", "object_counting", "task_factory"]
