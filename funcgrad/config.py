@@ -86,7 +86,7 @@ def _typed(section: str, table: Mapping, types: Mapping[str, Any]) -> dict:
         if isinstance(value, bool) or not isinstance(value, want):
             names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
             raise ConfigError(f"[{section}] {key} = {value!r}: must be a {names}")
-        if isinstance(value, (int, float)) and value <= 0 and key not in ("seed",):
+        if isinstance(value, (int, float)) and value <= 0:
             raise ConfigError(f"[{section}] {key} = {value!r}: must be > 0")
         out[key] = value
     return out

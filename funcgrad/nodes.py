@@ -80,10 +80,6 @@ class _Builder:
 _CURRENT: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar("funcgrad_run", default=None)
 
 
-def _builder(node: str) -> _Builder | None:
-    return _CURRENT.get()
-
-
 def _split_vars(names_values) -> tuple[tuple[int, ...], tuple[str, ...], dict]:
     ids, names, consts = [], [], {}
     for name, value in names_values:
@@ -95,7 +91,7 @@ def _split_vars(names_values) -> tuple[tuple[int, ...], tuple[str, ...], dict]:
     return tuple(ids), tuple(names), consts
 
 
-def _fail(builder: _Builder, node: str, exc: BaseException) -> None:
+def _fail(node: str, exc: BaseException) -> None:
     if isinstance(exc, FATAL_ERRORS):
         raise exc
     raise PipelineError(f"node {node!r} failed: {exc}") from exc
@@ -151,7 +147,7 @@ class LLM:
         return request, leaves
 
     def __call__(self, prompts: PromptState, /, *, sample: int = 0, **inputs: Any) -> Var:
-        builder = _builder(self.name)
+        builder = _CURRENT.get()
         if builder is None or builder.engine is None:
             raise TraceError(f"LLM node {self.name!r} was called outside funcgrad.run(...); run the pipeline with run()")
         request, leaves = self.render(prompts, inputs, sample)
@@ -168,7 +164,7 @@ class LLM:
             response = builder.engine.complete(request)
         except Exception as exc:  # recorded, then re-raised as a PipelineError
             builder.add(self.name, "llm", inputs=ids, input_names=names, params=leaves, request=rendered, error=str(exc))
-            _fail(builder, self.name, exc)
+            _fail(self.name, exc)
         record = builder.add(
             self.name, "llm", inputs=ids, input_names=names, params=leaves,
             request=rendered, output=response.text, usage=response.usage,
@@ -189,7 +185,7 @@ class Fn:
     kind: str = attrs.field(default="fn", validator=attrs.validators.in_(("fn", "retrieve")))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        builder = _builder(self.name)
+        builder = _CURRENT.get()
         plain_args = [a.value if isinstance(a, Var) else a for a in args]
         plain_kwargs = {k: v.value if isinstance(v, Var) else v for k, v in kwargs.items()}
         if builder is None:
@@ -204,7 +200,7 @@ class Fn:
             output = freeze(self.func(*plain_args, **plain_kwargs), where=f"output of node {self.name!r}")
         except Exception as exc:
             builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, error=f"{type(exc).__name__}: {exc}")
-            _fail(builder, self.name, exc)
+            _fail(self.name, exc)
         # No wall-clock reading here: the clock lives behind the engine, so a trace stays a pure
         # function of the inputs and the engine's answers (replay reproduces it exactly).
         record = builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, output=output)
@@ -260,7 +256,7 @@ def skip_connection(node: str) -> None:
     Credit-assignment strategies that follow edges (backprop) then send the final
     feedback straight to that node as well as along the graph.
     """
-    builder = _builder(node)
+    builder = _CURRENT.get()
     if builder is None:
         raise TraceError("skip_connection(...) must be called inside a pipeline run by funcgrad.run")
     builder.skips.append(node)

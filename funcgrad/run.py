@@ -97,11 +97,12 @@ def run(pipeline: Pipeline, state: PromptState, x: Any, *, engine: Engine, examp
     record themselves. If the pipeline raises, a PipelineError carrying the partial
     trace is raised (budget exhaustion and replay misses propagate as they are).
     """
-    output, trace = _run(pipeline, state, x, engine, example_id, loss=None, example=None)
+    output, trace, _ = _run(pipeline, state, x, engine, example_id, loss=None, example=None)
     return output, trace
 
 
 def _run(pipeline, state, x, engine, example_id, loss, example):
+    """``(output value, trace, Loss or None)``; the loss runs inside the run when given."""
     if not isinstance(state, PromptState):
         raise TraceError(f"run() needs a PromptState, got {type(state).__name__}")
     builder = _Builder(engine)
@@ -126,7 +127,7 @@ def _run(pipeline, state, x, engine, example_id, loss, example):
     finally:
         _CURRENT.reset(token)
     trace = builder.freeze(example_id, y.id)
-    return (y.value, trace) if loss is None else (y.value, trace, scored)
+    return y.value, trace, scored
 
 
 def with_loss(trace: Trace, loss: Loss, target: Any = None) -> Trace:

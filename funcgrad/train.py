@@ -33,6 +33,7 @@ import orjson
 from funcgrad.engine import Engine
 from funcgrad.errors import BudgetExceeded, ConfigError, StateError
 from funcgrad.run import Example, Result, mean_score, run_batch
+from funcgrad.serialize import from_data, to_data
 from funcgrad.state import PromptState, apply_updates
 from funcgrad.strategy import Attempt, StepContext, Strategy, Update
 from funcgrad.task import Task
@@ -295,8 +296,6 @@ def fit(
 
 def fit_state_to_data(fs: FitState) -> dict:
     """JSON-able data of a FitState (see :func:`fit_state_from_data`)."""
-    from funcgrad.serialize import to_data
-
     return {
         "step": fs.step, "state": to_data(fs.state), "strategy_state": to_data(fs.strategy_state),
         "val_score": fs.val_score, "initial_val": fs.initial_val, "initial_test": fs.initial_test,
@@ -308,8 +307,6 @@ def fit_state_to_data(fs: FitState) -> dict:
 
 def fit_state_from_data(data: dict) -> FitState:
     """Inverse of :func:`fit_state_to_data`."""
-    from funcgrad.serialize import from_data
-
     log = tuple(StepLog(**from_data(entry)) for entry in data["log"])
     return FitState(
         step=data["step"], state=from_data(data["state"]), strategy_state=from_data(data["strategy_state"]),
