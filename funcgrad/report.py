@@ -34,22 +34,18 @@ def history_tsv(fs: FitState) -> str:
     return "\n".join(rows) + "\n"
 
 
+_VERDICT_LABELS = {
+    "accepted": "accepted", "lost_minibatch": "rejected: lost on minibatch",
+    "no_val_gain": "rejected: no validation gain", "no_update": "no update", "invalid": "invalid",
+}
+
+
 def proposal_counts(fs: FitState) -> dict[str, int]:
-    """Accepted, rejected (by reason class) and empty proposals over the run."""
-    counts = {"accepted": 0, "rejected: lost on minibatch": 0, "rejected: no validation gain": 0, "no update": 0, "invalid": 0}
+    """Accepted, rejected (by stage) and empty proposals over the run, from each proposal's verdict."""
+    counts = dict.fromkeys(_VERDICT_LABELS.values(), 0)
     for e in fs.log:
         for p in e.proposals:
-            reason = p["reason"]
-            if p["accepted"]:
-                counts["accepted"] += 1
-            elif reason.startswith("lost"):
-                counts["rejected: lost on minibatch"] += 1
-            elif reason.startswith("did not beat"):
-                counts["rejected: no validation gain"] += 1
-            elif reason.startswith("no update"):
-                counts["no update"] += 1
-            else:
-                counts["invalid"] += 1
+            counts[_VERDICT_LABELS[p["verdict"]]] += 1
     return counts
 
 

@@ -213,30 +213,37 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
     )
 
 
+VERDICTS = ("accepted", "lost_minibatch", "no_val_gain", "no_update", "invalid")
+
+
 def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int) -> dict:
-    """Two-stage validation of one proposal; returns a JSON-able outcome dict."""
+    """Two-stage validation of one proposal; returns a JSON-able outcome dict.
+
+    ``verdict`` is one of :data:`VERDICTS`; ``reason`` says it in words with the scores.
+    """
     notes = [[n.param, n.status, n.reason] for n in update.notes]
-    outcome = {"values": dict(update.values), "notes": notes, "minibatch": None, "val": None, "accepted": False, "reason": ""}
+    outcome = {"values": dict(update.values), "notes": notes, "minibatch": None, "val": None, "accepted": False,
+               "verdict": "no_update", "reason": ""}
     if not update.values:
         outcome["reason"] = "no update: " + ("; ".join(n.reason for n in update.notes if n.reason) or "the strategy proposed nothing")
         return outcome
     try:
         candidate = apply_updates(fs.state, update.values)
     except StateError as exc:
-        outcome["reason"] = f"invalid update: {exc}"
+        outcome.update(verdict="invalid", reason=f"invalid update: {exc}")
         return outcome
     before = mean_score(results)
     after = loop.score(candidate, batch, step + 1, "minibatch")
     outcome["minibatch"] = after
     if after < before:
-        outcome["reason"] = f"lost on the training minibatch ({after:.3f} < {before:.3f})"
+        outcome.update(verdict="lost_minibatch", reason=f"lost on the training minibatch ({after:.3f} < {before:.3f})")
         return outcome
     val = loop.score(candidate, loop.task.val, step + 1, "val") if loop.task.val else after
     outcome["val"] = val
     if loop.task.val and val <= fs.val_score:
-        outcome["reason"] = f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})"
+        outcome.update(verdict="no_val_gain", reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})")
         return outcome
-    outcome.update(accepted=True, reason="accepted", _state=candidate)
+    outcome.update(accepted=True, verdict="accepted", reason="accepted", _state=candidate)
     return outcome
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from funcgrad.errors import CheckpointError
 from funcgrad.meter import Budget, MeteredEngine
+from funcgrad.report import proposal_counts
 from funcgrad.rundir import RunDir, read_traces
 from funcgrad.scripted import ScriptedEngine
 from funcgrad.train import FitSettings, batch_ids, fit, total_steps
@@ -27,6 +28,10 @@ def test_rejected_proposals_are_fed_back_and_the_next_attempt_is_accepted():
     assert first["accepted"] is False and first["reason"].startswith("did not beat the validation score")
     assert second["accepted"] is True
     assert out.val_score == 1.0
+    assert (first["verdict"], second["verdict"]) == ("no_val_gain", "accepted")
+    assert proposal_counts(out) == {
+        "accepted": 1, "rejected: lost on minibatch": 0, "rejected: no validation gain": 1, "no update": 0, "invalid": 0,
+    }
 
 
 def test_patience_stops_the_run():
