@@ -23,16 +23,16 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from funcgrad.cache import CachedEngine  # noqa: E402
-from funcgrad.engine import Request  # noqa: E402
-from funcgrad.meter import MeteredEngine  # noqa: E402
-from funcgrad.openai import OpenAIEngine  # noqa: E402
+from funcgrad.engines.cache import CachedEngine  # noqa: E402
+from funcgrad.core.calls import Request  # noqa: E402
+from funcgrad.engines.meter import MeteredEngine  # noqa: E402
+from funcgrad.engines.openai import OpenAIEngine  # noqa: E402
 
 
 @contextmanager
 def stub(latency: float):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "funcgrad.openai_stub", "--latency", str(latency)]
+    args = [sys.executable, "-m", "funcgrad.engines.stub", "--latency", str(latency)]
     process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     try:
         yield orjson.loads(process.stdout.readline())["base_url"]

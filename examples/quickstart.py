@@ -6,9 +6,9 @@
 import re
 
 import funcgrad as fg
-from funcgrad.local import serve
+from funcgrad.engines.local import serve
 from funcgrad.strategies import backprop, sampled_momentum, whole_trace  # noqa: F401  (swap below)
-from funcgrad.train import FitSettings, fit
+from funcgrad.training.fit import FitSettings, fit
 
 # A pipeline is a plain function (prompts, x) -> Var. Nodes record themselves.
 count = fg.LLM("count", system=("instruction",), user="{question}", max_tokens=16)
@@ -38,7 +38,7 @@ data = [
 ]
 task = fg.Task("fruit_count", pipeline, state, fg.exact_match, train=data[:3], val=data[3:5], test=data[3:])
 
-with serve("qwen2.5-coder-0.5b") as engine:           # or funcgrad.openai.OpenAIEngine(model, base_url=...)
+with serve("qwen2.5-coder-0.5b") as engine:           # or funcgrad.engines.openai.OpenAIEngine(model, base_url=...)
     y, trace = fg.run(pipeline, state, data[0].x, engine=engine)
     print(fg.format_trace(trace))                      # one line per record; repeated calls show #0, #1, ...
     strategy = whole_trace()                           # the one-line swap: backprop() / sampled_momentum(backprop())

@@ -5,7 +5,7 @@ user's transformation or credit-assignment strategy can be checked the same way 
 built-in ones are. Every generator returns *valid* values: states satisfy the
 :class:`~funcgrad.PromptState` invariants, traces pass :func:`~funcgrad.check_trace`,
 and :func:`pipelines` builds small random pipelines that run on a deterministic
-:class:`~funcgrad.scripted.ScriptedEngine`.
+:class:`~funcgrad.engines.scripted.ScriptedEngine`.
 
 Property-testing your own transformation (a pure function on a trace) means stating
 the invariant it must keep and letting Hypothesis search for a counter-example::
@@ -25,7 +25,7 @@ Property-testing a strategy means running generated pipelines, feeding the resul
 to ``update`` and checking what it promises, e.g. that it only proposes text for
 trainable params of the state it was given::
 
-    from funcgrad.scripted import ScriptedEngine
+    from funcgrad.engines.scripted import ScriptedEngine
     from funcgrad.testing import pipelines
 
     @given(pipelines(), losses())
@@ -50,13 +50,13 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from funcgrad.engine import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
-from funcgrad.nodes import LLM, Fn, Var
-from funcgrad.run import Example, Loss, Result
-from funcgrad.state import PARAM_KINDS, Param, PromptState
-from funcgrad.strategy import NOTE_STATUSES, Attempt, Note, Update
-from funcgrad.trace import Record, Trace
-from funcgrad.values import FrozenDict
+from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
+from funcgrad.core.nodes import LLM, Fn, Var
+from funcgrad.core.run import Example, Loss, Result
+from funcgrad.core.state import PARAM_KINDS, Param, PromptState
+from funcgrad.core.strategy import NOTE_STATUSES, Attempt, Note, Update
+from funcgrad.core.trace import Record, Trace
+from funcgrad.core.values import FrozenDict
 
 __all__ = [
     "GeneratedPipeline", "attempts", "examples", "json_values", "losses", "messages", "names", "notes",
@@ -106,7 +106,7 @@ def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
     These are exactly the values a Record, Example or strategy state may hold; they
     survive ``funcgrad.loads(funcgrad.dumps(...))`` unchanged.
 
-    >>> from funcgrad.values import freeze
+    >>> from funcgrad.core.values import freeze
     >>> v = json_values().example()
     >>> freeze(v) == v
     True
@@ -424,7 +424,7 @@ class GeneratedPipeline:
     number of model calls one run makes.
 
     >>> from funcgrad import run
-    >>> from funcgrad.scripted import ScriptedEngine
+    >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
     >>> sum(r.kind == "llm" for r in trace.records) == gp.llm_calls
@@ -450,7 +450,7 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
     Every step reads earlier values only; the last step's value is returned.
 
     >>> from funcgrad import check_trace, run
-    >>> from funcgrad.scripted import ScriptedEngine
+    >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
     >>> check_trace(trace) is trace
@@ -524,7 +524,7 @@ def recorded_responder(trace: Trace) -> Callable[[Request], str]:
     get their recorded answers in call order.
 
     >>> from funcgrad import run
-    >>> from funcgrad.scripted import ScriptedEngine
+    >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> _, t1 = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
     >>> _, t2 = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(recorded_responder(t1)))

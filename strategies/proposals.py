@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from funcgrad import BudgetExceeded, CacheMiss, EngineError, as_text
-from funcgrad.values import freeze, thaw
+from funcgrad.core.values import freeze, thaw
 
 VALUE_TAG = "NEW_VALUE"
 CURRENT_TAG = "CURRENT_VALUE"

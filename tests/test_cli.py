@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from funcgrad.cli import main
-from funcgrad.config import load_config, parse_config
-from funcgrad.errors import ConfigError
-from funcgrad.openai_stub import StubServer
+from funcgrad.cli.main import main
+from funcgrad.cli.config import load_config, parse_config
+from funcgrad.core.errors import ConfigError
+from funcgrad.engines.stub import StubServer
 from train_fixtures import respond_body
 
 TESTS = Path(__file__).parent
@@ -89,7 +89,7 @@ cache = "cache"
 
 def _cli(*args, env_extra=None):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return [sys.executable, "-m", "funcgrad.cli", *args], env
+    return [sys.executable, "-m", "funcgrad.cli.main", *args], env
 
 
 def test_optimize_writes_run_dir_report_and_traces(tmp_path, monkeypatch, capsys):

@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from funcgrad.cli import main
-from funcgrad.compare import mean_ci, plan
-from funcgrad.errors import ConfigError
-from funcgrad.openai_stub import StubServer
+from funcgrad.cli.main import main
+from funcgrad.cli.compare import mean_ci, plan
+from funcgrad.core.errors import ConfigError
+from funcgrad.engines.stub import StubServer
 from train_fixtures import respond_body
 
 TESTS = Path(__file__).parent
@@ -87,7 +87,7 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with StubServer(respond_body, latency=0.03) as stub:
         cfg = _config(tmp_path, stub.base_url)
-        proc = subprocess.Popen([sys.executable, "-m", "funcgrad.cli", "compare", str(cfg), "--quiet"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "funcgrad.cli.main", "compare", str(cfg), "--quiet"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         first = tmp_path / "grid" / "cells" / "tiny--hint--seed0" / "checkpoint.json"
         deadline = time.monotonic() + 60
@@ -98,7 +98,7 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         stamp = first.stat().st_mtime_ns
-        done = subprocess.run([sys.executable, "-m", "funcgrad.cli", "compare", str(cfg), "--quiet"], env=env,
+        done = subprocess.run([sys.executable, "-m", "funcgrad.cli.main", "compare", str(cfg), "--quiet"], env=env,
                               capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
     assert first.stat().st_mtime_ns == stamp  # the finished cell was read back, not rerun

@@ -9,12 +9,12 @@ from pathlib import Path
 import attrs
 import pytest
 
-from funcgrad import local
-from funcgrad.cache import CachedEngine
-from funcgrad.engine import Request
-from funcgrad.errors import EngineError
-from funcgrad.local import KNOWN_MODELS, LocalServer, ModelSpec, model_path, serve
-from funcgrad.meter import MeteredEngine
+from funcgrad.engines import local
+from funcgrad.engines.cache import CachedEngine
+from funcgrad.core.calls import Request
+from funcgrad.core.errors import EngineError
+from funcgrad.engines.local import KNOWN_MODELS, LocalServer, ModelSpec, model_path, serve
+from funcgrad.engines.meter import MeteredEngine
 
 # A "carrier" that is surely installed: two files of attrs, concatenated.
 PARTS = (("attrs", "any", "attrs/__init__.py"), ("attrs", "any", "attr/__init__.py"))

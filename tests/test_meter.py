@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from funcgrad.cache import CachedEngine
-from funcgrad.engine import Request
-from funcgrad.errors import BudgetExceeded, EngineError, SerializationError
-from funcgrad.meter import Budget, MeteredEngine, Meter, UsageRow, UsageTable
-from funcgrad.openai import OpenAIEngine
-from funcgrad.openai_stub import StubServer
-from funcgrad.scripted import ScriptedEngine
+from funcgrad.engines.cache import CachedEngine
+from funcgrad.core.calls import Request
+from funcgrad.core.errors import BudgetExceeded, EngineError, SerializationError
+from funcgrad.engines.meter import Budget, MeteredEngine, Meter, UsageRow, UsageTable
+from funcgrad.engines.openai import OpenAIEngine
+from funcgrad.engines.stub import StubServer
+from funcgrad.engines.scripted import ScriptedEngine
 
 
 def ask(text="2+2?", role="forward", **fields):

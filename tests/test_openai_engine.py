@@ -8,12 +8,12 @@ import threading
 import orjson
 import pytest
 
-from funcgrad.cache import CachedEngine
-from funcgrad.engine import Request
-from funcgrad.errors import EngineError
-from funcgrad.meter import MeteredEngine
-from funcgrad.openai import OpenAIEngine, RetryPolicy, sample_seed
-from funcgrad.openai_stub import FAULTS, StubServer
+from funcgrad.engines.cache import CachedEngine
+from funcgrad.core.calls import Request
+from funcgrad.core.errors import EngineError
+from funcgrad.engines.meter import MeteredEngine
+from funcgrad.engines.openai import OpenAIEngine, RetryPolicy, sample_seed
+from funcgrad.engines.stub import FAULTS, StubServer
 
 SECRET = "sk-test-SECRET123"
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01)

@@ -2,8 +2,8 @@
 
 import io
 
-from funcgrad.meter import UsageRow, UsageTable
-from funcgrad.progress import make_reporter
+from funcgrad.engines.meter import UsageRow, UsageTable
+from funcgrad.cli.progress import make_reporter
 
 USAGE = UsageTable((UsageRow("forward", "m", calls=7, prompt_tokens=100, completion_tokens=20),))
 

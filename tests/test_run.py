@@ -21,7 +21,7 @@ from funcgrad import (
     run_batch,
     run_example,
 )
-from funcgrad.scripted import ScriptedEngine, replies
+from funcgrad.engines.scripted import ScriptedEngine, replies
 from funcgrad.testing import pipelines, recorded_responder, texts
 
 FAST = settings(max_examples=50, deadline=None)

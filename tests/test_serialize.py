@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import funcgrad
 from funcgrad import SerializationError, dumps, loads
-from funcgrad.serialize import _TYPES
+from funcgrad.core.serialize import _TYPES
 from funcgrad.testing import (
     attempts,
     examples,
@@ -149,7 +149,7 @@ def test_the_example_in_docs_trace_format_loads_and_roundtrips():
     funcgrad.check_trace(trace)
     assert dumps(trace, indent=True).decode() == block
     # And it is what running the documented code gives today.
-    from funcgrad.scripted import ScriptedEngine
+    from funcgrad.engines.scripted import ScriptedEngine
 
     node = funcgrad.LLM("answer", system=("sys",), user="Q: {q}")
     state = funcgrad.PromptState.of(sys=funcgrad.Param("Answer with a number."))

@@ -16,8 +16,8 @@ from funcgrad import (
     LLM, Attempt, BudgetExceeded, EngineError, Example, Loss, Param, PromptState, StepContext,
     Strategy, Update, apply_updates, exact_match, fn, run_batch, skip_connection,
 )
-from funcgrad.scripted import ScriptedEngine, by_role
-from funcgrad.values import freeze, thaw
+from funcgrad.engines.scripted import ScriptedEngine, by_role
+from funcgrad.core.values import freeze, thaw
 
 from funcgrad.strategies import (
     GUARDS, backprop, backward, check_value, extract_fenced, fence, rejection_counts,
@@ -602,8 +602,8 @@ def test_input_copied_into_the_prompt_is_rejected():
 @pytest.mark.parametrize("make", [backprop, whole_trace, lambda: sampled_momentum(backprop(), k=2)],
                          ids=["backprop", "whole_trace", "sampled_momentum"])
 def test_strategies_run_in_the_training_loop(make):
-    from funcgrad.task import Task
-    from funcgrad.train import FitSettings, fit
+    from funcgrad.core.task import Task
+    from funcgrad.training.fit import FitSettings, fit
 
     def forward(request):
         smart = "List the objects" in request.messages[0].content

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import funcgrad
 from funcgrad import ConfigError, Example, run_batch, run_example
-from funcgrad.scripted import ScriptedEngine
+from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.tasks import TASKS, agent, arithmetic, load_task, multihop, object_counting
 from funcgrad.tasks.agent import build_table, parse_action, safe_eval, table_lookup
 from funcgrad.tasks.arithmetic import arithmetic_problem

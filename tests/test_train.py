@@ -2,12 +2,12 @@
 
 import pytest
 
-from funcgrad.errors import CheckpointError
-from funcgrad.meter import Budget, MeteredEngine
-from funcgrad.report import proposal_counts
-from funcgrad.rundir import RunDir, read_traces
-from funcgrad.scripted import ScriptedEngine
-from funcgrad.train import FitSettings, batch_ids, fit, total_steps
+from funcgrad.core.errors import CheckpointError
+from funcgrad.engines.meter import Budget, MeteredEngine
+from funcgrad.training.report import proposal_counts
+from funcgrad.training.rundir import RunDir, read_traces
+from funcgrad.engines.scripted import ScriptedEngine
+from funcgrad.training.fit import FitSettings, batch_ids, fit, total_steps
 from train_fixtures import hint_strategy, respond, tiny_task
 
 

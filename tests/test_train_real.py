@@ -2,10 +2,10 @@
 
 import pytest
 
-from funcgrad.meter import MeteredEngine
+from funcgrad.engines.meter import MeteredEngine
 from funcgrad.strategies import backprop
 from funcgrad.tasks import load_task
-from funcgrad.train import FitSettings, fit
+from funcgrad.training.fit import FitSettings, fit
 
 pytestmark = pytest.mark.real_model
 

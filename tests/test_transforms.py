@@ -21,7 +21,7 @@ from funcgrad import (
     subgraph,
     unfreeze_params,
 )
-from funcgrad.state import PARAM_KINDS
+from funcgrad.core.state import PARAM_KINDS
 from funcgrad.testing import names, prompt_states, texts, traces
 
 FAST = settings(max_examples=60, deadline=None)

@@ -4,7 +4,7 @@ import re
 
 import funcgrad
 from funcgrad import LLM, Example, Param, PromptState, check_trace, format_trace, prune, retriever, run, run_example
-from funcgrad.scripted import ScriptedEngine
+from funcgrad.engines.scripted import ScriptedEngine
 
 DOCS = {
     "who directed Alien": "Alien was directed by Ridley Scott.",

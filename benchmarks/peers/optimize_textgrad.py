@@ -5,7 +5,7 @@ Run from the repo root (one run: ~15-30 min on 2 CPU cores)::
     python benchmarks/peers/optimize_textgrad.py
     python benchmarks/peers/optimize_textgrad.py --config examples/compare_counting.toml
 
-One llama.cpp server (funcgrad.local.LocalServer, qwen2.5-coder-1.5b, n_parallel 2) is
+One llama.cpp server (funcgrad.engines.local.LocalServer, qwen2.5-coder-1.5b, n_parallel 2) is
 started here, with a counting proxy (proxy.py) in front of it; TextGrad runs in its
 own venv (worker ``workers/tgd_textgrad.py``) and talks only to the proxy, so every call
 and token it spends is counted by the server side, per role (forward / backward /
@@ -38,10 +38,10 @@ from _peers import RESULTS, ROOT, ensure_venv, run_worker, version  # noqa: E402
 from proxy import CountingProxy  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from funcgrad.local import LocalServer  # noqa: E402
+from funcgrad.engines.local import LocalServer  # noqa: E402
 from funcgrad.tasks import load_task  # noqa: E402
 from funcgrad.tasks.parsing import integer_answer, integer_loss  # noqa: E402
-from funcgrad.train import FitSettings, batch_ids  # noqa: E402
+from funcgrad.training.fit import FitSettings, batch_ids  # noqa: E402
 
 DEFAULTS = {"seed": 0, "n_train": 9, "n_val": 8, "n_test": 20, "batch_size": 3, "steps": 3, "train_seed": 0,
             "max_calls": 150, "n_ctx": 8192, "model": "qwen2.5-coder-1.5b", "n_parallel": 2}

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import RESULTS, ROOT, ensure_venv, run_worker, stub, version  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from funcgrad.run import Example  # noqa: E402
+from funcgrad.core.run import Example  # noqa: E402
 from funcgrad.tasks import load_task  # noqa: E402
 from funcgrad.tasks.parsing import integer_loss  # noqa: E402
 

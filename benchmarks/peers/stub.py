@@ -18,7 +18,7 @@ import threading
 
 import orjson
 
-from funcgrad.openai_stub import StubServer
+from funcgrad.engines.stub import StubServer
 
 
 def respond(body: dict) -> str:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from funcgrad.errors import ConfigError
-from funcgrad.task import Task
+from funcgrad.core.errors import ConfigError
+from funcgrad.core.task import Task
 from funcgrad.tasks.agent import agent
 from funcgrad.tasks.arithmetic import arithmetic
 from funcgrad.tasks.multihop import multihop

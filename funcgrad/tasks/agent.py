@@ -22,10 +22,10 @@ import operator
 import random
 import re
 
-from funcgrad.errors import ConfigError
-from funcgrad.nodes import LLM, Fn, Var, fn, skip_connection
-from funcgrad.state import Param, PromptState
-from funcgrad.task import Task
+from funcgrad.core.errors import ConfigError
+from funcgrad.core.nodes import LLM, Fn, Var, fn, skip_connection
+from funcgrad.core.state import Param, PromptState
+from funcgrad.core.task import Task
 from funcgrad.tasks.parsing import make_splits, integer_loss, parse_integer, snippet
 
 ITEMS = (

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import attrs
 
-from funcgrad.nodes import LLM, Var, fn
-from funcgrad.state import Param, PromptState
-from funcgrad.task import Task
+from funcgrad.core.nodes import LLM, Var, fn
+from funcgrad.core.state import Param, PromptState
+from funcgrad.core.task import Task
 from funcgrad.tasks.parsing import integer_answer, integer_loss, make_splits
 
 NAMES = ("Maya", "Omar", "Lena", "Tariq", "Iris", "Jonas", "Priya", "Felix", "Nora", "Kofi", "Sofia", "Hugo")

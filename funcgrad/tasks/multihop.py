@@ -28,10 +28,10 @@ from collections import Counter
 
 import attrs
 
-from funcgrad.errors import ConfigError
-from funcgrad.nodes import LLM, Fn, Var, retriever
-from funcgrad.state import Param, PromptState
-from funcgrad.task import Task
+from funcgrad.core.errors import ConfigError
+from funcgrad.core.nodes import LLM, Fn, Var, retriever
+from funcgrad.core.state import Param, PromptState
+from funcgrad.core.task import Task
 from funcgrad.tasks.parsing import make_splits, text_match_loss
 
 FIRST = (

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import random
 
-from funcgrad.nodes import LLM, Var, fn
-from funcgrad.state import Param, PromptState
-from funcgrad.task import Task
+from funcgrad.core.nodes import LLM, Var, fn
+from funcgrad.core.state import Param, PromptState
+from funcgrad.core.task import Task
 from funcgrad.tasks.parsing import WORD_OF, integer_answer, integer_loss, make_splits
 
 # category -> (singular, plural) item names. No name appears in two categories.

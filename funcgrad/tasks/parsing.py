@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from funcgrad.errors import ConfigError
-from funcgrad.run import Example, Loss
+from funcgrad.core.errors import ConfigError
+from funcgrad.core.run import Example, Loss
 
 NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,

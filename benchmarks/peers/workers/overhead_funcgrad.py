@@ -5,8 +5,8 @@ from common import IMPORT_STARTED, Clock, emit, load, overhead_args  # noqa: I00
 
 import time
 
-from funcgrad.openai import OpenAIEngine
-from funcgrad.run import Example, run_batch
+from funcgrad.engines.openai import OpenAIEngine
+from funcgrad.core.run import Example, run_batch
 from funcgrad.tasks.object_counting import initial_state, pipeline
 from funcgrad.tasks.parsing import integer_loss
 

@@ -15,14 +15,14 @@ from typing import Any
 import attrs
 import orjson
 
-from funcgrad.config import EngineConfig, RunConfig
-from funcgrad.errors import ConfigError
-from funcgrad.plugins import build_strategy, build_task
-from funcgrad.progress import make_reporter
-from funcgrad.report import history_tsv, plot_learning_curve, report_markdown
-from funcgrad.rundir import RunDir
-from funcgrad.serialize import dumps
-from funcgrad.train import FitState, fit, settings_hash
+from funcgrad.cli.config import EngineConfig, RunConfig
+from funcgrad.core.errors import ConfigError
+from funcgrad.cli.plugins import build_strategy, build_task
+from funcgrad.cli.progress import make_reporter
+from funcgrad.training.report import history_tsv, plot_learning_curve, report_markdown
+from funcgrad.training.rundir import RunDir
+from funcgrad.core.serialize import dumps
+from funcgrad.training.fit import FitState, fit, settings_hash
 
 
 @attrs.frozen
@@ -36,13 +36,13 @@ class Engines:
 
 def _base_engine(cfg: EngineConfig, stack: contextlib.ExitStack):
     if cfg.local:
-        from funcgrad.local import LocalServer
+        from funcgrad.engines.local import LocalServer
 
         server = stack.enter_context(
             LocalServer(cfg.model, n_ctx=cfg.n_ctx, n_parallel=cfg.concurrency, threads=cfg.threads, timeout=cfg.timeout)
         )
         return server.engine
-    from funcgrad.openai import OpenAIEngine
+    from funcgrad.engines.openai import OpenAIEngine
 
     engine = OpenAIEngine(
         cfg.model, base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env), timeout=cfg.timeout, concurrency=cfg.concurrency
@@ -53,7 +53,7 @@ def _base_engine(cfg: EngineConfig, stack: contextlib.ExitStack):
 
 def _model_id(cfg: EngineConfig) -> str:
     """The model id answers of ``cfg`` are cached under (what serve() / OpenAIEngine report)."""
-    from funcgrad.local import served_name
+    from funcgrad.engines.local import served_name
 
     return served_name(cfg.model) if cfg.local else cfg.model
 
@@ -66,9 +66,9 @@ def open_engines(config: RunConfig, usage: Any = None, *, replay: bool = False) 
     counts. With ``replay`` no model is started or called: every answer must come from
     the cache, and a missing one raises CacheMiss naming the request.
     """
-    from funcgrad.cache import CachedEngine
-    from funcgrad.local import cache_root
-    from funcgrad.meter import Budget, Meter, MeteredEngine, UsageTable
+    from funcgrad.engines.cache import CachedEngine
+    from funcgrad.engines.local import cache_root
+    from funcgrad.engines.meter import Budget, Meter, MeteredEngine, UsageTable
 
     cache_dir = Path(config.cache_dir) if config.cache_dir else cache_root() / "llm"
     meter = Meter(Budget(max_calls=config.max_calls, max_tokens=config.max_tokens), UsageTable.from_data(usage) if usage else None)

@@ -4,8 +4,8 @@ A :class:`Meter` is the thread-safe counter; :class:`MeteredEngine` wraps an eng
 and reports each call to a meter. Two engines in one run (a task model and a stronger
 critic) share one meter, so a single report and a single budget cover both:
 
->>> from funcgrad.scripted import ScriptedEngine
->>> from funcgrad.engine import Request
+>>> from funcgrad.engines.scripted import ScriptedEngine
+>>> from funcgrad.core.calls import Request
 >>> meter = Meter(Budget(max_calls=10))
 >>> task = MeteredEngine(ScriptedEngine(lambda r: "4", model="small"), meter=meter)
 >>> critic = MeteredEngine(ScriptedEngine(lambda r: "ok", model="big"), meter=meter)
@@ -24,8 +24,8 @@ import threading
 
 import attrs
 
-from funcgrad.engine import ROLES, Engine, Request, Response
-from funcgrad.errors import BudgetExceeded, EngineError, SerializationError
+from funcgrad.core.calls import ROLES, Engine, Request, Response
+from funcgrad.core.errors import BudgetExceeded, EngineError, SerializationError
 
 FORMAT = "funcgrad.usage/1"
 

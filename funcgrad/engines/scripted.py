@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from funcgrad.engine import Request, Response, SyncEngine, Usage
-from funcgrad.errors import EngineError
+from funcgrad.core.calls import Request, Response, SyncEngine, Usage
+from funcgrad.core.errors import EngineError
 
 
 class ScriptedEngine(SyncEngine):

@@ -9,8 +9,8 @@ a crash mid-write never leave a half-written entry under a real name; an entry t
 is corrupt anyway (e.g. a power loss) is treated as a miss and rewritten.
 
 >>> import tempfile
->>> from funcgrad.scripted import ScriptedEngine
->>> from funcgrad.engine import Request
+>>> from funcgrad.engines.scripted import ScriptedEngine
+>>> from funcgrad.core.calls import Request
 >>> engine = CachedEngine(ScriptedEngine(lambda r: "4"), tempfile.mkdtemp())
 >>> request = Request(messages=(("user", "2+2?"),))
 >>> engine.complete(request).cached, engine.complete(request).cached
@@ -30,11 +30,11 @@ from pathlib import Path
 import attrs
 import orjson
 
-from funcgrad.engine import Engine, Request, Response, Usage
-from funcgrad.errors import CacheMiss, EngineError
-from funcgrad.files import write_atomic
+from funcgrad.core.calls import Engine, Request, Response, Usage
+from funcgrad.core.errors import CacheMiss, EngineError
+from funcgrad.engines.files import write_atomic
 
-FORMAT = "funcgrad.cache/1"
+FORMAT = "funcgrad.engines.cache/1"
 log = logging.getLogger(__name__)
 
 

@@ -1,7 +1,7 @@
 """Progress display for long work: a rich progress bar on a terminal, plain lines in logs.
 
 ``make_reporter(quiet=..., title=...)`` returns a context manager that is also the
-callback ``reporter(kind, data, usage)`` fed with :func:`funcgrad.train.fit` events.
+callback ``reporter(kind, data, usage)`` fed with :func:`funcgrad.training.fit.fit` events.
 On a TTY it shows step, accuracy, calls, tokens and ETA; without a TTY it prints one
 line per evaluation and step to stderr; with ``quiet`` it prints nothing.
 """

@@ -1,11 +1,11 @@
 """Node calls that record themselves: LLM nodes, function nodes and retrievers.
 
-Inside :func:`funcgrad.run`, calling a node appends one :class:`~funcgrad.trace.Record`
+Inside :func:`funcgrad.core.run`, calling a node appends one :class:`~funcgrad.core.trace.Record`
 to the run's trace and returns a :class:`Var` (the record id plus its value). Pass
 Vars on to other nodes to draw edges; read ``.value`` for Python control flow.
 
 >>> from funcgrad import PromptState, Param, run
->>> from funcgrad.scripted import ScriptedEngine
+>>> from funcgrad.engines.scripted import ScriptedEngine
 >>> answer = LLM("answer", system=("sys",), user="Q: {question}")
 >>> def pipeline(prompts, x):
 ...     return answer(prompts, question=x)
@@ -24,11 +24,11 @@ from typing import Any
 import attrs
 import orjson
 
-from funcgrad.engine import ROLES, Engine, Message, Request
-from funcgrad.errors import BudgetExceeded, CacheMiss, FuncgradError, PipelineError, TraceError
-from funcgrad.state import PromptState
-from funcgrad.trace import Record, Trace
-from funcgrad.values import freeze
+from funcgrad.core.calls import ROLES, Engine, Message, Request
+from funcgrad.core.errors import BudgetExceeded, CacheMiss, FuncgradError, PipelineError, TraceError
+from funcgrad.core.state import PromptState
+from funcgrad.core.trace import Record, Trace
+from funcgrad.core.values import freeze
 
 # Errors that stop a whole run instead of failing one example.
 FATAL_ERRORS = (BudgetExceeded, CacheMiss)
@@ -176,7 +176,7 @@ class LLM:
 class Fn:
     """A function node: calls ``func`` on the values of its arguments and records the call.
 
-    Outside :func:`funcgrad.run` it is the plain function. ``kind`` is ``fn`` or
+    Outside :func:`funcgrad.core.run` it is the plain function. ``kind`` is ``fn`` or
     ``retrieve``. Arguments that are Vars become edges; others are recorded as constants.
     """
 
@@ -258,5 +258,5 @@ def skip_connection(node: str) -> None:
     """
     builder = _CURRENT.get()
     if builder is None:
-        raise TraceError("skip_connection(...) must be called inside a pipeline run by funcgrad.run")
+        raise TraceError("skip_connection(...) must be called inside a pipeline run by funcgrad.core.run")
     builder.skips.append(node)

@@ -4,7 +4,7 @@
 ``importlib.metadata``, never imported), checks its size and sha256 against the
 official file, and keeps it in ``~/.cache/funcgrad/models`` (or
 ``$FUNCGRAD_CACHE_DIR/models``). :func:`serve` runs llama.cpp's OpenAI-compatible
-server in a child process and yields an :class:`~funcgrad.openai.OpenAIEngine` for it::
+server in a child process and yields an :class:`~funcgrad.engines.openai.OpenAIEngine` for it::
 
     with serve("qwen2.5-coder-0.5b") as engine:
         engine.complete(Request(messages=(("user", "2+2?"),), max_tokens=8))
@@ -32,9 +32,9 @@ import attrs
 import httpx
 import orjson
 
-from funcgrad.errors import EngineError
-from funcgrad.files import write_atomic
-from funcgrad.openai import OpenAIEngine, RetryPolicy
+from funcgrad.core.errors import EngineError
+from funcgrad.engines.files import write_atomic
+from funcgrad.engines.openai import OpenAIEngine, RetryPolicy
 
 CHUNK = 1 << 20
 
@@ -177,7 +177,7 @@ def model_path(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | N
 
     >>> model_path("no-such-model")
     Traceback (most recent call last):
-    funcgrad.errors.EngineError: unknown model 'no-such-model'; use a path to a .gguf file or one of qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, smollm2-135m
+    funcgrad.core.errors.EngineError: unknown model 'no-such-model'; use a path to a .gguf file or one of qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, smollm2-135m
     """
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
@@ -277,7 +277,7 @@ class LocalServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "funcgrad.local", "_serve", orjson.dumps(config).decode()],
+                [sys.executable, "-m", "funcgrad.engines.local", "_serve", orjson.dumps(config).decode()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -396,5 +396,5 @@ def _serve_child(config: dict) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["_serve"] or len(sys.argv) != 3:
-        sys.exit("usage: python -m funcgrad.local _serve CONFIG_JSON (started by funcgrad.local.serve)")
+        sys.exit("usage: python -m funcgrad.engines.local _serve CONFIG_JSON (started by funcgrad.engines.local.serve)")
     _serve_child(orjson.loads(sys.argv[2]))

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
-from funcgrad.errors import StateError
+from funcgrad.core.errors import StateError
 
 PARAM_KINDS = ("instruction", "demos", "format", "other")
 PEER_SEPARATOR = "\n\n"

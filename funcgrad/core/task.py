@@ -1,8 +1,8 @@
 """A task: what the training loop optimizes — a pipeline, its starting prompts, a loss, and data splits.
 
->>> from funcgrad.state import Param, PromptState
->>> from funcgrad.nodes import LLM
->>> from funcgrad.run import Example, exact_match
+>>> from funcgrad.core.state import Param, PromptState
+>>> from funcgrad.core.nodes import LLM
+>>> from funcgrad.core.run import Example, exact_match
 >>> node = LLM("answer", system=("sys",), user="{input}")
 >>> t = Task("echo", lambda p, x: node(p, input=x), PromptState.of(sys=Param("Repeat.")), exact_match,
 ...          train=(Example("a", "x", "x"),), val=(), test=())
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import attrs
 
-from funcgrad.run import Example, LossFn, Pipeline
-from funcgrad.state import PromptState
+from funcgrad.core.run import Example, LossFn, Pipeline
+from funcgrad.core.state import PromptState
 
 
 @attrs.frozen

@@ -16,14 +16,14 @@ import sys
 import attrs
 from pathlib import Path
 
-from funcgrad.config import load_config
-from funcgrad.errors import ConfigError, FuncgradError
-from funcgrad.job import open_engines, optimize
-from funcgrad.plugins import build_task
-from funcgrad.progress import make_reporter
-from funcgrad.run import mean_score, run_batch
-from funcgrad.rundir import read_traces
-from funcgrad.serialize import loads
+from funcgrad.cli.config import load_config
+from funcgrad.core.errors import ConfigError, FuncgradError
+from funcgrad.cli.job import open_engines, optimize
+from funcgrad.cli.plugins import build_task
+from funcgrad.cli.progress import make_reporter
+from funcgrad.core.run import mean_score, run_batch
+from funcgrad.training.rundir import read_traces
+from funcgrad.core.serialize import loads
 
 
 def cmd_optimize(args) -> int:
@@ -68,7 +68,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from funcgrad.printing import format_state, format_trace
+    from funcgrad.core.printing import format_state, format_trace
 
     path = Path(args.path)
     traces = path / "traces.jsonl" if path.is_dir() else path
@@ -94,7 +94,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from funcgrad.compare import run_compare
+    from funcgrad.cli.compare import run_compare
 
     return run_compare(args.config, quiet=args.quiet)
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from funcgrad.errors import ConfigError
-from funcgrad.strategy import Strategy
-from funcgrad.task import Task
-from funcgrad.values import thaw
+from funcgrad.core.errors import ConfigError
+from funcgrad.core.strategy import Strategy
+from funcgrad.core.task import Task
+from funcgrad.core.values import thaw
 
 GROUP = "funcgrad.strategies"
 

@@ -1,6 +1,6 @@
 """Reports of a finished (or stopped) run: history table, learning curve, prompt diff, usage.
 
->>> from funcgrad.state import Param, PromptState
+>>> from funcgrad.core.state import Param, PromptState
 >>> print(prompt_diff(PromptState.of(a=Param("Count.")), PromptState.of(a=Param("Count items."))))
 ### a
 ```diff
@@ -18,8 +18,8 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from funcgrad.state import PromptState
-from funcgrad.train import FitState
+from funcgrad.core.state import PromptState
+from funcgrad.training.fit import FitState
 
 
 def _fmt(score: float | None) -> str:

@@ -2,8 +2,8 @@
 
 Answers come from ``respond(request_json) -> str``; faults can be injected per call.
 
->>> from funcgrad.openai import OpenAIEngine
->>> from funcgrad.engine import Request
+>>> from funcgrad.engines.openai import OpenAIEngine
+>>> from funcgrad.core.calls import Request
 >>> with StubServer(lambda body: "pong") as stub, OpenAIEngine("m", base_url=stub.base_url, api_key="") as engine:
 ...     engine.complete(Request(messages=(("user", "ping"),))).text
 'pong'
@@ -12,7 +12,7 @@ Fault names (``FAULTS``): ``429`` (with ``Retry-After``), ``500``, ``400``, ``40
 ``reset`` (connection dropped with no answer), ``hang`` (no answer until the server
 closes: use a short client timeout), ``truncated`` (body shorter than its
 Content-Length), ``invalid_json``, ``empty_choices``, ``wrong_schema`` (JSON, but not
-a chat completion). Run ``python -m funcgrad.openai_stub --latency 0.05`` to serve from
+a chat completion). Run ``python -m funcgrad.engines.stub --latency 0.05`` to serve from
 another process: it prints ``{"base_url": ...}`` and stops when its stdin closes.
 """
 
@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import attrs
 import orjson
 
-from funcgrad.errors import EngineError
+from funcgrad.core.errors import EngineError
 
 FAULTS = ("429", "500", "400", "401", "reset", "hang", "truncated", "invalid_json", "empty_choices", "wrong_schema")
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import orjson
 
-from funcgrad.errors import CheckpointError
-from funcgrad.run import Result
-from funcgrad.serialize import to_data
-from funcgrad.files import write_atomic
-from funcgrad.train import FitState, fit_state_from_data, fit_state_to_data
+from funcgrad.core.errors import CheckpointError
+from funcgrad.core.run import Result
+from funcgrad.core.serialize import to_data
+from funcgrad.engines.files import write_atomic
+from funcgrad.training.fit import FitState, fit_state_from_data, fit_state_to_data
 
 CHECKPOINT_FORMAT = "funcgrad-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -119,7 +119,7 @@ class RunDir:
 
 def read_traces(path: str | Path) -> list[dict]:
     """Parse a traces.jsonl file into dicts with ``step``, ``phase`` and ``result`` (a Result)."""
-    from funcgrad.serialize import from_data
+    from funcgrad.core.serialize import from_data
 
     out = []
     for n, line in enumerate(Path(path).read_bytes().splitlines(), 1):

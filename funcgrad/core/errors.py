@@ -14,7 +14,7 @@ class StateError(FuncgradError):
 
 
 class TraceError(FuncgradError):
-    """A trace is malformed, or a node was used outside :func:`funcgrad.run`."""
+    """A trace is malformed, or a node was used outside :func:`funcgrad.core.run`."""
 
 
 class PipelineError(FuncgradError):

@@ -34,11 +34,11 @@ from typing import Any
 
 import orjson
 
-from funcgrad.config import parse_config, read_toml
-from funcgrad.errors import ConfigError
-from funcgrad.job import JobResult, optimize
-from funcgrad.rundir import RunDir
-from funcgrad.files import write_atomic
+from funcgrad.cli.config import parse_config, read_toml
+from funcgrad.core.errors import ConfigError
+from funcgrad.cli.job import JobResult, optimize
+from funcgrad.training.rundir import RunDir
+from funcgrad.engines.files import write_atomic
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 _GRID_KEYS = {"tasks", "strategies", "seeds"}

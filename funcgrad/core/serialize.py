@@ -5,7 +5,7 @@
 Result, Usage, Message, Request, Response and Update. Documents carry a format tag
 and a version; see docs/trace-format.md.
 
->>> from funcgrad.state import Param
+>>> from funcgrad.core.state import Param
 >>> loads(dumps(Param("Be brief."))) == Param("Be brief.")
 True
 """
@@ -17,13 +17,13 @@ from typing import Any
 import attrs
 import orjson
 
-from funcgrad.engine import Message, Request, Response, Usage
-from funcgrad.errors import FuncgradError, SerializationError
-from funcgrad.run import Example, Loss, Result
-from funcgrad.state import Param, PromptState
-from funcgrad.strategy import Attempt, Note, Update
-from funcgrad.trace import Record, Trace
-from funcgrad.values import FrozenDict
+from funcgrad.core.calls import Message, Request, Response, Usage
+from funcgrad.core.errors import FuncgradError, SerializationError
+from funcgrad.core.run import Example, Loss, Result
+from funcgrad.core.state import Param, PromptState
+from funcgrad.core.strategy import Attempt, Note, Update
+from funcgrad.core.trace import Record, Trace
+from funcgrad.core.values import FrozenDict
 
 FORMAT = "funcgrad"
 VERSION = 1

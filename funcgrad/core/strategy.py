@@ -6,9 +6,9 @@ A :class:`Strategy` is a small value holding two functions::
     update, s1 = strategy.update(results, state, s0, engine=critic, evaluate=evaluate, context=context)
     new_state = apply_updates(state, update.values)
 
-``results`` are the :class:`~funcgrad.run.Result` values (trace + loss) of a
+``results`` are the :class:`~funcgrad.core.run.Result` values (trace + loss) of a
 training minibatch. The strategy state ``S`` is explicit and must be a JSON value
-(see :mod:`funcgrad.values`) so a run can be checkpointed and resumed; it includes
+(see :mod:`funcgrad.core.values`) so a run can be checkpointed and resumed; it includes
 any random-stream position. ``engine`` is the backward/optimizer model (it may
 differ from the task model). ``evaluate(state, seed)`` scores a state on a
 validation minibatch chosen by ``seed``; ``context`` carries what the training loop
@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from funcgrad.state import PromptState
-from funcgrad.values import FrozenDict, freeze
+from funcgrad.core.state import PromptState
+from funcgrad.core.values import FrozenDict, freeze
 
 NOTE_STATUSES = ("proposed", "no_update")
 

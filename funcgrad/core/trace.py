@@ -15,9 +15,9 @@ from collections.abc import Iterable
 
 import attrs
 
-from funcgrad.engine import Usage
-from funcgrad.errors import TraceError
-from funcgrad.values import freeze
+from funcgrad.core.calls import Usage
+from funcgrad.core.errors import TraceError
+from funcgrad.core.values import freeze
 
 RECORD_KINDS = ("input", "llm", "fn", "retrieve", "loss")
 
@@ -38,7 +38,7 @@ class Record:
 
     ``request`` is the rendered request (for LLM records: the chat messages and
     sampling settings), ``usage`` the tokens and latency, ``error`` a message if the
-    call failed. All values are immutable JSON (see :mod:`funcgrad.values`).
+    call failed. All values are immutable JSON (see :mod:`funcgrad.core.values`).
     """
 
     id: int

@@ -1,7 +1,7 @@
 """The training loop: minibatches, strategy updates, two-stage validation, checkpoints.
 
-:func:`fit` optimizes a :class:`~funcgrad.task.Task`'s prompts with any
-:class:`~funcgrad.strategy.Strategy`. Each step draws the next training minibatch
+:func:`fit` optimizes a :class:`~funcgrad.core.task.Task`'s prompts with any
+:class:`~funcgrad.core.strategy.Strategy`. Each step draws the next training minibatch
 (epochs of seeded shuffles), runs it, asks the strategy for up to
 ``proposals_per_step`` proposals, and accepts a proposal only if it does not lose on
 the minibatch (stage 1) and beats the current validation score (stage 2); rejected
@@ -10,7 +10,7 @@ checkpointed atomically, so :func:`fit` with ``resume=True`` continues a killed 
 with nothing lost and nothing repeated.
 
 >>> from funcgrad import LLM, Param, PromptState, Example, Strategy, Update, exact_match
->>> from funcgrad.scripted import ScriptedEngine
+>>> from funcgrad.engines.scripted import ScriptedEngine
 >>> node = LLM("answer", system=("sys",), user="{input}")
 >>> data = tuple(Example(str(i), "q", "4") for i in range(4))
 >>> task = Task("demo", lambda p, x: node(p, input=x), PromptState.of(sys=Param("Answer.")), exact_match, data, data, data)
@@ -30,14 +30,14 @@ from typing import Any
 import attrs
 import orjson
 
-from funcgrad.engine import Engine
-from funcgrad.errors import BudgetExceeded, ConfigError, StateError
-from funcgrad.run import Example, Result, mean_score, run_batch
-from funcgrad.serialize import from_data, to_data
-from funcgrad.state import PromptState, apply_updates
-from funcgrad.strategy import Attempt, StepContext, Strategy, Update
-from funcgrad.task import Task
-from funcgrad.values import freeze
+from funcgrad.core.calls import Engine
+from funcgrad.core.errors import BudgetExceeded, ConfigError, StateError
+from funcgrad.core.run import Example, Result, mean_score, run_batch
+from funcgrad.core.serialize import from_data, to_data
+from funcgrad.core.state import PromptState, apply_updates
+from funcgrad.core.strategy import Attempt, StepContext, Strategy, Update
+from funcgrad.core.task import Task
+from funcgrad.core.values import freeze
 
 
 def _positive(instance, attribute, value):

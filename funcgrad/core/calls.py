@@ -5,7 +5,7 @@ explicitly (never global); everything effectful (HTTP, a local server, the cache
 disk, the clock) lives behind it. Engines may be wrapped (cache, budget, retries)
 because every wrapper is itself an engine.
 
->>> from funcgrad.scripted import ScriptedEngine
+>>> from funcgrad.engines.scripted import ScriptedEngine
 >>> engine = ScriptedEngine(lambda request: "4")
 >>> engine.complete(Request(messages=(Message("user", "2+2?"),))).text
 '4'
@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 import orjson
 
-from funcgrad.errors import EngineError
+from funcgrad.core.errors import EngineError
 
 ROLES = ("forward", "backward", "optimizer", "judge")
 MESSAGE_ROLES = ("system", "user", "assistant")

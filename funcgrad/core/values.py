@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from funcgrad.errors import SerializationError
+from funcgrad.core.errors import SerializationError
 
 
 class FrozenDict(Mapping):

@@ -29,8 +29,8 @@ import attrs
 import httpx
 import orjson
 
-from funcgrad.engine import Request, Response, Usage
-from funcgrad.errors import EngineError
+from funcgrad.core.calls import Request, Response, Usage
+from funcgrad.core.errors import EngineError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429})

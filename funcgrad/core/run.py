@@ -1,13 +1,13 @@
 """Running pipelines: one example, or a batch with bounded concurrency.
 
 A pipeline is a plain function ``(prompts, x) -> Var``. :func:`run` executes it and
-returns its output and the immutable :class:`~funcgrad.trace.Trace`; given the same
+returns its output and the immutable :class:`~funcgrad.core.trace.Trace`; given the same
 engine answers, the same inputs give the same trace. :func:`run_example` also scores
 the output with a loss and appends the loss record; :func:`run_batch` does that for
 many examples at once.
 
 >>> from funcgrad import LLM, Param, PromptState
->>> from funcgrad.scripted import ScriptedEngine
+>>> from funcgrad.engines.scripted import ScriptedEngine
 >>> node = LLM("answer", system=("sys",), user="{input}")
 >>> state = PromptState.of(sys=Param("Reply with a number."))
 >>> ex = Example("e1", "2+2?", "4")
@@ -24,12 +24,12 @@ from typing import Any
 
 import attrs
 
-from funcgrad.engine import Engine
-from funcgrad.errors import FuncgradError, PipelineError, TraceError
-from funcgrad.nodes import _CURRENT, FATAL_ERRORS, Var, _Builder
-from funcgrad.state import PromptState
-from funcgrad.trace import Record, Trace
-from funcgrad.values import freeze
+from funcgrad.core.calls import Engine
+from funcgrad.core.errors import FuncgradError, PipelineError, TraceError
+from funcgrad.core.nodes import _CURRENT, FATAL_ERRORS, Var, _Builder
+from funcgrad.core.state import PromptState
+from funcgrad.core.trace import Record, Trace
+from funcgrad.core.values import freeze
 
 Pipeline = Callable[[PromptState, Var], Var]
 

@@ -7,9 +7,9 @@ that tests/test_transforms.py checks with Hypothesis:
 - :func:`freeze_params` / :func:`unfreeze_params` change only trainable flags;
 - :func:`rename_param` keeps state and trace consistent (same text, same readers);
 - :func:`add_skip`, :func:`prune`, :func:`subgraph` return traces that pass
-  :func:`~funcgrad.trace.check_trace`.
+  :func:`~funcgrad.core.trace.check_trace`.
 
->>> from funcgrad.state import Param, PromptState
+>>> from funcgrad.core.state import Param, PromptState
 >>> s = split_param(PromptState.of(sys=Param("Count.\\n\\nAnswer: <n>")), "sys", [("instruction", "Count."), ("format", "Answer: <n>")])
 >>> s.names, s.render(["sys"])
 (('sys.instruction', 'sys.format'), 'Count.\\n\\nAnswer: <n>')
@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from funcgrad.errors import StateError, TraceError
-from funcgrad.state import PEER_SEPARATOR, PARAM_KINDS, Param, PromptState
-from funcgrad.trace import Trace, ancestors, check_trace
+from funcgrad.core.errors import StateError, TraceError
+from funcgrad.core.state import PEER_SEPARATOR, PARAM_KINDS, Param, PromptState
+from funcgrad.core.trace import Trace, ancestors, check_trace
 
 
 def split_param(state: PromptState, name: str, pieces: Sequence[tuple[str, str]]) -> PromptState:
@@ -105,7 +105,7 @@ def rename_param(state: PromptState, trace: Trace, old: str, new: str) -> tuple[
 def add_skip(trace: Trace, node: str) -> Trace:
     """Return ``trace`` with a skip connection from the loss to ``node`` (idempotent).
 
-    >>> from funcgrad.trace import Record
+    >>> from funcgrad.core.trace import Record
     >>> add_skip(Trace((Record(0, "x", "input"),)), "x").skips
     ('x',)
     """
@@ -140,7 +140,7 @@ def subgraph(trace: Trace, ids: Iterable[int]) -> Trace:
 def prune(trace: Trace) -> Trace:
     """Drop records that cannot reach the loss (or, in an unscored trace, the output).
 
-    >>> from funcgrad.trace import Record
+    >>> from funcgrad.core.trace import Record
     >>> t = Trace((Record(0, "x", "input"), Record(1, "unused", "fn"), Record(2, "f", "fn", inputs=(0,), input_names=("a",))), output=2)
     >>> [r.id for r in prune(t).records]
     [0, 2]

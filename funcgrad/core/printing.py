@@ -1,6 +1,6 @@
 """Readable text for traces and states (``funcgrad show`` prints these).
 
->>> from funcgrad.trace import Record, Trace
+>>> from funcgrad.core.trace import Record, Trace
 >>> print(format_trace(Trace((Record(0, "x", "input", output="hi"),), example_id="e1", output=0)))
 trace e1: 1 record, output %0
   %0 = input x  -> 'hi'
@@ -8,9 +8,9 @@ trace e1: 1 record, output %0
 
 from __future__ import annotations
 
-from funcgrad.state import PromptState
-from funcgrad.trace import Record, Trace
-from funcgrad.values import thaw
+from funcgrad.core.state import PromptState
+from funcgrad.core.trace import Record, Trace
+from funcgrad.core.values import thaw
 
 
 def _short(value, width: int) -> str:

@@ -18,9 +18,9 @@ from typing import Any
 
 import attrs
 
-from funcgrad.errors import ConfigError
-from funcgrad.train import FitSettings
-from funcgrad.values import FrozenDict, freeze
+from funcgrad.core.errors import ConfigError
+from funcgrad.training.fit import FitSettings
+from funcgrad.core.values import FrozenDict, freeze
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 

@@ -1,0 +1,8 @@
+"""The pure core: immutable values and pure functions, no effects.
+
+Prompt state (:mod:`~funcgrad.core.state`), nodes and runs (:mod:`~funcgrad.core.nodes`,
+:mod:`~funcgrad.core.run`), traces (:mod:`~funcgrad.core.trace`), the values of a model
+call and the engine protocol (:mod:`~funcgrad.core.calls`), the strategy interface
+(:mod:`~funcgrad.core.strategy`), serialization and graph transformations. It imports
+nothing else of funcgrad.
+"""
