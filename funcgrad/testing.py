@@ -259,6 +259,7 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             call_index=st.integers(0, 10),
             inputs=st.just(inputs),
             input_names=st.lists(names(), min_size=len(inputs), max_size=len(inputs)).map(tuple),
+            consts=_consts(),
             params=st.lists(names(), max_size=3).map(tuple),
             request=json_values(),
             output=json_values(),
@@ -266,6 +267,11 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             error=st.none() | texts(),
         )
     )
+
+
+def _consts() -> st.SearchStrategy[FrozenDict]:
+    """Constant (non-Var) inputs of a node call: argument name -> JSON value."""
+    return st.dictionaries(names(), json_values(max_leaves=2), max_size=2).map(FrozenDict)
 
 
 @st.composite
@@ -317,6 +323,7 @@ def traces(
             Record(
                 rid, node, kind, call_index=index, inputs=inputs,
                 input_names=tuple(f"in{i}" for i in range(len(inputs))),
+                consts=draw(_consts().filter(lambda c, n=len(inputs): not set(c) & {f"in{i}" for i in range(n)})),
                 params=read,
                 request=draw(json_values(max_leaves=3)),
                 output=draw(texts(max_size=12)) if kind != "retrieve" else tuple(draw(st.lists(texts(max_size=8), max_size=3))),
@@ -443,7 +450,8 @@ class GeneratedPipeline:
 def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: bool = True) -> GeneratedPipeline:
     """A small random pipeline (a DAG, with optional loops) plus its state and responder.
 
-    Steps are LLM nodes reading random params (or groups) of a generated state, fn
+    Steps are LLM nodes reading random params (or groups) of a generated state, some
+    with a constant keyword input (``note="..."``, recorded in ``Record.consts``), fn
     nodes of one or two inputs, and retriever nodes; with ``repeated_calls`` a node
     may be called again later, and with ``loops`` an LLM node may be called several
     times in a row on its own output (so the trace shows ``node#0``, ``node#1``...).
@@ -460,7 +468,7 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
     readable = list(state.names) + [g for g, _ in state.groups]
     n_steps = draw(st.integers(1, max_steps))
     steps: list[tuple] = []
-    nodes: dict[str, tuple] = {}  # name -> ("llm", system, arity) | ("fn", arity) | ("retrieve",)
+    nodes: dict[str, tuple] = {}  # name -> ("llm", system, arity, const) | ("fn", arity) | ("retrieve",)
     n_values = 1  # value 0 is the input x
     llm_calls = 0
     for _ in range(n_steps):
@@ -473,13 +481,14 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
             name = f"{kind[0]}{len(nodes)}"
             if kind == "llm":
                 system = tuple(draw(st.lists(st.sampled_from(readable), max_size=2, unique=True)))
-                spec = ("llm", system, draw(st.integers(1, 2)))
+                const = draw(st.none() | texts(max_size=8))  # a constant keyword input, e.g. facts="(none yet)"
+                spec = ("llm", system, draw(st.integers(1, 2)), const)
             elif kind == "fn":
                 spec = ("fn", draw(st.integers(1, 2)))
             else:
                 spec = ("retrieve",)
             nodes[name] = spec
-        arity = 1 if spec[0] == "retrieve" else spec[-1]
+        arity = spec[2] if spec[0] == "llm" else spec[1] if spec[0] == "fn" else 1
         args = tuple(draw(st.integers(0, n_values - 1)) for _ in range(arity))
         times = draw(st.integers(1, 3)) if loops and spec[0] == "llm" and arity == 1 else 1
         steps.append((name, args, times))
@@ -490,6 +499,8 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
     for name, spec in nodes.items():
         if spec[0] == "llm":
             template = "\n".join(f"in{i}: {{in{i}}}" for i in range(spec[2]))
+            if spec[3] is not None:
+                template += "\nnote: {note}"
             built[name] = LLM(name, system=spec[1], user=template)
         elif spec[0] == "fn":
             built[name] = Fn(name, _fn1 if spec[1] == 1 else _fn2)
@@ -503,9 +514,11 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
             node = built[name]
             inputs = [values[i] for i in args]
             if isinstance(node, LLM):
-                out = node(prompts, **{f"in{i}": v for i, v in enumerate(inputs)})
+                const = nodes[name][3]
+                extra = {"note": const} if const is not None else {}
+                out = node(prompts, **{f"in{i}": v for i, v in enumerate(inputs)}, **extra)
                 for _ in range(times - 1):  # a loop: the node refines its own output
-                    out = node(prompts, in0=out)
+                    out = node(prompts, in0=out, **extra)
             else:
                 out = node(*inputs)
             values.append(out)

@@ -68,7 +68,7 @@ def test_json_roundtrip_of_every_public_value(tag, data):
     value = data.draw(PUBLIC_VALUES[tag], label=tag)
     raw = _roundtrip(value)
     doc = orjson.loads(raw)
-    assert doc["format"] == "funcgrad" and doc["version"] == 1
+    assert doc["format"] == "funcgrad" and doc["version"] == 2
     assert doc["value"]["type"] == tag
 
 
@@ -94,12 +94,44 @@ def test_json_object_keys_named_type_are_not_confused_with_value_tags():
 def test_loads_rejects_wrong_format_and_version():
     with pytest.raises(SerializationError, match="format"):
         loads(b'{"value": 1}')
-    with pytest.raises(SerializationError, match="version 2"):
-        loads(b'{"format": "funcgrad", "version": 2, "value": 1}')
+    with pytest.raises(SerializationError, match="version 3 is not supported; this funcgrad reads versions 1, 2"):
+        loads(b'{"format": "funcgrad", "version": 3, "value": 1}')
     with pytest.raises(SerializationError, match="not valid JSON"):
         loads(b"{")
     with pytest.raises(SerializationError, match="value"):
         loads(b'{"format": "funcgrad", "version": 1}')
+
+
+def test_version_1_documents_load_with_their_constants_moved_to_consts():
+    # Version 1 kept a fn/retrieve node's constant arguments in request = {"const": {...}}
+    # and dropped an LLM node's; version 2 keeps both in Record.consts.
+    v1 = orjson.dumps({"format": "funcgrad", "version": 1, "value": {"type": "Trace", "records": [
+        {"type": "Record", "id": 0, "node": "x", "kind": "input", "output": "q"},
+        {"type": "Record", "id": 1, "node": "retrieve", "kind": "retrieve", "inputs": [0], "input_names": ["query"],
+         "request": {"type": "dict", "items": {"const": {"type": "dict", "items": {"k": 3}}}}, "output": ["a fact"]},
+        {"type": "Record", "id": 2, "node": "f", "kind": "fn", "request": {"type": "dict", "items": {"other": 1}}},
+    ], "output": 1}})
+    trace = loads(v1)
+    assert trace.records[1].consts == {"k": 3} and trace.records[1].request is None
+    assert trace.records[2].consts == {} and trace.records[2].request == {"other": 1}
+    assert loads(dumps(trace)) == trace and orjson.loads(dumps(trace))["version"] == 2
+
+
+def test_run_records_constant_inputs_of_llm_and_fn_nodes():
+    from funcgrad.engines.scripted import ScriptedEngine
+
+    query = funcgrad.LLM("query", user="{question} / {facts}")
+    pick = funcgrad.fn("pick")(lambda facts, k: facts[:k])
+
+    def pipeline(prompts, x):
+        return pick(query(prompts, question=x, facts="(none yet)"), k=2)
+
+    _, trace = funcgrad.run(pipeline, funcgrad.PromptState(), "who?", engine=ScriptedEngine(lambda r: "abc"))
+    assert [(r.input_names, dict(r.consts)) for r in trace.records[1:]] == [
+        (("question",), {"facts": "(none yet)"}), (("facts",), {"k": 2}),
+    ]
+    assert "%1 = llm query#0(question=%0, facts='(none yet)')" in funcgrad.format_trace(trace)
+    assert loads(dumps(trace)) == trace
 
 
 def test_loads_errors_name_the_bad_field():

@@ -311,7 +311,7 @@ def test_multihop_pipeline_scores_one_and_traces_query_twice_around_the_retrieve
     q0, r0, q1, r1, ans = trace.records[1:6]
     assert r0.inputs == (q0.id,) and q1.inputs == (0, r0.id) and r1.inputs == (q1.id,)
     assert ans.inputs == (0, r0.id, r1.id)
-    assert r0.request == {"const": {"k": 3}}
+    assert r0.consts == {"k": 3} and q0.consts == {"facts": "(none yet)"}
     assert len(r0.output) == 3 and all(isinstance(f, str) for f in r0.output)
     assert q0.params == ("query_instruction",) and ans.params == ("answer_instruction", "answer_format")
     # the retrieved facts in each hop contain the fact that hop needs

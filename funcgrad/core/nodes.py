@@ -151,7 +151,8 @@ class LLM:
         if builder is None or builder.engine is None:
             raise TraceError(f"LLM node {self.name!r} was called outside funcgrad.run(...); run the pipeline with run()")
         request, leaves = self.render(prompts, inputs, sample)
-        ids, names, _ = _split_vars(inputs.items())
+        ids, names, consts = _split_vars(inputs.items())
+        consts = {k: _jsonable(v) for k, v in consts.items()}
         rendered = {
             "messages": [[m.role, m.content] for m in request.messages],
             "model": request.model,
@@ -163,10 +164,10 @@ class LLM:
         try:
             response = builder.engine.complete(request)
         except Exception as exc:  # recorded, then re-raised as a PipelineError
-            builder.add(self.name, "llm", inputs=ids, input_names=names, params=leaves, request=rendered, error=str(exc))
+            builder.add(self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves, request=rendered, error=str(exc))
             _fail(self.name, exc)
         record = builder.add(
-            self.name, "llm", inputs=ids, input_names=names, params=leaves,
+            self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves,
             request=rendered, output=response.text, usage=response.usage,
         )
         return Var(record.id, record.output)
@@ -195,15 +196,15 @@ class Fn:
         except (TypeError, ValueError):
             bound = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
         ids, names, consts = _split_vars(bound)
-        request = {"const": {k: _jsonable(v) for k, v in consts.items()}} if consts else None
+        consts = {k: _jsonable(v) for k, v in consts.items()}
         try:
             output = freeze(self.func(*plain_args, **plain_kwargs), where=f"output of node {self.name!r}")
         except Exception as exc:
-            builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, error=f"{type(exc).__name__}: {exc}")
+            builder.add(self.name, self.kind, inputs=ids, input_names=names, consts=consts, error=f"{type(exc).__name__}: {exc}")
             _fail(self.name, exc)
         # No wall-clock reading here: the clock lives behind the engine, so a trace stays a pure
         # function of the inputs and the engine's answers (replay reproduces it exactly).
-        record = builder.add(self.name, self.kind, inputs=ids, input_names=names, request=request, output=output)
+        record = builder.add(self.name, self.kind, inputs=ids, input_names=names, consts=consts, output=output)
         return Var(record.id, record.output)
 
 

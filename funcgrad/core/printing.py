@@ -24,8 +24,17 @@ def _line(text: str) -> str:
 
 
 def format_record(record: Record, *, width: int = 80) -> str:
-    """One line per record: ``%3 = llm query#1(question=%0) reads [p] -> 'text'``."""
-    args = ", ".join(f"{n}=%{i}" for n, i in zip(record.input_names, record.inputs))
+    """One line per record: ``%3 = llm query#0(question=%0, facts='(none yet)') reads [p] -> 'text'``.
+
+    Var inputs show as ``name=%id``, constant inputs as ``name=value`` (shortened).
+
+    >>> print(format_record(Record(2, "query", "llm", inputs=(0,), input_names=("question",), consts={"facts": "(none yet)"})))
+    %2 = llm query#0(question=%0, facts='(none yet)')  -> None
+    """
+    args = ", ".join(
+        [f"{n}=%{i}" for n, i in zip(record.input_names, record.inputs)]
+        + [f"{_line(n)}={_short(v, 40)}" for n, v in record.consts.items()]
+    )
     stamp = f"#{record.call_index}" if record.kind in ("llm", "fn", "retrieve") else ""
     node = _line(record.node)
     call = f"{node}{stamp}({args})" if record.kind != "input" else node

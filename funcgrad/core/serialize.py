@@ -26,7 +26,8 @@ from funcgrad.core.trace import Record, Trace
 from funcgrad.core.values import FrozenDict
 
 FORMAT = "funcgrad"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 lacks Record.consts; see _upgrade_record
 
 _TYPES: dict[str, type] = {
     "Param": Param,
@@ -79,6 +80,8 @@ def from_data(data: Any) -> Any:
         cls = _TYPES.get(tag)
         if cls is None:
             raise SerializationError(f"unknown value type {tag!r}; known: {', '.join(sorted(_TYPES))}")
+        if tag == "Record" and "consts" not in data:
+            data = _upgrade_record(data)
         names = {f.name for f in attrs.fields(cls)}
         extra = set(data) - names - {"type"}
         if extra:
@@ -87,6 +90,14 @@ def from_data(data: Any) -> Any:
             return cls(**{k: from_data(v) for k, v in data.items() if k != "type"})
         except (TypeError, FuncgradError) as exc:
             raise SerializationError(f"invalid {tag}: {exc}") from None
+    return data
+
+
+def _upgrade_record(data: dict) -> dict:
+    """A version-1 Record: fn/retrieve records kept their constant arguments as ``request = {"const": {...}}``."""
+    request = data.get("request")
+    if isinstance(request, dict) and request.get("type") == "dict" and set(request.get("items", {})) == {"const"}:
+        return {**data, "request": None, "consts": request["items"]["const"]}
     return data
 
 
@@ -107,8 +118,11 @@ def loads(data: bytes | str) -> Any:
         raise SerializationError(f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SerializationError("not a funcgrad document: expected an object with \"format\": \"funcgrad\"")
-    if doc.get("version") != VERSION:
-        raise SerializationError(f"document version {doc.get('version')!r} is not supported; this funcgrad reads version {VERSION}")
+    if doc.get("version") not in READABLE_VERSIONS:
+        raise SerializationError(
+            f"document version {doc.get('version')!r} is not supported; this funcgrad reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
     if "value" not in doc:
         raise SerializationError("funcgrad document has no \"value\" field")
     return from_data(doc["value"])

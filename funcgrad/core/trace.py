@@ -17,13 +17,17 @@ import attrs
 
 from funcgrad.core.calls import Usage
 from funcgrad.core.errors import TraceError
-from funcgrad.core.values import freeze
+from funcgrad.core.values import FrozenDict, freeze
 
 RECORD_KINDS = ("input", "llm", "fn", "retrieve", "loss")
 
 
 def _frozen_json(value):
     return freeze(value, where="record field")
+
+
+def _frozen_consts(value):
+    return freeze(value if value is not None else {}, where="record consts")
 
 
 def _usage(value):
@@ -34,8 +38,10 @@ def _usage(value):
 
 @attrs.frozen
 class Record:
-    """One node call: ``output = node(inputs...)`` reading ``params``.
+    """One node call: ``output = node(inputs..., **consts)`` reading ``params``.
 
+    ``inputs``/``input_names`` are the Var arguments (the edges); ``consts`` maps the
+    name of every other argument to its value (``facts='(none yet)'``), in call order.
     ``request`` is the rendered request (for LLM records: the chat messages and
     sampling settings), ``usage`` the tokens and latency, ``error`` a message if the
     call failed. All values are immutable JSON (see :mod:`funcgrad.core.values`).
@@ -47,6 +53,7 @@ class Record:
     call_index: int = 0
     inputs: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     input_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    consts: FrozenDict = attrs.field(factory=FrozenDict, converter=_frozen_consts)
     params: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     request: object = attrs.field(default=None, converter=_frozen_json)
     output: object = attrs.field(default=None, converter=_frozen_json)
