@@ -16,9 +16,17 @@ from funcgrad.core.errors import SerializationError
 class FrozenDict(Mapping):
     """A hashable, read-only dict that keeps insertion order.
 
+    It is a :class:`collections.abc.Mapping` (``d[k]``, ``d.get(k)``, ``k in d``,
+    ``d.items()``...) and compares equal to the dict it froze, but it is *not* a
+    ``dict``: test values handed to a loss or fn node with
+    ``isinstance(x, collections.abc.Mapping)``, never ``isinstance(x, dict)``.
+    Lists inside count as equal to the tuples they became (``freeze({"a": [1]}) ==
+    {"a": [1]}``). ``dict(d)`` (shallow) or :func:`thaw` (deep) gives a plain, mutable copy.
+
+    >>> import collections.abc
     >>> d = FrozenDict({"a": 1})
-    >>> d["a"], dict(d)
-    (1, {'a': 1})
+    >>> d["a"], d == {"a": 1}, isinstance(d, collections.abc.Mapping), isinstance(d, dict)
+    (1, True, True, False)
     """
 
     __slots__ = ("_data", "_hash")
@@ -42,8 +50,14 @@ class FrozenDict(Mapping):
         return self._hash
 
     def __eq__(self, other):
-        if isinstance(other, Mapping):
-            return self._data == dict(other)
+        # Equal to the dict it froze, lists inside included (found by tests/test_values.py).
+        if isinstance(other, Mapping) and not isinstance(other, FrozenDict):
+            try:
+                other = freeze(other)
+            except SerializationError:
+                return self._data == dict(other)
+        if isinstance(other, FrozenDict):
+            return self._data == other._data
         return NotImplemented
 
     def __setattr__(self, name, value):
