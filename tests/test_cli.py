@@ -56,7 +56,7 @@ def test_unknown_strategy_option_is_named(tmp_path, capsys):
     cfg = _config(tmp_path, "http://127.0.0.1:9/v1", strategy_extra='first_try_bda = true\n')
     assert main(["optimize", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "has no option 'first_try_bda'" in err and "first_try_bad" in err
+    assert "does not accept an argument 'first_try_bda'" in err and "first_try_bad" in err
 
 
 def _config(tmp_path, base_url, *, steps=3, strategy_extra="", run="run"):

@@ -47,7 +47,11 @@ class EngineConfig:
 
 @attrs.frozen
 class RunConfig:
-    """A whole run: ``task`` and ``strategy`` are a name plus keyword arguments."""
+    """A whole run: ``task`` and ``strategy`` are a name plus keyword arguments.
+
+    ``config_dir`` is the config file's folder (None for a config built in code):
+    ``module:factory`` names are imported from there first (funcgrad.cli.plugins).
+    """
 
     task: str
     task_args: FrozenDict
@@ -61,6 +65,7 @@ class RunConfig:
     run_dir: str
     cache_dir: str | None
     source: FrozenDict = attrs.field(factory=FrozenDict)
+    config_dir: str | None = None
 
 
 _SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run")
@@ -137,6 +142,7 @@ def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
         critic=_engine("critic", _table(data, "critic")) if "critic" in data else None,
         train=train, max_calls=budget.get("max_calls"), max_tokens=budget.get("max_tokens"),
         run_dir=run_dir, cache_dir=cache, source=freeze(data),
+        config_dir=str(base_dir.resolve()) if base_dir is not None else None,
     )
 
 

@@ -113,8 +113,8 @@ def optimize(
     Raises ConfigError if the run directory already holds a run and ``resume`` is False.
     With ``replay``, answers come only from the cache (see :func:`open_engines`).
     """
-    task = build_task(config.task, config.task_args)
-    strategy = build_strategy(config.strategy, config.strategy_args)
+    task = build_task(config.task, config.task_args, config_dir=config.config_dir)
+    strategy = build_strategy(config.strategy, config.strategy_args, config_dir=config.config_dir)
     title = f"{task.name} / {strategy.name}"
     rd = RunDir(config.run_dir)
     fp = fingerprint(config)

@@ -46,7 +46,7 @@ def _pct(score) -> str:
 
 def cmd_evaluate(args) -> int:
     config = load_config(args.config)
-    task = build_task(config.task, config.task_args)
+    task = build_task(config.task, config.task_args, config_dir=config.config_dir)
     state = task.state
     if args.state:
         try:
