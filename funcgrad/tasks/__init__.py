@@ -7,9 +7,10 @@ with disjoint splits; the same seed gives identical examples.
 - ``arithmetic``: GSM-style word problems, 1–3 steps (solve → parse).
 - ``multihop``: two-hop QA over a generated knowledge base (query ↺ retrieve, twice → answer).
 - ``agent``: a tool-using loop (act → parse_action → calc | lookup → history, up to 4 turns → finish).
+- ``classification``: TREC-style question types, 6 labels (classify → parse); also takes ``labels``.
 
 >>> sorted(TASKS)
-['agent', 'arithmetic', 'multihop', 'object_counting']
+['agent', 'arithmetic', 'classification', 'multihop', 'object_counting']
 >>> load_task("object_counting", n_train=1, n_val=1, n_test=1).name
 'object_counting'
 """
@@ -25,6 +26,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.core.task import Task
 from funcgrad.tasks.agent import agent
 from funcgrad.tasks.arithmetic import arithmetic
+from funcgrad.tasks.classification import classification
 from funcgrad.tasks.multihop import multihop
 from funcgrad.tasks.object_counting import object_counting
 
@@ -33,6 +35,7 @@ TASKS: Mapping[str, Callable[..., Task]] = MappingProxyType({
     "arithmetic": arithmetic,
     "multihop": multihop,
     "agent": agent,
+    "classification": classification,
 })
 
 
@@ -62,4 +65,4 @@ def load_task(name: str, **kwargs: Any) -> Task:
     return factory(**kwargs)
 
 
-__all__ = ["TASKS", "agent", "arithmetic", "load_task", "multihop", "object_counting", "task_factory"]
+__all__ = ["TASKS", "agent", "arithmetic", "classification", "load_task", "multihop", "object_counting", "task_factory"]

@@ -19,6 +19,7 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import orjson
 
 from funcgrad.core.errors import ConfigError
@@ -205,3 +206,106 @@ def make_splits(
         out.append(tuple(Example(f"{task}-s{seed}-{split}-{i:03d}", x, t) for i, (x, t) in enumerate(items[start:start + n])))
         start += n
     return out[0], out[1], out[2]
+
+
+def label_set(labels: Any, *, where: str = "labels") -> tuple[str, ...]:
+    """``labels`` as a tuple of at least two distinct, non-empty words; ConfigError naming the problem.
+
+    Labels are compared case-insensitively, so ``("HUMAN", "human")`` is a duplicate.
+
+    >>> label_set(["HUMAN", "LOCATION"])
+    ('HUMAN', 'LOCATION')
+    """
+    if isinstance(labels, str) or not isinstance(labels, tuple | list):
+        raise ConfigError(f"{where} = {labels!r}: must be a list of label names, e.g. ['HUMAN', 'LOCATION']")
+    seen: dict[str, str] = {}
+    for label in labels:
+        if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z][A-Za-z_-]*", label):
+            raise ConfigError(f"{where}: label {label!r} must be one word of letters (with - or _ allowed)")
+        if label.upper() in seen:
+            raise ConfigError(f"{where} has a duplicate label {label!r} (same as {seen[label.upper()]!r}); list each label once")
+        seen[label.upper()] = label
+    if len(seen) < 2:
+        raise ConfigError(f"{where} = {list(labels)!r}: a classification needs at least two labels")
+    return tuple(labels)
+
+
+_WORDS = re.compile(r"[A-Za-z][A-Za-z_-]*")
+_LABEL_MARK = re.compile(r"(?:label|answer|category|class|type)\s*(?:is)?\s*[:=]\s*([^\n.,;]+)", re.IGNORECASE)
+
+
+def _region_labels(text: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """Distinct labels named in ``text`` (whole words, any case, or a prefix of 3+ letters of one label), in order."""
+    found = []
+    for word in _WORDS.findall(text.upper()):
+        word = word.strip("-_")
+        hits = [lab for lab in labels if lab.upper() == word or lab.upper().rstrip("S") == word.rstrip("S")]
+        if not hits and len(word) >= 3:
+            hits = [lab for lab in labels if lab.upper().startswith(word)]
+        if len(hits) == 1 and hits[0] not in found:
+            found.append(hits[0])
+    return tuple(found)
+
+
+def labels_named(text: Any, labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The labels a reply names where it answers: inside ``<answer>`` tags, else after the last
+    "label/answer/category/class/type:" (up to the end of that clause), else on its first
+    non-empty line, else anywhere.
+
+    >>> labels_named("Category: LOC. It asks for a place, not a person.", ("HUMAN", "LOCATION"))
+    ('LOCATION',)
+    >>> labels_named("HUMAN or LOCATION", ("HUMAN", "LOCATION"))
+    ('HUMAN', 'LOCATION')
+    """
+    raw = "" if text is None else str(text)
+    regions = re.findall(r"<answer>(.*?)</answer>", raw, re.IGNORECASE | re.DOTALL)[-1:]
+    regions += _LABEL_MARK.findall(raw)[-1:]
+    regions += [line for line in raw.splitlines() if line.strip()][:1]
+    regions.append(raw)
+    for region in regions:
+        found = _region_labels(region, labels)
+        if found:
+            return found
+    return ()
+
+
+def parse_label(text: Any, labels: tuple[str, ...]) -> str | None:
+    """The one label of ``labels`` the reply answers with; None if it names none or several.
+
+    >>> parse_label("The answer type is: numeric", ("HUMAN", "NUMERIC"))
+    'NUMERIC'
+    >>> parse_label("no idea", ("HUMAN", "NUMERIC")) is None
+    True
+    """
+    found = labels_named(text, labels)
+    return found[0] if len(found) == 1 else None
+
+
+@attrs.frozen
+class LabelLoss:
+    """Exact label match of a parse node's ``{"label", "raw"}`` output, with feedback naming the confusion.
+
+    >>> loss = LabelLoss(("HUMAN", "LOCATION"))
+    >>> loss({"label": "LOCATION", "raw": "LOCATION"}, Example("e", "Who wrote Hamlet?", "HUMAN")).feedback
+    "wrong: answered LOCATION, expected HUMAN; its raw answer was: 'LOCATION'"
+    """
+
+    labels: tuple[str, ...] = attrs.field(converter=label_set)
+
+    def __call__(self, output: Any, example: Example) -> Loss:
+        want = example.target
+        if hasattr(output, "get"):
+            got, raw = output.get("label"), output.get("raw", "")
+        else:
+            raw = "" if output is None else str(output)
+            got = parse_label(raw, self.labels)
+        if got == want:
+            return Loss(1.0, f"correct: expected {want} and the pipeline answered {got}")
+        if got is not None:
+            return Loss(0.0, f"wrong: answered {got}, expected {want}; its raw answer was: {snippet(raw)!r}")
+        named = labels_named(raw, self.labels)
+        shown = snippet(raw) if str(raw).strip() else "(empty)"
+        if len(named) > 1:
+            return Loss(0.0, f"wrong: expected {want}, but the answer names several labels ({', '.join(named)}) "
+                             f"where exactly one was asked for: {shown!r}")
+        return Loss(0.0, f"wrong: expected {want}, but the answer names none of the labels {', '.join(self.labels)}: {shown!r}")
