@@ -40,7 +40,8 @@ def test_budget_exhausted_names_the_spending_and_the_fix():
     with pytest.raises(BudgetExceeded) as info:
         engine.complete(ask("new"))
     assert str(info.value) == (
-        "budget of 3 calls exhausted (forward 2, backward 1); raise max_calls or resume with a larger budget"
+        "budget of 3 calls exhausted (forward 2, backward 1; cached answers count too); "
+        "raise max_calls or resume with a larger budget"
     )
 
 
@@ -51,19 +52,87 @@ def test_token_budget():
         engine.complete(ask("three"))
 
 
-def test_cache_hits_are_counted_but_spend_no_budget(tmp_path):
+def test_cache_hits_are_charged_like_model_answers(tmp_path):
     inner = ScriptedEngine(lambda r: "x")
-    engine = MeteredEngine(CachedEngine(inner, tmp_path), Budget(max_calls=2))
+    engine = MeteredEngine(CachedEngine(inner, tmp_path), Budget(max_calls=4))
     engine.complete(ask("a"))
     engine.complete(ask("b"))
-    for _ in range(3):  # budget spent, but these are hits
-        assert engine.complete(ask("a")).cached
-    with pytest.raises(BudgetExceeded):
-        engine.complete(ask("c"))
+    assert engine.complete(ask("a")).cached and engine.complete(ask("a")).cached
+    with pytest.raises(BudgetExceeded, match=r"budget of 4 calls exhausted \(forward 4; cached answers count too\)"):
+        engine.complete(ask("a"))  # a hit, but the budget is spent
     row = engine.report().rows[0]
-    assert (row.calls, row.cached_calls, inner.calls()) == (2, 3, 2)
-    # "a" cost 1 prompt + 1 completion token when first answered; the 3 hits carry that cost
-    assert (row.tokens, row.cached_tokens) == (4, 6)
+    assert (row.calls, row.cached_calls, row.answers, inner.calls()) == (2, 2, 4, 2)
+    # "a" cost 1 prompt + 1 completion token when first answered; the 2 hits carry that cost
+    assert (row.tokens, row.cached_tokens, row.answer_tokens) == (4, 4, 8)
+
+
+def test_evaluation_is_counted_but_never_bounded():
+    engine = MeteredEngine(ScriptedEngine(lambda r: "x"), Budget(max_calls=1, max_tokens=2))
+    engine.complete(ask("a"))
+    for i in range(3):
+        engine.complete(ask(f"test {i}", role="evaluation"))
+    with pytest.raises(BudgetExceeded, match=r"\(forward 1; cached"):
+        engine.complete(ask("b", role="validation"))
+    table = engine.report()
+    assert table.by_role("answers") == {"forward": 1, "evaluation": 3}
+    assert table.spent(engine.meter.budget) == (1, 2)
+    assert table.by_role("answer_tokens") == {"forward": 2, "evaluation": 9}
+    everything = MeteredEngine(ScriptedEngine(lambda r: "x"), Budget(max_calls=1, exempt=()))
+    everything.complete(ask("test", role="evaluation"))
+    with pytest.raises(BudgetExceeded):
+        everything.complete(ask("again", role="evaluation"))
+    with pytest.raises(EngineError, match="unknown role 'test'"):
+        Budget(exempt=("test",))
+
+
+def _charged(requests, cache_dir, budget=Budget()):
+    engine = MeteredEngine(CachedEngine(ScriptedEngine(lambda r: "a b"), cache_dir), budget)
+    refused = []
+    for i, r in enumerate(requests):
+        try:
+            engine.complete(r)
+        except BudgetExceeded:
+            refused.append(i)
+    table = engine.report()
+    return table.by_role("answers"), table.by_role("answer_tokens"), refused
+
+
+grids = st.lists(st.tuples(st.sampled_from(["q1", "q2", "q3", "q4"]), st.sampled_from(["forward", "backward", "evaluation"])),
+                 max_size=12)
+
+
+@given(grids, grids, st.integers(0, 8))
+def test_charges_do_not_depend_on_what_the_cache_holds(tmp_path_factory, cell, before, limit):
+    """A cell spends the same budget with a cold cache, after other cells, and after itself."""
+    cell = [ask(t, role=role) for t, role in cell]
+    cache = tmp_path_factory.mktemp("cache")
+    cold = _charged(cell, cache, Budget(max_calls=limit))
+    _charged([ask(t, role=role) for t, role in before], cache)  # other cells warm the cache
+    assert _charged(cell, cache, Budget(max_calls=limit)) == cold
+    assert _charged(cell, cache, Budget(max_calls=limit)) == cold  # fully warm
+
+
+@given(st.lists(st.sampled_from(["q1", "q2", "q3", "q4", "q5"]), min_size=1, max_size=12), st.data())
+def test_a_killed_and_resumed_run_is_charged_each_answer_once(tmp_path_factory, texts, data):
+    """Checkpoint after ``saved`` requests, killed after ``lost`` more; the resumed run redoes those."""
+    saved = data.draw(st.integers(0, len(texts)))
+    lost = data.draw(st.integers(0, len(texts) - saved))
+    requests = [ask(t) for t in texts]
+    cache = tmp_path_factory.mktemp("cache")
+    first = MeteredEngine(CachedEngine(ScriptedEngine(lambda r: "x"), cache))
+    for r in requests[:saved]:
+        first.complete(r)
+    checkpoint = UsageTable.from_data(orjson.loads(orjson.dumps(first.report().to_data())))
+    for r in requests[saved : saved + lost]:  # answered, then the process is killed
+        first.complete(r)
+    resumed = MeteredEngine(CachedEngine(ScriptedEngine(lambda r: "x"), cache), start=checkpoint)
+    for r in requests[saved:]:
+        resumed.complete(r)
+    whole = MeteredEngine(CachedEngine(ScriptedEngine(lambda r: "x"), tmp_path_factory.mktemp("fresh")))
+    for r in requests:
+        whole.complete(r)
+    assert resumed.report().answers() == whole.report().answers() == len(requests)
+    assert resumed.report().answer_tokens() == whole.report().answer_tokens()
 
 
 def test_failed_calls_are_counted_and_spend_nothing():
@@ -102,7 +171,7 @@ def test_one_shared_meter_covers_task_model_and_critic(tmp_path):
     task.complete(ask())
     critic.complete(ask(role="backward"))
     task.complete(ask("again"))
-    with pytest.raises(BudgetExceeded, match=r"\(forward 2, backward 1\)"):
+    with pytest.raises(BudgetExceeded, match=r"\(forward 2, backward 1;"):
         critic.complete(ask("more", role="backward"))
     assert task.report() == critic.report() == meter.report()
     assert {(r.role, r.model) for r in meter.report().rows} == {("forward", "small"), ("backward", "big")}
@@ -159,7 +228,7 @@ def test_metered_cached_http_chain_async(tmp_path):
 
     with StubServer(latency=0.01) as stub:
         inner = OpenAIEngine("stub", base_url=stub.base_url, api_key="", concurrency=8)
-        engine = MeteredEngine(CachedEngine(inner, tmp_path), Budget(max_calls=4))
+        engine = MeteredEngine(CachedEngine(inner, tmp_path), Budget(max_calls=9))
         assert asyncio.run(main(engine)).cached
         inner.close()
     row = engine.report().rows[0]

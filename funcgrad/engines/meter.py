@@ -1,4 +1,4 @@
-"""Usage accounting and budgets: count every call per (role, model) and stop at a limit.
+"""Usage accounting and budgets: count every answer per (role, model) and stop at a limit.
 
 A :class:`Meter` is the thread-safe counter; :class:`MeteredEngine` wraps an engine
 and reports each call to a meter. Two engines in one run (a task model and a stronger
@@ -15,7 +15,12 @@ critic) share one meter, so a single report and a single budget cover both:
 [('backward', 'big', 1), ('forward', 'small', 1)]
 
 Wrap the cache inside the meter, ``MeteredEngine(CachedEngine(OpenAIEngine(...)))``:
-cache hits are then counted (``cached_calls``) but spend no budget.
+cache hits are then counted (``cached_calls``) and **charged like model answers**, so
+a run spends the same budget whatever the cache already held (a comparison grid's
+table does not depend on the order of its cells, and a run resumed after a kill
+counts every answer it used exactly once); the cache still saves the time. The
+budget bounds every role except those in ``Budget.exempt`` (by default the test
+``evaluation``, which is always run and counted separately).
 """
 
 from __future__ import annotations
@@ -31,23 +36,37 @@ FORMAT = "funcgrad.usage/1"
 
 
 def _limit(instance, attribute, value):
-    if value is not None and (not isinstance(value, int) or value < 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise EngineError(f"Budget.{attribute.name}={value!r} must be None (no limit) or an int >= 0")
+
+
+def _roles(instance, attribute, value):
+    unknown = [r for r in value if r not in ROLES]
+    if unknown:
+        raise EngineError(f"Budget.exempt names unknown role {unknown[0]!r}; roles are: {', '.join(ROLES)}")
 
 
 @attrs.frozen
 class Budget:
-    """Limits on model calls and tokens; None means no limit. Cache hits spend nothing.
+    """Limits on answers (model calls) and tokens; None means no limit.
 
-    The token limit is checked before each call, so calls already in flight may
-    overshoot it; the call limit is exact (in-flight calls are reserved).
+    Every answer of a bounded role is charged, cached or not (a cached answer at the
+    tokens it cost when it was first made). Roles in ``exempt`` (default: the test
+    ``evaluation``) are never refused and spend nothing, but are still counted. The
+    token limit is checked before each call, so calls already in flight may overshoot
+    it; the call limit is exact (in-flight calls are reserved).
 
-    >>> Budget(max_calls=100).max_calls
-    100
+    >>> Budget(max_calls=100).max_calls, Budget().bounds("evaluation"), Budget().bounds("backward")
+    (100, False, True)
     """
 
     max_calls: int | None = attrs.field(default=None, validator=_limit)
     max_tokens: int | None = attrs.field(default=None, validator=_limit)
+    exempt: tuple[str, ...] = attrs.field(default=("evaluation",), converter=tuple, validator=_roles)
+
+    def bounds(self, role: str) -> bool:
+        """Whether calls of ``role`` spend (and are limited by) this budget."""
+        return role not in self.exempt
 
 
 @attrs.frozen
@@ -71,7 +90,18 @@ class UsageRow:
 
     @property
     def tokens(self) -> int:
+        """Tokens of the calls answered by a model."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def answers(self) -> int:
+        """Every answer, from a model or the cache: what a budget charges."""
+        return self.calls + self.cached_calls
+
+    @property
+    def answer_tokens(self) -> int:
+        """Tokens of every answer (cached ones at what they cost when first made)."""
+        return self.tokens + self.cached_tokens
 
     def to_data(self) -> dict:
         return attrs.asdict(self)
@@ -84,25 +114,44 @@ _COUNTS = tuple(f.name for f in attrs.fields(UsageRow))[2:]
 class UsageTable:
     """A frozen usage report: one :class:`UsageRow` per (role, model), sorted.
 
-    >>> table = UsageTable((UsageRow("forward", "m", calls=2, prompt_tokens=5),))
-    >>> UsageTable.from_data(table.to_data()) == table, table.calls(), table.tokens()
-    (True, 2, 5)
+    >>> table = UsageTable((UsageRow("forward", "m", calls=2, prompt_tokens=5, cached_calls=1, cached_tokens=3),))
+    >>> UsageTable.from_data(table.to_data()) == table, table.calls(), table.answers(), table.tokens(), table.answer_tokens()
+    (True, 2, 3, 5, 8)
     """
 
     rows: tuple[UsageRow, ...] = ()
 
+    def _sum(self, count: str, role: str | None) -> int:
+        return sum(getattr(r, count) for r in self.rows if role is None or r.role == role)
+
     def calls(self, role: str | None = None) -> int:
-        """Calls answered by a model (the ones that spend budget), optionally of one role."""
-        return sum(r.calls for r in self.rows if role is None or r.role == role)
+        """Calls answered by a model, optionally of one role."""
+        return self._sum("calls", role)
 
     def cached_calls(self, role: str | None = None) -> int:
-        return sum(r.cached_calls for r in self.rows if role is None or r.role == role)
+        """Calls answered from the cache, optionally of one role."""
+        return self._sum("cached_calls", role)
+
+    def answers(self, role: str | None = None) -> int:
+        """Every answer (model or cache), optionally of one role: what budgets charge."""
+        return self._sum("answers", role)
 
     def tokens(self, role: str | None = None) -> int:
-        return sum(r.tokens for r in self.rows if role is None or r.role == role)
+        """Tokens of the calls answered by a model, optionally of one role."""
+        return self._sum("tokens", role)
+
+    def answer_tokens(self, role: str | None = None) -> int:
+        """Tokens of every answer (cached ones at their first cost), optionally of one role."""
+        return self._sum("answer_tokens", role)
+
+    def spent(self, budget: Budget) -> tuple[int, int]:
+        """``(answers, answer_tokens)`` of the roles ``budget`` bounds: what it has charged."""
+        bounded = [r for r in self.rows if budget.bounds(r.role)]
+        return sum(r.answers for r in bounded), sum(r.answer_tokens for r in bounded)
 
     def by_role(self, count: str = "calls") -> dict[str, int]:
-        """``count`` summed per role, in pipeline order, e.g. ``{"forward": 12, "backward": 3}``."""
+        """``count`` (a UsageRow field or ``answers``/``answer_tokens``) summed per role, in
+        pipeline order, e.g. ``{"forward": 12, "backward": 3}``."""
         out: dict[str, int] = {}
         for r in sorted(self.rows, key=lambda r: (ROLES.index(r.role) if r.role in ROLES else len(ROLES), r.role)):
             out[r.role] = out.get(r.role, 0) + getattr(r, count)
@@ -134,7 +183,10 @@ class Meter:
     """A thread-safe usage counter with a budget, shared by any number of MeteredEngines.
 
     ``start`` is a previous report to continue from (e.g. from a checkpoint): its
-    calls and tokens count against the budget.
+    answers and tokens count against the budget. A run killed after its last
+    checkpoint loses the counts of the answers it got since, and redoes exactly those
+    requests when resumed (answered from the cache, and charged then), so each answer
+    the finished run used is charged once, however often it was killed.
     """
 
     def __init__(self, budget: Budget = Budget(), start: UsageTable | None = None):
@@ -148,22 +200,30 @@ class Meter:
         with self._lock:
             return UsageTable(tuple(self._rows[k] for k in sorted(self._rows)))
 
-    def reserve(self) -> None:
-        """Claim budget for one model call; raise BudgetExceeded when it is spent."""
+    def reserve(self, role: str = "forward") -> bool:
+        """Claim budget for one answer of ``role``; raise BudgetExceeded when it is spent.
+
+        Returns whether a reservation was made (False for a role the budget does not
+        bound); pass it to :meth:`record` / :meth:`release`.
+        """
+        if not self.budget.bounds(role):
+            return False
         with self._lock:
             table = UsageTable(tuple(self._rows.values()))
-            calls, tokens = table.calls(), table.tokens()
-            if self.budget.max_calls is not None and calls + self._reserved >= self.budget.max_calls:
+            answers, tokens = table.spent(self.budget)
+            bounded = UsageTable(tuple(r for r in table.rows if self.budget.bounds(r.role)))
+            if self.budget.max_calls is not None and answers + self._reserved >= self.budget.max_calls:
                 raise BudgetExceeded(
-                    f"budget of {self.budget.max_calls} calls exhausted ({_summary(table.by_role('calls'))}); "
-                    "raise max_calls or resume with a larger budget"
+                    f"budget of {self.budget.max_calls} calls exhausted ({_summary(bounded.by_role('answers'))}; "
+                    "cached answers count too); raise max_calls or resume with a larger budget"
                 )
             if self.budget.max_tokens is not None and tokens >= self.budget.max_tokens:
                 raise BudgetExceeded(
-                    f"budget of {self.budget.max_tokens} tokens exhausted ({tokens} used: {_summary(table.by_role('tokens'))}); "
-                    "raise max_tokens or resume with a larger budget"
+                    f"budget of {self.budget.max_tokens} tokens exhausted ({tokens} used: "
+                    f"{_summary(bounded.by_role('answer_tokens'))}); raise max_tokens or resume with a larger budget"
                 )
             self._reserved += 1
+            return True
 
     def record(self, role: str, model: str, response: Response | None, *, reserved: bool) -> None:
         """Count one finished call (``response`` None = it failed) and release its reservation."""
@@ -187,19 +247,18 @@ class Meter:
                 )
             self._rows[(role, model)] = row
 
-    def release(self) -> None:
+    def release(self, reserved: bool = True) -> None:
         """Give back a reservation whose call was interrupted before it finished."""
         with self._lock:
-            self._reserved -= 1
+            self._reserved -= reserved
 
 
 class MeteredEngine:
-    """Counts the calls through ``inner`` per (request.role, model) and enforces a budget.
+    """Counts the answers through ``inner`` per (request.role, model) and enforces a budget.
 
     Pass ``budget``/``start`` for a meter of its own, or ``meter=`` to share one. When
-    the budget is spent, a request the inner engine can answer without a model call
-    (``inner.recall``: a cache hit, or an identical call in flight) is still answered;
-    any other raises BudgetExceeded.
+    the budget is spent, every further request of a bounded role raises
+    BudgetExceeded, cache hits included (see :class:`Budget`).
     """
 
     def __init__(self, inner: Engine, budget: Budget = Budget(), start: UsageTable | None = None, *, meter: Meter | None = None):
@@ -217,47 +276,33 @@ class MeteredEngine:
         """The meter's frozen usage report."""
         return self.meter.report()
 
-    def _recalled(self, request: Request, hit: Response | None, exhausted: BudgetExceeded) -> Response:
-        if hit is None:
-            raise exhausted
-        self.meter.record(request.role, request.model or self.model, hit, reserved=False)
-        return hit
-
-    def _end(self, request: Request, response: Response | None) -> None:
-        self.meter.record(request.role, request.model or self.model, response, reserved=True)
+    def _end(self, request: Request, response: Response | None, reserved: bool) -> None:
+        self.meter.record(request.role, request.model or self.model, response, reserved=reserved)
 
     def complete(self, request: Request) -> Response:
         """Check the budget, call ``inner``, count the outcome."""
-        try:
-            self.meter.reserve()
-        except BudgetExceeded as exhausted:
-            recall = getattr(self.inner, "recall", None)
-            return self._recalled(request, recall(request) if recall else None, exhausted)
+        reserved = self.meter.reserve(request.role)
         try:
             response = self.inner.complete(request)
         except Exception:
-            self._end(request, None)
+            self._end(request, None, reserved)
             raise
         except BaseException:
-            self.meter.release()
+            self.meter.release(reserved)
             raise
-        self._end(request, response)
+        self._end(request, response, reserved)
         return response
 
     async def acomplete(self, request: Request) -> Response:
         """Async :meth:`complete`."""
-        try:
-            self.meter.reserve()
-        except BudgetExceeded as exhausted:
-            arecall = getattr(self.inner, "arecall", None)
-            return self._recalled(request, await arecall(request) if arecall else None, exhausted)
+        reserved = self.meter.reserve(request.role)
         try:
             response = await self.inner.acomplete(request)
         except Exception:
-            self._end(request, None)
+            self._end(request, None, reserved)
             raise
         except BaseException:
-            self.meter.release()
+            self.meter.release(reserved)
             raise
-        self._end(request, response)
+        self._end(request, response, reserved)
         return response
