@@ -140,7 +140,7 @@ def optimize(
             rd.write_json("wall.json", {"wall_s": wall_before + time.monotonic() - started})
 
         fs = fit(
-            task, strategy, engine=engines.task, critic=engines.critic, settings=config.train, resume_from=resume_from,
+            task, strategy, engine=reporter.watch(engines.task), critic=reporter.watch(engines.critic), settings=config.train, resume_from=resume_from,
             checkpoint=save, on_event=lambda kind, data: reporter(kind, data, meter.report()), log_results=rd.log_results,
         )
         usage = meter.report().to_data()

@@ -62,7 +62,7 @@ def cmd_evaluate(args) -> int:
             done[0] += 1
             reporter("example", {"phase": args.split, "done": done[0], "total": len(examples), "score": result.loss.score}, engines.meter.report())
 
-        results = run_batch(task.pipeline, state, examples, engine=engines.task, loss=task.loss, on_result=progress)
+        results = run_batch(task.pipeline, state, examples, engine=reporter.watch(engines.task), loss=task.loss, on_result=progress)
     print(f"{task.name} {args.split}: accuracy {_pct(mean_score(results))} on {len(results)} examples")
     return 0
 
