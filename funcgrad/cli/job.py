@@ -20,7 +20,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.cli.plugins import build_strategy, build_task
 from funcgrad.cli.progress import make_reporter
 from funcgrad.training.report import history_tsv, plot_learning_curve, report_markdown
-from funcgrad.training.rundir import RunDir
+from funcgrad.training.rundir import RunDir, read_traces
 from funcgrad.core.serialize import dumps
 from funcgrad.training.fit import FitState, fit, settings_hash
 
@@ -149,7 +149,8 @@ def optimize(
     rd.write_text("history.tsv", history_tsv(fs))
     rd.write_text("final_state.json", dumps(fs.state, indent=True).decode())
     plot_learning_curve(fs, rd.path / "learning_curve.png", title=title)
-    rd.write_text("report.md", report_markdown(fs, task.state, title=title, usage=usage, wall_s=wall))
+    scored = [entry["result"] for entry in read_traces(rd.path / "traces.jsonl")] if (rd.path / "traces.jsonl").exists() else []
+    rd.write_text("report.md", report_markdown(fs, task.state, title=title, usage=usage, wall_s=wall, results=scored))
     return JobResult(fs, usage, wall, str(rd.path), title)
 
 

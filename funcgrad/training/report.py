@@ -15,10 +15,13 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from funcgrad.core.state import PromptState
+from funcgrad.core.errors import StateError
+from funcgrad.core.run import Result
+from funcgrad.core.state import PromptState, apply_updates
 from funcgrad.training.fit import FitState
 
 
@@ -49,6 +52,79 @@ def proposal_counts(fs: FitState) -> dict[str, int]:
     return counts
 
 
+def _diff(before: str, after: str, old: str, new: str) -> str:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), old, new, lineterm="")
+    return "```diff\n" + "\n".join(lines) + "\n```"
+
+
+def proposals_markdown(fs: FitState, initial: PromptState) -> str:
+    """Every proposal of the run with its verdict and, per param, a diff of its text against the value it would replace.
+
+    The "current" value is the one the step started from: the initial prompts with
+    every earlier accepted proposal applied.
+
+    >>> from funcgrad.core.state import Param
+    >>> from funcgrad.training.fit import StepLog
+    >>> p = {"values": {"a": "Count items."}, "verdict": "no_val_gain", "reason": "did not beat the validation score"}
+    >>> fs = FitState(1, PromptState.of(a=Param("Count.")), {}, 0.0, 0.0, None, log=(StepLog(1, ("e0",), 0.0, (p,), False, 0.0),))
+    >>> print(proposals_markdown(fs, PromptState.of(a=Param("Count."))))
+    ### Step 1, proposal 1: rejected: no validation gain
+    <BLANKLINE>
+    did not beat the validation score
+    <BLANKLINE>
+    `a`:
+    ```diff
+    --- current
+    +++ proposed
+    @@ -1 +1 @@
+    -Count.
+    +Count items.
+    ```
+    """
+    current, parts = initial, []
+    for e in fs.log:
+        for i, p in enumerate(e.proposals, 1):
+            verdict = p.get("verdict", "")
+            parts.append(f"### Step {e.step}, proposal {i}: {_VERDICT_LABELS.get(verdict, verdict)}")
+            if p.get("reason"):
+                parts.append(str(p["reason"]))
+            for name, text in p.get("values", {}).items():
+                before = current[name].value if name in current else ""
+                parts.append(f"`{name}`:\n" + _diff(before, str(text), "current", "proposed"))
+            if verdict == "accepted":
+                try:
+                    current = apply_updates(current, p.get("values", {}))
+                except StateError:
+                    pass  # the verdict would have been "invalid"; keep showing diffs against the last good state
+    return "\n\n".join(parts) if parts else "No proposals were made."
+
+
+def loss_warnings(results: Sequence[Result]) -> list[str]:
+    """Warnings about the loss, from the scored examples of a run.
+
+    One rule today: when at least 3 examples were scored, all got score 0 and all
+    got the very same feedback, the loss probably never looked at the output, e.g.
+    it reads a key that is never there, or tests ``isinstance(x, dict)`` on a
+    read-only mapping (values arrive as ``collections.abc.Mapping``, not ``dict``).
+
+    >>> from funcgrad.core.run import Example, Loss
+    >>> from funcgrad.core.trace import Record, Trace
+    >>> r = Result(Example("e", "q"), None, Trace((Record(0, "x", "input"),), output=0), Loss(0.0, "no answer"))
+    >>> loss_warnings([r, r, r])[0][:40]
+    'All 3 scored examples got score 0 and th'
+    """
+    scored = [r for r in results if not r.failed]
+    feedback = {r.loss.feedback for r in scored}
+    if len(scored) < 3 or len(feedback) != 1 or any(r.loss.score != 0 for r in scored):
+        return []
+    return [
+        f"All {len(scored)} scored examples got score 0 and the same feedback {next(iter(feedback))[:120]!r}. "
+        "The loss may be reading a key the output never has, or testing isinstance(x, dict): outputs arrive as "
+        "read-only mappings and tuples, so test isinstance(x, collections.abc.Mapping) / collections.abc.Sequence. "
+        "Check the loss on one traced output (funcgrad show RUN_DIR --limit 1)."
+    ]
+
+
 def prompt_diff(initial: PromptState, final: PromptState) -> str:
     """Markdown with a unified diff per param whose text changed (or a note that none did)."""
     parts = []
@@ -57,8 +133,7 @@ def prompt_diff(initial: PromptState, final: PromptState) -> str:
         after = final[name].value if name in final else ""
         if before == after:
             continue
-        diff = difflib.unified_diff(before.splitlines(), after.splitlines(), "initial", "final", lineterm="")
-        parts.append(f"### {name}\n```diff\n" + "\n".join(diff) + "\n```")
+        parts.append(f"### {name}\n" + _diff(before, after, "initial", "final"))
     return "\n\n".join(parts) if parts else "No prompt changed: every proposal was rejected or none was made."
 
 
@@ -105,8 +180,10 @@ def plot_learning_curve(fs: FitState, path: Path, title: str = "") -> Path:
     return path
 
 
-def report_markdown(fs: FitState, initial: PromptState, *, title: str, usage: Any, wall_s: float | None) -> str:
-    """The whole report.md text."""
+def report_markdown(
+    fs: FitState, initial: PromptState, *, title: str, usage: Any, wall_s: float | None, results: Sequence[Result] = (),
+) -> str:
+    """The whole report.md text; ``results`` (the run's scored examples) feed :func:`loss_warnings`."""
     counts = proposal_counts(fs)
     lines = [
         f"# {title}",
@@ -117,8 +194,12 @@ def report_markdown(fs: FitState, initial: PromptState, *, title: str, usage: An
     ]
     if wall_s is not None:
         lines.append(f"- wall time of this invocation: {wall_s:.0f} s")
+    warnings = loss_warnings(results)
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     lines += ["", "![learning curve](learning_curve.png)", "", "## Proposals", ""]
     lines += [f"- {k}: {v}" for k, v in counts.items()]
+    lines += ["", proposals_markdown(fs, initial)]
     lines += ["", "## Calls and tokens", "", usage_markdown(usage), "", "## Prompts: initial vs final", "", prompt_diff(initial, fs.state)]
     lines += ["", "## Steps", "", "| step | train | proposals | accepted | val | reasons |", "|---|---|---|---|---|---|"]
     for e in fs.log:

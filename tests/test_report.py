@@ -1,0 +1,52 @@
+"""report.md: each proposal's text as a diff against the value it would replace, with its verdict; loss warnings."""
+
+import collections.abc
+
+import funcgrad as fg
+from funcgrad.training.report import loss_warnings, report_markdown
+from train_fixtures import hint_strategy, respond, tiny_task
+
+
+def _fit(task, **kw):
+    return fg.fit(task, hint_strategy(first_try_bad=True), engine=fg.ScriptedEngine(respond),
+                  settings=fg.FitSettings(steps=2, batch_size=1, proposals_per_step=2), **kw)
+
+
+def test_the_report_shows_every_proposal_as_a_diff_with_its_verdict():
+    task = tiny_task()
+    fs = _fit(task)
+    report = report_markdown(fs, task.state, title="tiny", usage=None, wall_s=None)
+    first, second = report.split("### Step 1, proposal 1: ")[1].split("### Step 1, proposal 2: ")
+    assert first.startswith("rejected: lost on minibatch") or first.startswith("rejected: no validation gain")
+    assert "-Answer the question.\n+Answer.\n" in first
+    assert second.startswith("accepted\n") and "-Answer the question.\n+Answer the question. Think carefully.\n" in second
+    # step 2 starts from the accepted text: its (empty) proposal shows the strategy's reason, no diff
+    step2 = report.split("### Step 2, proposal 1: ")[1].split("## Calls and tokens")[0]
+    assert step2.startswith("no update\n") and "already careful" in step2 and "```diff" not in step2
+    assert "## Warnings" not in report
+
+
+def test_a_loss_that_never_sees_the_answer_is_warned_about():
+    task = tiny_task()
+
+    def broken_loss(output, example):                   # the first-hour mistake: outputs are not dicts
+        if not isinstance(output, dict):
+            return fg.Loss(0.0, "the pipeline produced no answer")
+        return fg.Loss(1.0, "ok")
+
+    def pipeline(prompts, x):
+        return fg.fn("wrap")(lambda text: {"answer": text})(task.pipeline(prompts, x))
+
+    broken = fg.Task("tiny", pipeline, task.state, broken_loss, task.train, task.val, task.test)
+    seen = []
+    fs = _fit(broken, log_results=lambda step, phase, results: seen.extend(results))
+    assert all(isinstance(r.output, collections.abc.Mapping) and not isinstance(r.output, dict) for r in seen)
+    (warning,) = loss_warnings(seen)
+    assert warning.startswith(f"All {len(seen)} scored examples got score 0 and the same feedback 'the pipeline produced no answer'")
+    assert "isinstance(x, collections.abc.Mapping)" in warning
+    assert "## Warnings\n\n- All " in report_markdown(fs, task.state, title="t", usage=None, wall_s=None, results=seen)
+    # the same loss written the recommended way scores the answers and gets no warning
+    fixed = fg.Task("tiny", pipeline, task.state, lambda out, ex: fg.exact_match(out["answer"], ex) if isinstance(out, collections.abc.Mapping) else fg.Loss(0.0, "no answer"), task.train, task.val, task.test)
+    seen.clear()
+    _fit(fixed, log_results=lambda step, phase, results: seen.extend(results))
+    assert loss_warnings(seen) == [] and any(r.loss.score == 1.0 for r in seen)
