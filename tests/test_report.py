@@ -50,3 +50,35 @@ def test_a_loss_that_never_sees_the_answer_is_warned_about():
     seen.clear()
     _fit(fixed, log_results=lambda step, phase, results: seen.extend(results))
     assert loss_warnings(seen) == [] and any(r.loss.score == 1.0 for r in seen)
+
+
+BROKEN_TASK = '''
+import funcgrad as fg
+from train_fixtures import tiny_task
+
+def make_task():
+    t = tiny_task()
+    wrap = fg.fn("wrap")(lambda text: {"answer": text})
+    loss = lambda out, ex: fg.Loss(1.0, "ok") if isinstance(out, dict) else fg.Loss(0.0, "no answer")
+    return fg.Task("tiny", lambda p, x: wrap(t.pipeline(p, x)), t.state, loss, t.train, t.val, t.test)
+'''
+
+
+def test_funcgrad_evaluate_warns_about_a_loss_that_never_sees_the_answer(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from funcgrad.cli.main import main
+    from funcgrad.engines.stub import StubServer
+    from train_fixtures import respond_body
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    (tmp_path / "broken.py").write_text(BROKEN_TASK)
+    with StubServer(respond_body) as stub:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[task]\nname = "broken:make_task"\n[strategy]\nname = "backprop"\n'
+                       f'[engine]\nbase_url = "{stub.base_url}"\nmodel = "stub"\n[run]\ncache = "cache"\n')
+        assert main(["evaluate", str(cfg), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "test: accuracy 0.0% on 4 examples" in out
+    assert "funcgrad: warning: All 4 scored examples got score 0 and the same feedback 'no answer'" in err
+    monkeypatch.delitem(__import__("sys").modules, "broken", raising=False)

@@ -9,7 +9,7 @@ CI over seeds), calls and tokens per role and wall time, a plot
 (``RUN_DIR/results.png``) and the raw figures (``RUN_DIR/results.json``). The "no
 optimization" row is the initial prompts' test accuracy.
 
-Config (see examples/compare.toml)::
+Config (see examples/compare_counting.toml and examples/compare_multihop.toml)::
 
     [grid]
     tasks = ["object_counting"]                 # keys of [tasks.*] or built-in task names
