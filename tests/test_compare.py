@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from funcgrad.cli.main import main
-from funcgrad.cli.compare import mean_ci, plan
+from funcgrad.cli.compare import plan, read_test_outcomes
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
 from train_fixtures import respond_body
@@ -19,14 +19,14 @@ from train_fixtures import respond_body
 TESTS = Path(__file__).parent
 
 
-def _config(tmp_path, base_url):
-    path = tmp_path / "compare.toml"
+def _config(tmp_path, base_url, *, strategies=("hint", "hint_bad_first"), seeds=(0, 1), run_dir="grid", extra="", name="compare.toml"):
+    path = tmp_path / name
     path.write_text(
         f"""
 [grid]
 tasks = ["tiny"]
-strategies = ["hint", "hint_bad_first"]
-seeds = [0, 1]
+strategies = {list(strategies)!r}
+seeds = {list(seeds)!r}
 [tasks.tiny]
 name = "train_fixtures:tiny_task"
 [strategies.hint]
@@ -42,29 +42,72 @@ timeout = 10
 steps = 2
 batch_size = 2
 [run]
-dir = "grid"
+dir = "{run_dir}"
 cache = "cache"
+{extra}
 """
     )
     return path
 
 
-def test_mean_ci_matches_a_hand_computed_t_interval():
-    m, half = mean_ci([0.2, 0.4, 0.6])
-    assert m == pytest.approx(0.4) and half == pytest.approx(4.303 * 0.2 / 3**0.5, rel=1e-4)
-    assert mean_ci([0.5]) == (0.5, None)
+def _without_wall(path):
+    """results.json without wall times (the only figures that may differ between equivalent runs)."""
+    data = orjson.loads(path.read_bytes())
+    for task in data.values():
+        for row in task["rows"]:
+            row.pop("wall_s")
+    return data
 
 
 def test_plan_expands_the_grid_and_names_bad_keys(tmp_path):
-    cells, root = plan(
-        {"grid": {"tasks": ["a"], "strategies": ["s1", "s2"], "seeds": [3, 4]}, "run": {"dir": "out"}}, tmp_path
-    )
-    assert [(c["strategy"], c["seed"], c["config"].train.seed) for c in cells] == [("s1", 3, 3), ("s1", 4, 4), ("s2", 3, 3), ("s2", 4, 4)]
-    assert cells[0]["config"].run_dir == str(tmp_path / "out" / "cells" / "a--s1--seed3")
-    with pytest.raises(ConfigError, match=r"\[grid\] has unknown key 'seed'"):
-        plan({"grid": {"tasks": ["a"], "strategies": ["s"], "seed": [1]}}, tmp_path)
-    with pytest.raises(ConfigError, match="seeds must be a non-empty list"):
-        plan({"grid": {"tasks": ["a"], "strategies": ["s"], "seeds": []}}, tmp_path)
+    grid = {"tasks": ["object_counting"], "strategies": ["backprop", "whole_trace"], "seeds": [3, 4]}
+    cells, root, executor = plan({"grid": grid, "run": {"dir": "out"}}, tmp_path)
+    assert [(c.strategy, c.seed, c.config["train"]["seed"]) for c in cells] == [
+        ("backprop", 3, 3), ("backprop", 4, 4), ("whole_trace", 3, 3), ("whole_trace", 4, 4)]
+    assert cells[0].config["run"]["dir"] == str(tmp_path / "out" / "cells" / "object_counting--backprop--seed3")
+    assert executor.kind == "serial" and root == tmp_path / "out"
+    bad = [
+        ({**grid, "seed": [1]}, {}, r"\[grid\] has unknown key 'seed'"),
+        ({**grid, "seeds": []}, {}, r"\[grid\] seeds must be a non-empty list"),
+        ({**grid, "seeds": [1, 1]}, {}, r"\[grid\] seeds = \[1, 1\] repeats a seed"),
+        ({**grid, "strategies": ["backprop", "nope"]}, {}, r"\[grid\] strategies: 'nope': unknown strategy 'nope'"),
+        ({**grid, "tasks": ["no_such_task"]}, {}, r"\[grid\] tasks: 'no_such_task'"),
+        (grid, {"executor": {"kind": "dask"}}, r"\[executor\] kind = 'dask' is not a known executor; use one of: serial, ray"),
+        (grid, {"executor": {"kind": "ray", "address": "127.0.0.1:9"}}, r"\[executor\] address = '127.0.0.1:9': no Ray cluster"),
+        (grid, {"executor": {"kind": "ray", "address": "nonsense"}}, r"\[executor\] address = 'nonsense': expected"),
+        (grid, {"executor": {"kind": "serial", "address": "auto"}}, r"\[executor\] address is set but kind is \"serial\""),
+    ]
+    for g, extra, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            plan({"grid": g, **extra}, tmp_path)
+
+
+def test_bad_grid_input_is_one_error_before_any_model_call(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    with StubServer(respond_body) as stub:
+        for strategies, extra, message in [
+            (("hint", "missing_strategy"), "", "[grid] strategies: 'missing_strategy': unknown strategy"),
+            (("hint",), '[executor]\nkind = "ray"\naddress = "127.0.0.1:9"', "[executor] address = '127.0.0.1:9'"),
+        ]:
+            cfg = _config(tmp_path, stub.base_url, strategies=strategies, extra=extra)
+            assert main(["compare", str(cfg), "--quiet"]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("funcgrad: error: ") and message in err and err.count("\n") == 1
+        assert len(stub.requests) == 0 and not (tmp_path / "grid").exists()
+
+
+def test_read_test_outcomes_takes_the_first_and_last_test_blocks(tmp_path):
+    def line(step, phase, example, score):
+        loss = None if score is None else {"type": "Loss", "score": score, "feedback": ""}
+        return orjson.dumps({"step": step, "phase": phase, "result": {"example": {"id": example}, "loss": loss}})
+
+    path = tmp_path / "traces.jsonl"
+    rows = [line(0, "val", "v", 1.0), line(0, "test", "a", 0.0), line(0, "test", "b", 1.0),
+            line(0, "test", "a", 1.0), line(0, "test", "b", None)]  # no step ran: the final test follows at once
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    assert read_test_outcomes(path, 2) == ({"a": 0.0, "b": 1.0}, {"a": 1.0, "b": None})
+    path.write_bytes(b"\n".join(rows[:3]) + b"\n")
+    assert read_test_outcomes(path, 2) == ({"a": 0.0, "b": 1.0}, None)
 
 
 def test_compare_writes_table_and_skips_finished_cells(tmp_path, monkeypatch, capsys):
@@ -73,14 +116,38 @@ def test_compare_writes_table_and_skips_finished_cells(tmp_path, monkeypatch, ca
         cfg = _config(tmp_path, stub.base_url)
         assert main(["compare", str(cfg), "--quiet"]) == 0
         out = capsys.readouterr().out
-        assert "| no optimization | 2 | 0.0 ± 0.0 | 0.0 ± 0.0 |" in out
-        assert "| hint | 2 | 0.0 ± 0.0 | 100.0 ± 0.0 | +100.0 |" in out
+        assert "| no optimization | 4 cells | 0.0 (0.0, 0.0, 0.0, 0.0) | 0.0 (0.0, 0.0, 0.0, 0.0) |" in out
+        # 4 test examples, all won on both seeds: +100 points, but 4 one-sided examples are not significant
+        assert "| hint | 2 | 0.0 (0.0, 0.0) | 100.0 (100.0, 100.0) | +100.0 [+100.0, +100.0] | 0.125 / 0.375 | 4/0/0 | n/a |" in out
+        assert "| hint vs hint_bad_first | +0.0 [+0.0, +0.0] | 1 / 1 | 0/4/0 | n/a |" in out
         seen = len(stub.requests)
         assert main(["compare", str(cfg), "--quiet"]) == 0
         assert len(stub.requests) == seen  # every cell finished: nothing rerun
     data = orjson.loads((tmp_path / "grid" / "results.json").read_bytes())
-    assert [r["strategy"] for r in data["tiny"]] == ["hint", "hint_bad_first"]
+    assert [r["strategy"] for r in data["tiny"]["rows"]] == ["hint", "hint_bad_first"]
+    hint = data["tiny"]["comparisons"][0]
+    assert (hint["a"], hint["b"], hint["paired"]["n_examples"], hint["paired"]["n_seeds"]) == ("hint", "no optimization", 4, 2)
+    assert data["tiny"]["rows"][0]["answers"]["evaluation"] == 8  # initial + final test, outside the budget
     assert (tmp_path / "grid" / "results.png").stat().st_size > 0
+
+
+def test_tables_do_not_depend_on_cell_order_or_a_warm_cache(tmp_path, monkeypatch):
+    """The budget binds mid-step; cached answers are charged, so every cell stops at the same point."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    budget = "[budget]\nmax_calls = 9"
+    with StubServer(respond_body) as stub:
+        first = _config(tmp_path, stub.base_url, seeds=[1], run_dir="a", extra=budget, name="a.toml")
+        swapped = _config(tmp_path, stub.base_url, strategies=("hint_bad_first", "hint"), seeds=[1], run_dir="b", extra=budget,
+                          name="b.toml")
+        again = _config(tmp_path, stub.base_url, seeds=[1], run_dir="c", extra=budget, name="c.toml")
+        for cfg in (first, swapped, again):  # the second and third run with the cache the first one filled
+            assert main(["compare", str(cfg), "--quiet"]) == 0
+    a, b, c = (_without_wall(tmp_path / d / "results.json") for d in "abc")
+    assert a == c
+    assert {r["strategy"]: r for r in a["tiny"]["rows"]} == {r["strategy"]: r for r in b["tiny"]["rows"]}
+    stopped = {s for r in a["tiny"]["rows"] for s in r["stopped"]}
+    assert all(s.startswith("budget") for s in stopped), stopped  # the budget did bind
+    assert all(r["answers"]["evaluation"] == 8 and r["after"] == [0.0] for r in a["tiny"]["rows"])
 
 
 def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
@@ -103,3 +170,6 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
         assert done.returncode == 0, done.stderr.decode()
     assert first.stat().st_mtime_ns == stamp  # the finished cell was read back, not rerun
     assert "| hint | 2 |" in done.stdout.decode()
+    with StubServer(respond_body) as stub:  # the same grid uninterrupted (warm cache): the same table
+        assert main(["compare", str(_config(tmp_path, stub.base_url, run_dir="whole", name="whole.toml")), "--quiet"]) == 0
+    assert _without_wall(tmp_path / "grid" / "results.json") == _without_wall(tmp_path / "whole" / "results.json")

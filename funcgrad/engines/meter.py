@@ -193,7 +193,7 @@ class Meter:
         self.budget = budget
         self._lock = threading.Lock()
         self._rows = {(r.role, r.model): r for r in (start.rows if start else ())}
-        self._reserved = 0
+        self._reserved: dict[str, int] = {}  # answers in flight, per role
 
     def report(self) -> UsageTable:
         """A frozen snapshot of the counts so far."""
@@ -212,23 +212,27 @@ class Meter:
             table = UsageTable(tuple(self._rows.values()))
             answers, tokens = table.spent(self.budget)
             bounded = UsageTable(tuple(r for r in table.rows if self.budget.bounds(r.role)))
-            if self.budget.max_calls is not None and answers + self._reserved >= self.budget.max_calls:
+            if self.budget.max_calls is not None and answers + sum(self._reserved.values()) >= self.budget.max_calls:
+                charged = bounded.by_role("answers")
+                for r, n in self._reserved.items():
+                    charged[r] = charged.get(r, 0) + n
+                charged = {r: n for r, n in charged.items() if n}
                 raise BudgetExceeded(
-                    f"budget of {self.budget.max_calls} calls exhausted ({_summary(bounded.by_role('answers'))}; "
+                    f"budget of {self.budget.max_calls} calls exhausted ({_summary(charged)}; "
                     "cached answers count too); raise max_calls or resume with a larger budget"
                 )
-            if self.budget.max_tokens is not None and tokens >= self.budget.max_tokens:
+            if self.budget.max_tokens is not None and tokens >= self.budget.max_tokens:  # checked before each call
                 raise BudgetExceeded(
                     f"budget of {self.budget.max_tokens} tokens exhausted ({tokens} used: "
                     f"{_summary(bounded.by_role('answer_tokens'))}); raise max_tokens or resume with a larger budget"
                 )
-            self._reserved += 1
+            self._reserved[role] = self._reserved.get(role, 0) + 1
             return True
 
     def record(self, role: str, model: str, response: Response | None, *, reserved: bool) -> None:
         """Count one finished call (``response`` None = it failed) and release its reservation."""
         with self._lock:
-            self._reserved -= reserved
+            self._reserved[role] = self._reserved.get(role, 0) - reserved
             row = self._rows.get((role, model), UsageRow(role, model))
             if response is None:
                 row = attrs.evolve(row, failed_calls=row.failed_calls + 1)
@@ -247,10 +251,10 @@ class Meter:
                 )
             self._rows[(role, model)] = row
 
-    def release(self, reserved: bool = True) -> None:
-        """Give back a reservation whose call was interrupted before it finished."""
+    def release(self, role: str, reserved: bool = True) -> None:
+        """Give back the reservation of a ``role`` call that was interrupted before it finished."""
         with self._lock:
-            self._reserved -= reserved
+            self._reserved[role] = self._reserved.get(role, 0) - reserved
 
 
 class MeteredEngine:
@@ -288,7 +292,7 @@ class MeteredEngine:
             self._end(request, None, reserved)
             raise
         except BaseException:
-            self.meter.release(reserved)
+            self.meter.release(request.role, reserved)
             raise
         self._end(request, response, reserved)
         return response
@@ -302,7 +306,7 @@ class MeteredEngine:
             self._end(request, None, reserved)
             raise
         except BaseException:
-            self.meter.release(reserved)
+            self.meter.release(request.role, reserved)
             raise
         self._end(request, response, reserved)
         return response
