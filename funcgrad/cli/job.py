@@ -20,6 +20,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.cli.plugins import build_strategy, build_task
 from funcgrad.cli.progress import make_reporter
 from funcgrad.training.report import history_tsv, plot_learning_curve, report_markdown
+from funcgrad.training.html_report import write_run_report
 from funcgrad.training.rundir import RunDir, read_traces
 from funcgrad.core.serialize import dumps
 from funcgrad.training.fit import FitState, fit, settings_hash
@@ -151,6 +152,7 @@ def optimize(
     plot_learning_curve(fs, rd.path / "learning_curve.png", title=title)
     scored = [entry["result"] for entry in read_traces(rd.path / "traces.jsonl")] if (rd.path / "traces.jsonl").exists() else []
     rd.write_text("report.md", report_markdown(fs, task.state, title=title, usage=usage, wall_s=wall, results=scored))
+    write_run_report(rd.path, initial=task.state, title=title)
     return JobResult(fs, usage, wall, str(rd.path), title)
 
 

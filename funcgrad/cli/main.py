@@ -4,6 +4,7 @@
     funcgrad evaluate CONFIG [--state FILE] [--split test|val|train] [--replay]
     funcgrad show RUN_DIR|TRACE_FILE [--step N] [--phase P] [--limit N]
     funcgrad compare CONFIG [--quiet]
+    funcgrad report RUN_DIR
 
 Errors print one line (``funcgrad: error: ...``) and exit with status 2.
 """
@@ -102,6 +103,30 @@ def cmd_compare(args) -> int:
     return run_compare(args.config, quiet=args.quiet)
 
 
+def cmd_report(args) -> int:
+    from funcgrad.training.html_report import write_run_report
+
+    path = Path(args.run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a run directory (give the folder that holds checkpoint.json and traces.jsonl)")
+    print(f"report: {write_run_report(path, initial=_initial_prompts(path))}")
+    return 0
+
+
+def _initial_prompts(run_dir: Path):
+    """The task's initial prompt state, rebuilt from the run's config.json; None when that fails (the page says so)."""
+    import orjson
+
+    from funcgrad.cli.config import parse_config
+
+    try:
+        doc = orjson.loads((run_dir / "config.json").read_bytes())
+        config = parse_config(doc["config"], base_dir=Path(doc["config_file"]).parent if doc.get("config_file") else None)
+        return build_task(config.task, config.task_args, config_dir=config.config_dir).state
+    except (OSError, ValueError, KeyError, TypeError, FuncgradError):
+        return None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="funcgrad", description="Optimize the prompts of LLM pipelines with textual gradients.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +154,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("config")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_compare)
+    r = sub.add_parser("report", help="(re)write a run directory's report.html")
+    r.add_argument("run_dir", help="a run directory")
+    r.set_defaults(func=cmd_report)
     return p
 
 
