@@ -52,7 +52,7 @@ from hypothesis import strategies as st
 
 from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
 from funcgrad.core.nodes import LLM, Fn, Var
-from funcgrad.core.run import Example, Loss, Result
+from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result
 from funcgrad.core.state import PARAM_KINDS, Param, PromptState
 from funcgrad.core.strategy import NOTE_STATUSES, Attempt, Note, Update
 from funcgrad.core.trace import Record, Trace
@@ -353,15 +353,29 @@ def traces(
     return Trace(tuple(recs), example_id=draw(texts(max_size=6)), skips=skip_nodes, output=output)
 
 
-def results() -> st.SearchStrategy[Result]:
-    """A :class:`~funcgrad.Result` (example, output, scored trace, loss).
+def failures() -> st.SearchStrategy[Failure]:
+    """A :class:`~funcgrad.core.run.Failure` (why an example has no answer).
 
-    >>> results().example().trace.records[-1].kind
-    'loss'
+    >>> failures().example().kind in ("engine", "pipeline", "loss")
+    True
     """
-    return st.builds(
+    return st.builds(Failure, kind=st.sampled_from(FAILURE_KINDS), message=texts(max_size=20), node=texts(max_size=6))
+
+
+def results() -> st.SearchStrategy[Result]:
+    """A :class:`~funcgrad.Result`: an answer (scored trace, loss) or a failure (unscored trace, failure).
+
+    >>> r = results().example()
+    >>> r.failed or r.trace.records[-1].kind == "loss"
+    True
+    """
+    answers = st.builds(
         Result, example=examples(), output=json_values(max_leaves=3), trace=traces(with_loss=True), loss=losses()
     )
+    failed = st.builds(
+        Result, example=examples(), output=st.none(), trace=traces(with_loss=False), loss=st.none(), failure=failures()
+    )
+    return answers | failed
 
 
 def notes() -> st.SearchStrategy[Note]:

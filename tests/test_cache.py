@@ -74,6 +74,28 @@ requests = st.builds(
 )
 
 
+def test_server_identity_is_part_of_the_key(tmp_path):
+    """Two servers serving the same model name never share answers; replay needs the identity."""
+    a = CachedEngine(ScriptedEngine(lambda r: "from A", model="m"), tmp_path, identity="http://a/v1")
+    b = CachedEngine(ScriptedEngine(lambda r: "from B", model="m"), tmp_path, identity="http://b/v1")
+    assert a.complete(ask()).text == "from A"
+    answer = b.complete(ask())
+    assert answer.text == "from B" and not answer.cached
+    assert CachedEngine(None, tmp_path, replay=True, model="m", identity="http://b/v1").complete(ask()).text == "from B"
+    with pytest.raises(CacheMiss):
+        CachedEngine(None, tmp_path, replay=True, model="m", identity="http://c/v1").complete(ask())
+    entry = orjson.loads(next(p for p in entries(tmp_path) if orjson.loads(p.read_bytes())["server"] == "http://a/v1").read_bytes())
+    assert entry["response"]["text"] == "from A"
+
+
+def test_an_http_engine_keys_by_its_base_url(tmp_path):
+    with StubServer(lambda body: "one") as one, StubServer(lambda body: "two") as two:
+        with OpenAIEngine("same-name", base_url=one.base_url, api_key="") as e1, OpenAIEngine("same-name", base_url=two.base_url, api_key="") as e2:
+            assert CachedEngine(e1, tmp_path).complete(ask()).text == "one"
+            assert CachedEngine(e2, tmp_path).complete(ask()).text == "two"
+    assert (len(one.requests), len(two.requests)) == (1, 1)
+
+
 @given(requests, st.integers(0, 100))
 def test_sample_index_gives_distinct_keys(request, other):
     engine = CachedEngine(None, ".", replay=True, model="m")
@@ -214,15 +236,16 @@ def test_concurrent_writer_processes_leave_only_valid_entries(tmp_path):
 def test_faults_through_the_cache_never_corrupt_it(tmp_path):
     """Every fault ends in a successful retry or one clear EngineError; the cache stays valid."""
     fast = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01, malformed_attempts=2)
+    permanent = {"400": "EngineError", "context": "EngineError", "401": "EngineUnavailable", "403": "EngineUnavailable", "404": "EngineUnavailable"}
     outcomes = {}
     for fault in FAULTS:
-        with StubServer(faults=lambda i, body: fault if i % 2 == 0 or fault in ("400", "401") else None) as stub:
+        with StubServer(faults=lambda i, body: fault if i % 2 == 0 or fault in permanent else None, trickle_s=0.001) as stub:
             with OpenAIEngine("m", base_url=stub.base_url, api_key="", timeout=0.3, retry=fast) as inner:
                 engine = CachedEngine(inner, tmp_path)
                 try:
                     outcomes[fault] = engine.complete(ask(fault)).text
                 except EngineError as exc:
                     outcomes[fault] = type(exc).__name__
-    assert outcomes == {f: ("EngineError" if f in ("400", "401") else f) for f in FAULTS}
-    assert len(entries(tmp_path)) == len(FAULTS) - 2
+    assert outcomes == {f: permanent.get(f, f) for f in FAULTS}
+    assert len(entries(tmp_path)) == len(FAULTS) - len(permanent)
     assert_all_valid(tmp_path)

@@ -175,6 +175,6 @@ def test_replay_reproduces_a_finished_run_without_a_server(tmp_path, monkeypatch
     (tmp_path / "other").mkdir()
     other = _config(tmp_path / "other", "http://127.0.0.1:9/v1")
     other.write_text(other.read_text().replace("n = 12", "n = 15").replace('cache = "cache"', f'cache = "{tmp_path / "cache"}"'))
-    assert main(["optimize", str(other), "--quiet", "--replay"]) == 2
+    assert main(["optimize", str(other), "--quiet", "--replay"]) == 3  # a run failure, not bad input
     err = capsys.readouterr().err
     assert "replay" in err.lower() and any(q in err for q in ("q12", "q13", "q14"))  # a question never asked

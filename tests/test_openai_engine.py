@@ -4,13 +4,14 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 
 import orjson
 import pytest
 
 from funcgrad.engines.cache import CachedEngine
 from funcgrad.core.calls import Request
-from funcgrad.core.errors import EngineError
+from funcgrad.core.errors import EngineError, EngineUnavailable
 from funcgrad.engines.meter import MeteredEngine
 from funcgrad.engines.openai import OpenAIEngine, RetryPolicy, sample_seed
 from funcgrad.engines.stub import FAULTS, StubServer
@@ -71,7 +72,10 @@ def test_bad_base_url_and_schema_are_clear_errors():
             engine.complete(ask(json_schema="{nope"))
 
 
-@pytest.mark.parametrize("fault", [f for f in FAULTS if f not in ("400", "401")])
+PERMANENT = ("400", "401", "403", "404", "context")
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f not in PERMANENT + ("trickle",)])
 def test_each_transient_fault_is_retried(fault):
     sleeps = []
     with StubServer(faults=[fault]) as stub, engine_for(stub, timeout=0.3, sleep=sleeps.append) as engine:
@@ -80,14 +84,68 @@ def test_each_transient_fault_is_retried(fault):
     assert len(stub.requests) == 2 and len(sleeps) == 1
 
 
-@pytest.mark.parametrize("fault", ["400", "401"])
+@pytest.mark.parametrize("fault", PERMANENT)
 def test_client_errors_are_not_retried(fault):
     with StubServer(faults=[fault]) as stub, engine_for(stub) as engine:
         with pytest.raises(EngineError) as info:
             engine.complete(ask())
     assert len(stub.requests) == 1
     message = str(info.value)
-    assert f"HTTP {fault}" in message and f"injected {fault}" in message and "check" in message
+    status = "400" if fault == "context" else fault
+    assert f"HTTP {status}" in message and "injected" in message and "check" in message
+    # auth and routing errors mean no call can succeed; a rejected request is that call's alone
+    assert isinstance(info.value, EngineUnavailable) == (fault in ("401", "403", "404"))
+
+
+def test_retry_after_as_an_http_date_is_honoured():
+    sleeps = []
+    policy = RetryPolicy(base_delay=0.001, max_delay=30.0, jitter=0.0)
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"  # the clock below says it is 12 s before that
+    with StubServer(faults=["429"], retry_after=date) as stub, engine_for(stub, retry=policy, sleep=sleeps.append) as e:
+        e._wall = lambda: 1445412480.0 - 12.0
+        assert e.complete(ask()).text == "hello there"
+    assert sleeps == [12.0]
+
+
+def test_a_server_trickling_its_answer_is_cut_by_the_deadline():
+    with StubServer(faults=lambda i, body: "trickle", trickle_s=0.05) as stub:
+        with engine_for(stub, timeout=5.0, deadline=0.5) as engine:
+            started = time.monotonic()
+            with pytest.raises(EngineError, match=r"no complete answer within deadline=0.5s") as info:
+                engine.complete(ask())
+            took = time.monotonic() - started
+    assert not isinstance(info.value, EngineUnavailable)
+    assert took < 2.0  # the read timeout (5 s) alone would never fire: a byte arrives every 50 ms
+    assert len(stub.requests) == 1
+
+
+def test_the_deadline_also_bounds_retries():
+    sleeps = []
+    clock = [0.0]
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    policy = RetryPolicy(max_attempts=50, base_delay=1.0, max_delay=1.0, jitter=0.0)
+    with StubServer(faults=lambda i, body: "500") as stub:
+        with engine_for(stub, retry=policy, sleep=sleep, clock=lambda: clock[0], deadline=3.5) as engine:
+            with pytest.raises(EngineError, match=r"deadline=3.5s leaves no time") as info:
+                engine.complete(ask())
+    assert sleeps == [1.0, 1.0, 1.0] and len(stub.requests) == 4
+    assert "HTTP 500" in str(info.value)
+
+
+def test_a_trickled_answer_within_the_deadline_is_used():
+    with StubServer(lambda body: "ok", faults=["trickle"], trickle_s=0.001) as stub, engine_for(stub, deadline=30.0) as engine:
+        assert engine.complete(ask()).text == "ok"
+
+
+def test_identity_is_the_base_url_without_credentials():
+    with OpenAIEngine("m", base_url="http://user:pw@127.0.0.1:9/v1", api_key="") as engine:
+        assert engine.identity == "http://127.0.0.1:9/v1"
+    with OpenAIEngine("m", base_url="http://127.0.0.1:9/v1", api_key="", identity="sha256:ab") as engine:
+        assert engine.identity == "sha256:ab"
 
 
 def test_retry_after_is_honoured_and_capped():
@@ -127,9 +185,9 @@ def test_unreachable_server_is_a_clear_error():
     with StubServer() as stub:
         url = stub.base_url
     with OpenAIEngine("m", base_url=url, retry=FAST, api_key="") as engine:
-        with pytest.raises(EngineError, match="connection error") as info:
+        with pytest.raises(EngineUnavailable, match="connection error") as info:
             engine.complete(ask())
-    assert "check that the server is up" in str(info.value)
+    assert "check that the server is up" in str(info.value) and "failed after 4 attempts" in str(info.value)
 
 
 def test_32_concurrent_calls_are_all_in_flight_together():

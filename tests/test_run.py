@@ -21,6 +21,8 @@ from funcgrad import (
     run_batch,
     run_example,
 )
+from funcgrad.core.errors import RunFailed
+from funcgrad.core.run import Failure, mean_score, raise_on_failures
 from funcgrad.engines.scripted import ScriptedEngine, replies
 from funcgrad.testing import pipelines, recorded_responder, texts
 
@@ -131,7 +133,7 @@ def _failing_pipelines():
 
 
 @pytest.mark.parametrize("case", ["fn node raises", "engine raises"])
-def test_failing_pipelines_score_zero_with_feedback_and_an_error_record(case):
+def test_failing_pipelines_are_failures_with_the_cause_recorded_never_scores(case):
     pipeline, bad_node, exc_name = _failing_pipelines()[case]
 
     def respond(request):
@@ -149,24 +151,103 @@ def test_failing_pipelines_score_zero_with_feedback_and_an_error_record(case):
     assert trace.records[-1].output is None
 
     result = run_example(pipeline, state, Example("e1", "q", "42"), engine=ScriptedEngine(respond), loss=funcgrad.exact_match)
-    assert result.failed and result.output is None
-    assert result.loss.score == 0.0
-    assert "failed before producing an answer" in result.loss.feedback and bad_node in result.loss.feedback
+    assert result.failed and result.output is None and result.loss is None
+    assert result.failure.kind == ("engine" if case == "engine raises" else "pipeline")
+    assert result.failure.node == bad_node
+    assert (exc_name in result.failure.message) or ("model is down" in result.failure.message)
     check_trace(result.trace)
-    *before, error_record, loss_record = result.trace.records
-    assert error_record.node == bad_node and error_record.error
-    assert (exc_name in error_record.error) or ("model is down" in error_record.error)
-    assert loss_record.kind == "loss" and loss_record.inputs == ()
-    assert loss_record.output["score"] == 0.0
+    assert result.trace.loss is None  # never scored
+    assert result.trace.records[-1].node == bad_node and result.trace.records[-1].error
+    assert funcgrad.loads(funcgrad.dumps(result)) == result
 
 
-def test_pipeline_body_raising_gives_score_zero():
+def test_pipeline_body_raising_is_a_pipeline_failure():
     def pipeline(prompts, x):
         raise RuntimeError("bug in user code")
 
     result = run_example(pipeline, PromptState(), Example("e", "q", "a"), engine=ScriptedEngine(lambda r: ""), loss=funcgrad.exact_match)
-    assert result.loss.score == 0.0 and "RuntimeError: bug in user code" in result.loss.feedback
-    assert [r.kind for r in result.trace.records] == ["input", "loss"]
+    assert result.loss is None and result.failure == Failure("pipeline", "pipeline failed: RuntimeError: bug in user code")
+    assert [r.kind for r in result.trace.records] == ["input"]
+
+
+def test_a_loss_that_raises_is_a_loss_failure_recorded_in_a_loss_record():
+    node = LLM("answer", user="{q}")
+
+    def loss(output, example):
+        raise ZeroDivisionError("division by zero")
+
+    result = run_example(lambda p, x: node(p, q=x), PromptState(), Example("e", "q", "a"), engine=ScriptedEngine(lambda r: "4"), loss=loss)
+    assert result.failure == Failure("loss", "ZeroDivisionError: division by zero") and result.output == "4"
+    check_trace(result.trace)
+    assert result.trace.loss.error == "ZeroDivisionError: division by zero" and result.trace.loss.output is None
+
+
+@pytest.mark.parametrize("bad", ["unknown param", "missing template key", "lone surrogate"])
+def test_user_errors_in_a_pipeline_are_failures_found_before_any_call(bad):
+    node = {
+        "unknown param": LLM("answer", system=("nope",), user="{q}"),
+        "missing template key": LLM("answer", user="{question}"),
+        "lone surrogate": LLM("answer", system=("sys",), user="{q}"),
+    }[bad]
+    state = PromptState.of(sys=Param("Say \udc80 it."))
+    calls = []
+    engine = ScriptedEngine(lambda r: calls.append(r) or "4")
+    result = run_example(lambda p, x: node(p, q=x), state, Example("e", "q", "4"), engine=engine, loss=funcgrad.exact_match)
+    assert result.failure.kind == "pipeline" and calls == []
+    assert {"unknown param": "'nope'", "missing template key": "needs input 'question'", "lone surrogate": "not valid Unicode"}[bad] in result.failure.message
+
+
+def test_a_lone_surrogate_in_an_example_is_refused_when_it_is_made():
+    with pytest.raises(funcgrad.SerializationError, match=r"Example.x contains '\\udc80' at position 2 \(after 'ab'\)"):
+        Example("e", "ab\udc80")
+
+
+def _batch(n_failing: int, n: int = 10):
+    node = LLM("answer", user="{q}")
+
+    def respond(request):
+        if int(request.messages[-1].content) < n_failing:
+            raise EngineError("HTTP 500 after retries")
+        return "ok"
+
+    return lambda p, x: node(p, q=x), tuple(Example(f"e{i}", str(i), "ok") for i in range(n)), ScriptedEngine(respond)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_run_batch_stops_on_a_failure_and_the_error_names_it(concurrency):
+    pipeline, examples, engine = _batch(n_failing=1)
+    seen = []
+    with pytest.raises(RunFailed, match=r"1 of 10 examples failed .* example 'e0': engine failure in node 'answer': .*HTTP 500") as info:
+        run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, concurrency=concurrency, on_result=seen.append)
+    assert [r.example.id for r in info.value.results if r.failed] == ["e0"]
+    assert all(not r.failed for r in seen)  # a failure is never reported as a scored result
+
+
+@given(st.integers(0, 10), st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]))
+@settings(max_examples=40, deadline=None)
+def test_failure_rate_threshold(n_failing, rate):
+    pipeline, examples, engine = _batch(n_failing)
+    allowed = int(rate * 10)
+    try:
+        results = run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, concurrency=1, max_failure_rate=rate)
+    except RunFailed as exc:
+        assert n_failing > allowed and sum(r.failed for r in exc.results) == allowed + 1
+        return
+    assert n_failing <= allowed and sum(r.failed for r in results) == n_failing
+    assert len(raise_on_failures(results, max_failure_rate=rate)) == 10 - n_failing
+    if n_failing:
+        with pytest.raises(RunFailed):
+            mean_score(results)  # a failure is never averaged in as a 0
+    else:
+        assert mean_score(results) == 1.0
+
+
+def test_a_result_is_an_answer_or_a_failure():
+    ex = Example("e", "q")
+    with pytest.raises(funcgrad.FuncgradError, match="exactly one of loss"):
+        funcgrad.Result(ex, None, funcgrad.Trace(), None)
+    with pytest.raises(funcgrad.FuncgradError, match="exactly one of loss"):
+        funcgrad.Result(ex, None, funcgrad.Trace(), Loss(0.0), Failure("engine", "x"))
 
 
 def test_run_errors_name_the_problem():

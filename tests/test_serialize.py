@@ -11,6 +11,7 @@ from funcgrad.core.serialize import _TYPES
 from funcgrad.testing import (
     attempts,
     examples,
+    failures,
     json_values,
     losses,
     messages,
@@ -36,6 +37,7 @@ PUBLIC_VALUES = {
     "Loss": losses(),
     "Example": examples(),
     "Result": results(),
+    "Failure": failures(),
     "Usage": usages(),
     "Message": messages(),
     "Request": requests(),

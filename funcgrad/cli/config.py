@@ -30,7 +30,9 @@ class EngineConfig:
     """Where model calls go: a local GGUF model served by funcgrad (``model`` = known
     name or .gguf path), or any OpenAI-compatible server (``base_url`` + ``model``,
     key read from the environment variable ``api_key_env``; the key itself never goes
-    in a config file)."""
+    in a config file). ``timeout`` bounds each read of an answer, ``deadline`` (seconds)
+    a whole call with its retries; ``retries`` is how often a transient failure is
+    retried (None: 4 for a server, 2 for the embedded model)."""
 
     model: str = DEFAULT_MODEL
     base_url: str | None = None
@@ -39,6 +41,8 @@ class EngineConfig:
     n_ctx: int = 4096
     threads: int = 2
     timeout: float = 600.0
+    deadline: float | None = None
+    retries: int | None = None
 
     @property
     def local(self) -> bool:
@@ -69,7 +73,10 @@ class RunConfig:
 
 
 _SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run")
-_ENGINE_TYPES = {"model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int, "timeout": (int, float)}
+_ENGINE_TYPES = {
+    "model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int,
+    "timeout": (int, float), "deadline": (int, float), "retries": int,
+}
 _TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)}
 _BUDGET_TYPES = {"max_calls": int, "max_tokens": int}
 _RUN_TYPES = {"dir": str, "cache": str}
@@ -91,7 +98,9 @@ def _typed(section: str, table: Mapping, types: Mapping[str, Any]) -> dict:
         if isinstance(value, bool) or not isinstance(value, want):
             names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
             raise ConfigError(f"[{section}] {key} = {value!r}: must be a {names}")
-        if isinstance(value, (int, float)) and value <= 0:
+        if key == "retries" and value < 0:
+            raise ConfigError(f"[{section}] {key} = {value!r}: must be >= 0 (0 = no retries)")
+        if isinstance(value, (int, float)) and value <= 0 and key != "retries":
             raise ConfigError(f"[{section}] {key} = {value!r}: must be > 0")
         out[key] = value
     return out
@@ -150,9 +159,15 @@ def read_toml(path: str | Path) -> dict:
     """The parsed TOML file at ``path``; ConfigError if it is missing or not valid TOML."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory; pass the path of a .toml file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 

@@ -6,19 +6,24 @@
     funcgrad compare CONFIG [--quiet]
     funcgrad report RUN_DIR
 
-Errors print one line (``funcgrad: error: ...``) and exit with status 2.
+Errors print one line (``funcgrad: error: ...``) on stderr. Exit status: 0 done;
+2 bad input (config, arguments, run directory, checkpoint); 3 the run failed (an
+example could not be answered, the model server is unavailable, a budget or replay
+miss stopped an evaluation): fix the cause and rerun, with ``--resume`` for
+``optimize`` (the checkpoint keeps the last complete step); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import attrs
 from pathlib import Path
 
 from funcgrad.cli.config import load_config
-from funcgrad.core.errors import ConfigError, FuncgradError
+from funcgrad.core.errors import ConfigError, EngineError, FuncgradError, RunFailed, SerializationError
 from funcgrad.cli.job import open_engines, optimize
 from funcgrad.cli.plugins import build_task
 from funcgrad.cli.progress import make_reporter
@@ -55,6 +60,10 @@ def cmd_evaluate(args) -> int:
             state = loads(Path(args.state).read_bytes())
         except FileNotFoundError:
             raise ConfigError(f"--state file {args.state!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read --state file {args.state!r}: {exc.strerror}") from None
+        except SerializationError as exc:
+            raise ConfigError(f"--state file {args.state!r} is not a funcgrad state: {exc}") from None
     examples = {"test": task.test, "val": task.val, "train": task.train}[args.split]
     reporter = make_reporter(quiet=args.quiet, title=f"evaluate {task.name} ({args.split})")
     with open_engines(config, replay=args.replay) as engines, reporter:
@@ -89,7 +98,11 @@ def cmd_show(args) -> int:
         if args.phase and entry["phase"] != args.phase:
             continue
         r = entry["result"]
-        print(f"[step {entry['step']} {entry['phase']}] score {r.loss.score:.2f}: {r.loss.feedback[:120]}")
+        if r.failed:
+            where = f" in node {r.failure.node!r}" if r.failure.node else ""
+            print(f"[step {entry['step']} {entry['phase']}] FAILED ({r.failure.kind}{where}): {r.failure.message[:120]}")
+        else:
+            print(f"[step {entry['step']} {entry['phase']}] score {r.loss.score:.2f}: {r.loss.feedback[:120]}")
         print(format_trace(r.trace) + "\n")
         shown += 1
         if shown >= args.limit:
@@ -164,12 +177,22 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except (RunFailed, EngineError) as exc:
+        print(f"funcgrad: error: {_one_line(exc)}", file=sys.stderr)
+        return 3
     except FuncgradError as exc:
-        print(f"funcgrad: error: {exc}", file=sys.stderr)
+        print(f"funcgrad: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `funcgrad show RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     except KeyboardInterrupt:
         print("funcgrad: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ class EngineError(FuncgradError):
     """A model call failed for good (after retries), or its answer was unusable."""
 
 
+class EngineUnavailable(EngineError):
+    """The model server cannot answer any call (key rejected, model or URL unknown, server gone
+    after retries). Unlike other engine errors it stops a whole run at once, not one example."""
+
+
 class BudgetExceeded(EngineError):
     """A call or token budget ran out; everything saved so far stays intact."""
 
@@ -47,3 +52,15 @@ class ConfigError(FuncgradError):
 
 class CheckpointError(FuncgradError):
     """A checkpoint is missing, corrupt, or belongs to another run."""
+
+
+class RunFailed(FuncgradError):
+    """Examples failed (a model call, the pipeline or the loss raised) instead of being answered.
+
+    ``.results`` holds the results finished so far, failures included, so their traces
+    (with the cause recorded) can be written out; nothing of a failure was scored.
+    """
+
+    def __init__(self, message: str, results=()):
+        super().__init__(message)
+        self.results = tuple(results)

@@ -25,13 +25,13 @@ import attrs
 import orjson
 
 from funcgrad.core.calls import ROLES, Engine, Message, Request
-from funcgrad.core.errors import BudgetExceeded, CacheMiss, FuncgradError, PipelineError, TraceError
+from funcgrad.core.errors import BudgetExceeded, CacheMiss, EngineUnavailable, FuncgradError, PipelineError, TraceError
 from funcgrad.core.state import PromptState
 from funcgrad.core.trace import Record, Trace
-from funcgrad.core.values import freeze
+from funcgrad.core.values import check_text, freeze
 
-# Errors that stop a whole run instead of failing one example.
-FATAL_ERRORS = (BudgetExceeded, CacheMiss)
+# Errors that stop a whole run at once instead of failing one example: no other call can succeed.
+FATAL_ERRORS = (BudgetExceeded, CacheMiss, EngineUnavailable)
 
 
 @attrs.frozen
@@ -94,7 +94,8 @@ def _split_vars(names_values) -> tuple[tuple[int, ...], tuple[str, ...], dict]:
 def _fail(node: str, exc: BaseException) -> None:
     if isinstance(exc, FATAL_ERRORS):
         raise exc
-    raise PipelineError(f"node {node!r} failed: {exc}") from exc
+    detail = str(exc) if isinstance(exc, FuncgradError) else f"{type(exc).__name__}: {exc}"
+    raise PipelineError(f"node {node!r} failed: {detail}") from exc
 
 
 @attrs.frozen
@@ -133,8 +134,8 @@ class LLM:
             ) from None
         messages = []
         if leaves:
-            messages.append(Message("system", prompts.render(leaves)))
-        messages.append(Message("user", user))
+            messages.append(Message("system", check_text(prompts.render(leaves), where=f"LLM node {self.name!r}: the system prompt")))
+        messages.append(Message("user", check_text(user, where=f"LLM node {self.name!r}: the user message")))
         request = Request(
             messages=tuple(messages),
             model=self.model,

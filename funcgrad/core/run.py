@@ -6,6 +6,13 @@ engine answers, the same inputs give the same trace. :func:`run_example` also sc
 the output with a loss and appends the loss record; :func:`run_batch` does that for
 many examples at once.
 
+An example either gets an **answer** (a :class:`Result` with a :class:`Loss`: scored,
+critiqued, optimized) or a **failure** (a :class:`Result` with a :class:`Failure`: a
+model call failed for good, the pipeline or the loss raised). A failure is never
+scored: :func:`mean_score` refuses it, :func:`run_batch` stops on it (or above a failure
+rate) with :class:`~funcgrad.core.errors.RunFailed`, and :func:`raise_on_failures` is the
+check a training loop makes before handing results to an optimizer.
+
 >>> from funcgrad import LLM, Param, PromptState
 >>> from funcgrad.engines.scripted import ScriptedEngine
 >>> node = LLM("answer", system=("sys",), user="{input}")
@@ -19,13 +26,14 @@ many examples at once.
 from __future__ import annotations
 
 import concurrent.futures
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from funcgrad.core.calls import Engine
-from funcgrad.core.errors import FuncgradError, PipelineError, TraceError
+from funcgrad.core.errors import EngineError, FuncgradError, PipelineError, RunFailed, TraceError
 from funcgrad.core.nodes import _CURRENT, FATAL_ERRORS, Var, _Builder
 from funcgrad.core.state import PromptState
 from funcgrad.core.trace import Record, Trace
@@ -53,26 +61,63 @@ class Loss:
 
 @attrs.frozen
 class Example:
-    """One example: an id, the pipeline input ``x`` and the expected ``target`` (JSON values)."""
+    """One example: an id, the pipeline input ``x`` and the expected ``target`` (JSON values).
+
+    Text must be valid Unicode (no lone surrogates; :func:`~funcgrad.core.values.freeze`
+    checks it), so a bad data file fails before any model call is paid for.
+    """
 
     id: str
-    x: Any = attrs.field(converter=freeze)
-    target: Any = attrs.field(default=None, converter=freeze)
+    x: Any = attrs.field(converter=lambda v: freeze(v, where="Example.x"))
+    target: Any = attrs.field(default=None, converter=lambda v: freeze(v, where="Example.target"))
+
+
+FAILURE_KINDS = ("engine", "pipeline", "loss")
+
+
+@attrs.frozen
+class Failure:
+    """Why an example has no answer: ``kind`` is ``engine`` (a model call failed for good),
+    ``pipeline`` (the pipeline or one of its nodes raised) or ``loss`` (the loss function
+    raised); ``node`` names the failing node ("" if none), ``message`` the cause.
+
+    >>> Failure("engine", "HTTP 400: context length exceeded", node="answer").kind
+    'engine'
+    """
+
+    kind: str = attrs.field(validator=attrs.validators.in_(FAILURE_KINDS))
+    message: str = attrs.field(validator=attrs.validators.instance_of(str))
+    node: str = ""
+
+
+def _answer_or_failure(instance, attribute, value):
+    if (instance.loss is None) == (value is None):
+        raise FuncgradError("a Result holds exactly one of loss (an answer) and failure (no answer)")
 
 
 @attrs.frozen
 class Result:
-    """The outcome of one example: its output, full trace (ending in the loss record) and loss."""
+    """The outcome of one example: an answer (``loss`` set) or a failure (``failure`` set).
+
+    ``trace`` is the full trace: an answer's ends in its loss record; a failure's ends
+    in the record that failed (its ``error`` says why), or in a loss record with an error
+    when the loss function raised.
+
+    >>> ex = Example("e", "q", "a")
+    >>> Result(ex, None, Trace(), None, Failure("pipeline", "ValueError: bad")).failed
+    True
+    """
 
     example: Example
     output: Any = attrs.field(converter=freeze)
     trace: Trace
-    loss: Loss
+    loss: Loss | None
+    failure: Failure | None = attrs.field(default=None, validator=_answer_or_failure)
 
     @property
     def failed(self) -> bool:
-        """True when the pipeline raised before producing an output."""
-        return self.trace.output is None
+        """True when the example has no answer (see ``failure``)."""
+        return self.failure is not None
 
 
 LossFn = Callable[[Any, Example], Loss]
@@ -123,11 +168,24 @@ def _run(pipeline, state, x, engine, example_id, loss, example):
                 f"the pipeline returned a plain {type(y).__name__}; return the Var a node produced "
                 "(wrap post-processing in a funcgrad.fn node so the trace keeps the edge)"
             )
-        scored = loss(y.value, example) if loss is not None else None
+        try:
+            scored = loss(y.value, example) if loss is not None else None
+        except FATAL_ERRORS:
+            raise
+        except Exception as exc:
+            raise _LossRaised(exc, y.value, builder.freeze(example_id, y.id)) from exc
     finally:
         _CURRENT.reset(token)
     trace = builder.freeze(example_id, y.id)
     return y.value, trace, scored
+
+
+class _LossRaised(Exception):
+    """Private: the loss function raised ``error`` after the pipeline produced ``output``."""
+
+    def __init__(self, error: Exception, output: Any, trace: Trace):
+        super().__init__(str(error))
+        self.error, self.output, self.trace = error, output, trace
 
 
 def with_loss(trace: Trace, loss: Loss, target: Any = None) -> Trace:
@@ -148,18 +206,37 @@ def with_loss(trace: Trace, loss: Loss, target: Any = None) -> Trace:
     return attrs.evolve(trace, records=trace.records + (record,))
 
 
+def _loss_record(trace: Trace, target: Any, **fields) -> Record:
+    """A loss record appended after ``trace`` (input: its output record, if any)."""
+    next_id = trace.records[-1].id + 1 if trace.records else 0
+    inputs = (trace.output,) if trace.output is not None else ()
+    return Record(next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs), request={"target": target}, **fields)
+
+
+def _failure_of(exc: BaseException, trace: Trace, default: str) -> Failure:
+    """Classify an exception raised while running or scoring an example."""
+    cause = exc.__cause__ if isinstance(exc, PipelineError) and exc.__cause__ is not None else exc
+    node = next((r.node for r in reversed(trace.records) if r.error is not None), "")
+    kind = "engine" if isinstance(cause, EngineError) else default
+    return Failure(kind, str(exc) if isinstance(exc, FuncgradError) else f"{type(exc).__name__}: {exc}", node)
+
+
 def run_example(pipeline: Pipeline, state: PromptState, example: Example, *, engine: Engine, loss: LossFn) -> Result:
-    """Run one example and score it. A failing pipeline gives score 0 with the error as feedback.
+    """Run one example and score it; a failure (model call, pipeline or loss raised) is returned, not scored.
 
     The loss function runs inside the run, so an LLM judge written as an LLM node
-    (``role="judge"``) is recorded in the trace too.
+    (``role="judge"``) is recorded in the trace too. Budget exhaustion, replay misses
+    and an unavailable server (``FATAL_ERRORS``) are raised: they stop the whole run.
     """
     try:
         output, trace, scored = _run(pipeline, state, example.x, engine, example.id, loss, example)
     except PipelineError as exc:
         trace = exc.trace if exc.trace is not None else Trace(example_id=example.id)
-        scored = Loss(0.0, f"the pipeline failed before producing an answer: {exc}")
-        output = None
+        return Result(example, None, trace, None, _failure_of(exc, trace, "pipeline"))
+    except _LossRaised as exc:
+        failure = _failure_of(exc.error, exc.trace, "loss")
+        record = _loss_record(exc.trace, example.target, error=failure.message)
+        return Result(example, exc.output, attrs.evolve(exc.trace, records=exc.trace.records + (record,)), None, failure)
     if not isinstance(scored, Loss):
         raise FuncgradError(f"the loss function returned {type(scored).__name__}; it must return funcgrad.Loss")
     return Result(example, output, with_loss(trace, scored, example.target), scored)
@@ -174,27 +251,38 @@ def run_batch(
     loss: LossFn,
     concurrency: int | None = None,
     on_result: Callable[[Result], None] | None = None,
+    max_failure_rate: float | None = 0.0,
 ) -> tuple[Result, ...]:
     """Run and score many examples with at most ``concurrency`` in flight (default: the engine's).
 
     Results come back in the order of ``examples``; ``on_result`` is called as each
-    finishes (for progress display). A fatal error (budget, replay miss) cancels the
-    examples not yet started and is raised.
+    finishes (for progress display). As soon as more than ``max_failure_rate`` of the
+    examples failed (default 0: any failure; None: never), the examples not yet started
+    are cancelled and :class:`~funcgrad.core.errors.RunFailed` is raised carrying the
+    results finished so far; failures within the rate are returned (and passed to
+    ``on_result``) with ``failure`` set. A fatal error (budget, replay miss, server
+    unavailable) cancels the rest and is raised.
     """
+    allowed = _allowed_failures(max_failure_rate, len(examples))
+    finished: list[Result] = []
+
+    def take(result: Result) -> None:
+        finished.append(result)
+        if sum(r.failed for r in finished) > allowed:
+            raise RunFailed(_failure_message(finished, allowed, len(examples)), finished)
+        if on_result:
+            on_result(result)
+
     workers = max(1, concurrency or getattr(engine, "concurrency", 1))
     if workers == 1 or len(examples) <= 1:
-        out = []
         for ex in examples:
-            out.append(run_example(pipeline, state, ex, engine=engine, loss=loss))
-            if on_result:
-                on_result(out[-1])
-        return tuple(out)
+            take(run_example(pipeline, state, ex, engine=engine, loss=loss))
+        return tuple(finished)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run_example, pipeline, state, ex, engine=engine, loss=loss) for ex in examples]
         try:
             for fut in concurrent.futures.as_completed(futures):
-                if on_result:
-                    on_result(fut.result())
+                take(fut.result())
             return tuple(f.result() for f in futures)
         except BaseException:
             for f in futures:
@@ -202,10 +290,52 @@ def run_batch(
             raise
 
 
+def _allowed_failures(max_failure_rate: float | None, n: int) -> float:
+    if max_failure_rate is None:
+        return math.inf
+    if isinstance(max_failure_rate, bool) or not isinstance(max_failure_rate, int | float) or not 0.0 <= max_failure_rate <= 1.0:
+        raise FuncgradError(f"max_failure_rate={max_failure_rate!r} must be a number in [0, 1] or None")
+    return math.floor(max_failure_rate * n + 1e-9)
+
+
+def _failure_message(results: Sequence[Result], allowed: float, total: int, shown: int = 3) -> str:
+    failed = [r for r in results if r.failed]
+    first = "; ".join(
+        f"example {r.example.id!r}: {r.failure.kind} failure" + (f" in node {r.failure.node!r}" if r.failure.node else "")
+        + f": {r.failure.message[:300]}"
+        for r in failed[:shown]
+    )
+    more = f" (and {len(failed) - shown} more)" if len(failed) > shown else ""
+    limit = "no failure is allowed" if allowed == 0 else f"at most {allowed} of {total} may fail"
+    return f"{len(failed)} of {total} examples failed instead of being answered ({limit}): {first}{more}"
+
+
+def raise_on_failures(results: Sequence[Result], *, max_failure_rate: float = 0.0) -> tuple[Result, ...]:
+    """The answered results, after checking that at most ``max_failure_rate`` of ``results`` failed.
+
+    Raises :class:`~funcgrad.core.errors.RunFailed` naming the first failures and their
+    causes otherwise. A training loop calls it before scoring a batch or handing it
+    to an optimizer, so a failure is never mistaken for a wrong answer.
+
+    >>> ok = Result(Example("a", "q"), "4", Trace(), Loss(1.0))
+    >>> bad = Result(Example("b", "q"), None, Trace(), None, Failure("engine", "HTTP 401"))
+    >>> [r.example.id for r in raise_on_failures([ok, bad], max_failure_rate=0.5)]
+    ['a']
+    >>> raise_on_failures([ok, bad])
+    Traceback (most recent call last):
+    funcgrad.core.errors.RunFailed: 1 of 2 examples failed instead of being answered (no failure is allowed): example 'b': engine failure: HTTP 401
+    """
+    allowed = _allowed_failures(max_failure_rate, len(results))
+    if sum(r.failed for r in results) > allowed:
+        raise RunFailed(_failure_message(results, allowed, len(results)), results)
+    return tuple(r for r in results if not r.failed)
+
+
 def mean_score(results: Sequence[Result]) -> float:
-    """Mean loss score of ``results`` (0.0 for none).
+    """Mean loss score of ``results`` (0.0 for none); RunFailed if any of them is a failure.
 
     >>> mean_score([])
     0.0
     """
-    return sum(r.loss.score for r in results) / len(results) if results else 0.0
+    answered = raise_on_failures(results)
+    return sum(r.loss.score for r in answered) / len(answered) if answered else 0.0

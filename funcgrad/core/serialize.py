@@ -19,7 +19,7 @@ import orjson
 
 from funcgrad.core.calls import Message, Request, Response, Usage
 from funcgrad.core.errors import FuncgradError, SerializationError
-from funcgrad.core.run import Example, Loss, Result
+from funcgrad.core.run import Example, Failure, Loss, Result
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.strategy import Attempt, Note, Update
 from funcgrad.core.trace import Record, Trace
@@ -37,6 +37,7 @@ _TYPES: dict[str, type] = {
     "Loss": Loss,
     "Example": Example,
     "Result": Result,
+    "Failure": Failure,
     "Usage": Usage,
     "Message": Message,
     "Request": Request,

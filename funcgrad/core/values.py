@@ -75,8 +75,10 @@ def freeze(value: Any, *, where: str = "value") -> Any:
     >>> freeze({"a": [1, 2]})
     FrozenDict({'a': (1, 2)})
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, str):
+        return check_text(value, where=where)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise SerializationError(f"{where} is {value!r}; JSON has no NaN/Infinity, use None")
@@ -94,6 +96,24 @@ def freeze(value: Any, *, where: str = "value") -> Any:
         f"{where} is a {type(value).__name__}, which is not JSON; "
         "convert it to str, number, bool, None, list or dict first"
     )
+
+
+def check_text(text: str, *, where: str = "text") -> str:
+    """Return ``text`` if it is valid Unicode, else raise SerializationError naming the bad character.
+
+    A lone surrogate (e.g. from ``surrogateescape`` decoding) cannot be sent to a model or written as JSON.
+
+    >>> check_text("ok")
+    'ok'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"{where} contains {text[exc.start]!r} at position {exc.start} (after {text[max(0, exc.start - 40):exc.start]!r}), "
+            "which is not valid Unicode (a lone surrogate); fix the text or decode its source as UTF-8"
+        ) from None
+    return text
 
 
 def thaw(value: Any) -> Any:

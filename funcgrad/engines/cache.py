@@ -1,8 +1,11 @@
 """A content-addressed on-disk cache of model answers, and replay from it.
 
 The key of a request is the sha256 of ``request.key()`` (messages, sampling
-parameters, sample index; never the role or any credential) plus the resolved model
-id (``request.model`` or the inner engine's ``model``). Each entry is one JSON file
+parameters, sample index; never the role or any credential), the resolved model
+id (``request.model`` or the inner engine's ``model``) and the server's identity
+(the inner engine's ``identity``: an HTTP server's base URL, or ``sha256:<hex>`` of
+the verified model file for the embedded model), so two servers that serve the same
+model name never share answers. Each entry is one JSON file
 ``<directory>/<key[:2]>/<key>.json``, written to a temporary file in the same
 directory and renamed into place, so concurrent writers (threads or processes) and
 a crash mid-write never leave a half-written entry under a real name; an entry that
@@ -93,11 +96,16 @@ class CachedEngine:
     Hits come back with ``cached=True``. ``replay=True`` never calls a model (``inner``
     may be None): a miss raises CacheMiss naming the request. ``model`` is the model id
     used in keys when a request names none; it defaults to ``inner.model`` and is
-    required when ``inner`` is None. Identical requests in flight at the same time
-    are sent once; the others wait and get the answer as a cache hit.
+    required when ``inner`` is None. ``identity`` names the server (see the module
+    docs); it defaults to ``inner.identity`` ("" for engines without one, e.g. scripted
+    ones) and must be given to replay a server's answers. Identical requests in flight
+    at the same time are sent once; the others wait and get the answer as a cache hit.
     """
 
-    def __init__(self, inner: Engine | None, directory: str | os.PathLike, *, replay: bool = False, model: str | None = None):
+    def __init__(
+        self, inner: Engine | None, directory: str | os.PathLike, *, replay: bool = False, model: str | None = None,
+        identity: str | None = None,
+    ):
         if inner is None and not replay:
             raise EngineError("CachedEngine(inner=None) can only replay; pass replay=True or an engine to call on misses")
         model = model if model is not None else getattr(inner, "model", None)
@@ -108,6 +116,7 @@ class CachedEngine:
             )
         self.inner = inner
         self.model = model
+        self.identity = identity if identity is not None else getattr(inner, "identity", "")
         self.replay = replay
         self.directory = Path(directory)
         self.concurrency = inner.concurrency if inner is not None else 64
@@ -124,7 +133,8 @@ class CachedEngine:
     def key(self, request: Request) -> str:
         """The hex sha256 naming ``request``'s entry."""
         model = request.model or self.model
-        return hashlib.sha256(request.key() + b"\0" + model.encode()).hexdigest()
+        server = b"\0" + self.identity.encode() if self.identity else b""
+        return hashlib.sha256(request.key() + b"\0" + model.encode() + server).hexdigest()
 
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
@@ -151,6 +161,7 @@ class CachedEngine:
             "format": FORMAT,
             "key": key,
             "model": request.model or self.model,
+            "server": self.identity,
             "request": request.key_data(),
             "response": response_to_data(response),
         }

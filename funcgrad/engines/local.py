@@ -223,6 +223,25 @@ def served_name(model: str | os.PathLike) -> str:
     return str(model) if str(model) in KNOWN_MODELS else Path(model).stem
 
 
+def model_identity(name_or_path: str | os.PathLike) -> str:
+    """The server identity answers of a local model are cached under: ``sha256:<hex>`` of its file.
+
+    A known model's hash is the official one (:func:`model_path` verifies the file
+    against it); a .gguf path is hashed (a few seconds per GB), so two different files
+    with the same name never share cached answers.
+
+    >>> model_identity("qwen2.5-coder-0.5b").startswith("sha256:")
+    True
+    """
+    spec = KNOWN_MODELS.get(str(name_or_path))
+    if spec is not None:
+        return f"sha256:{spec.sha256}"
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise EngineError(f"model file {str(path)!r} does not exist; check the path")
+    return f"sha256:{_sha256(path)}"
+
+
 class LocalServer:
     """llama.cpp's server for a local model, in a child process this object owns.
 
@@ -232,7 +251,9 @@ class LocalServer:
     block, Ctrl-C included) ends the child; the child also exits by itself when this
     process dies (its stdin pipe closes and its parent pid changes). The child's
     output goes to a log file under ``cache_root() / "logs"``.
-    ``timeout`` is the per-call HTTP timeout of the engine (CPU generation is slow).
+    ``timeout`` is the per-read HTTP timeout of the engine (CPU generation is slow),
+    ``deadline`` the total per call and ``retry`` its retry policy. The engine's
+    ``identity`` (its name in cache keys) is the model file's sha256, not the random port.
     """
 
     def __init__(
@@ -244,6 +265,8 @@ class LocalServer:
         threads: int = 2,
         startup_timeout: float = 180.0,
         timeout: float = 600.0,
+        deadline: float | None = None,
+        retry: RetryPolicy = RetryPolicy(max_attempts=3),
         cache_dir: str | os.PathLike | None = None,
     ):
         self.model = model
@@ -251,6 +274,8 @@ class LocalServer:
         self.settings = {"n_ctx": n_ctx, "n_parallel": n_parallel, "threads": threads}
         self.startup_timeout = startup_timeout
         self.timeout = timeout
+        self.deadline = deadline
+        self.retry = retry
         self.cache_dir = cache_dir
         self.log_path = cache_root() / "logs" / f"local-{self.name}-{os.getpid()}-{id(self):x}.log"
         self.engine: OpenAIEngine | None = None
@@ -290,9 +315,10 @@ class LocalServer:
         except BaseException:  # Ctrl-C while loading: do not leave the child behind
             self.stop()
             raise
+        identity = f"sha256:{KNOWN_MODELS[str(self.model)].sha256}" if str(self.model) in KNOWN_MODELS else model_identity(path)
         self.engine = OpenAIEngine(
-            self.name, base_url=f"{address}/v1", api_key="", timeout=self.timeout,
-            concurrency=self.settings["n_parallel"], retry=RetryPolicy(max_attempts=3),
+            self.name, base_url=f"{address}/v1", api_key="", timeout=self.timeout, deadline=self.deadline,
+            concurrency=self.settings["n_parallel"], retry=self.retry, identity=identity,
         )
         return self.engine
 

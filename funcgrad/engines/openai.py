@@ -3,7 +3,13 @@
 Hosted APIs, vLLM, Ollama and llama.cpp all speak this protocol. The engine keeps a
 pooled HTTP client, bounds the calls in flight to ``concurrency`` and retries
 transient failures (429, 5xx, timeouts, dropped connections, garbled bodies) with
-exponential backoff and jitter.
+exponential backoff and jitter, within a total ``deadline`` per call.
+
+Failures retries cannot fix raise at once: a rejected key or an unknown model/URL
+(401, 403, 404) and a server still unreachable after the retries raise
+:class:`~funcgrad.core.errors.EngineUnavailable` (no call can succeed: the run stops);
+a rejected request (400, e.g. a prompt over the context window) raises
+:class:`~funcgrad.core.errors.EngineError` for that call alone.
 
 >>> engine = OpenAIEngine("gpt-4o-mini", base_url="http://127.0.0.1:9/v1", api_key="sk-x")
 >>> engine
@@ -18,11 +24,13 @@ of a cache key.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import os
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import attrs
@@ -30,10 +38,11 @@ import httpx
 import orjson
 
 from funcgrad.core.calls import Request, Response, Usage
-from funcgrad.core.errors import EngineError
+from funcgrad.core.errors import EngineError, EngineUnavailable
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429})
+UNAVAILABLE_STATUSES = frozenset({401, 403, 404})
 SNIPPET = 300
 
 
@@ -43,8 +52,8 @@ class RetryPolicy:
 
     Attempt ``k`` (1-based) that failed transiently waits
     ``min(max_delay, base_delay * 2**(k-1))``, scaled by a random factor in
-    ``[1 - jitter, 1]``; a ``Retry-After`` header (seconds) is honoured when longer
-    (capped at ``max_delay``). A garbled 200 answer (not JSON, no choices, no
+    ``[1 - jitter, 1]``; a ``Retry-After`` header (seconds or an HTTP date) is
+    honoured when longer (capped at ``max_delay``). A garbled 200 answer (not JSON, no choices, no
     content) is retried at most ``malformed_attempts`` times in total, because a
     server that keeps answering garbage is misconfigured rather than glitching.
 
@@ -165,11 +174,37 @@ def _hint(status: int) -> str:
     return "check the request parameters against what this server supports"
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    try:
-        return max(0.0, float(headers.get("retry-after", "")))
-    except ValueError:
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: a number of seconds or an HTTP date (``now``: Unix time).
+
+    >>> retry_after("3", 0.0), retry_after("Thu, 01 Jan 1970 00:00:10 GMT", 4.0), retry_after("soon", 0.0)
+    (3.0, 6.0, None)
+    """
+    if not value:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now) if when.tzinfo is not None else None
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without any ``user:password@`` part (identities go into cache entries).
+
+    >>> _without_credentials("https://u:secret@host/v1")
+    'https://host/v1'
+    """
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class _Deadline(Exception):
+    """Private: an attempt ran into the call's total deadline."""
 
 
 class _Call:
@@ -185,22 +220,35 @@ class _Call:
     def _where(self) -> str:
         return f"{self.engine.base_url} (model {self.model!r})"
 
-    def _retry_or_raise(self, problem: str, retry_after: float | None = None, give_up: bool = False) -> float:
-        policy = self.engine.retry
-        if give_up or self.attempt >= policy.max_attempts:
-            raise EngineError(
-                f"{self._where()} failed after {self.attempt} attempts: {self.engine._redact(problem)}; "
-                "check that the server is up and not overloaded, or raise RetryPolicy.max_attempts / timeout"
-            )
-        return policy.delay(self.attempt, retry_after, self.engine._random)
+    def remaining(self) -> float:
+        """Seconds left before the call's total deadline (inf without one)."""
+        deadline = self.engine.deadline
+        return float("inf") if deadline is None else deadline - (self.engine._clock() - self.started)
 
-    def failed(self, exc: httpx.HTTPError) -> float:
-        """Delay before the next attempt after a transport error (timeout, reset, refused)."""
+    def _retry_or_raise(
+        self, problem: str, retry_after: float | None = None, give_up: bool = False, error: type[EngineError] = EngineError
+    ) -> float:
+        policy = self.engine.retry
+        delay = 0.0 if give_up else policy.delay(self.attempt, retry_after, self.engine._random)
+        out_of_time = delay >= self.remaining()
+        if give_up or out_of_time or self.attempt >= policy.max_attempts:
+            limit = f" (the call's deadline={self.engine.deadline}s leaves no time for another)" if out_of_time and not give_up else ""
+            raise error(
+                f"{self._where()} failed after {self.attempt} attempts{limit}: {self.engine._redact(problem)}; "
+                "check that the server is up and not overloaded, or raise [engine] retries / timeout / deadline"
+            )
+        return delay
+
+    def failed(self, exc: Exception) -> float:
+        """Delay before the next attempt after a transport error (timeout, deadline, reset, refused)."""
         self.attempt += 1
+        if isinstance(exc, _Deadline):
+            return self._retry_or_raise(f"no complete answer within deadline={self.engine.deadline}s", give_up=True)
         if isinstance(exc, httpx.TimeoutException):
             return self._retry_or_raise(f"no answer within timeout={self.engine.timeout}s ({type(exc).__name__})")
         if isinstance(exc, httpx.TransportError):
-            return self._retry_or_raise(f"connection error ({type(exc).__name__}: {exc})")
+            # still unreachable after the retries: the server is gone, no later call will fare better
+            return self._retry_or_raise(f"connection error ({type(exc).__name__}: {exc})", error=EngineUnavailable)
         raise EngineError(f"{self._where()}: HTTP client error {type(exc).__name__}: {self.engine._redact(str(exc))}")
 
     def answered(self, response: httpx.Response) -> Response | float:
@@ -221,8 +269,9 @@ class _Call:
         message = _server_message(response.content)[:SNIPPET]
         problem = f"HTTP {status}: {message}"
         if status in RETRY_STATUSES or status >= 500:
-            return self._retry_or_raise(problem, _retry_after(response.headers))
-        raise EngineError(f"{self._where()} answered {self.engine._redact(problem)}; {_hint(status)}")
+            return self._retry_or_raise(problem, retry_after(response.headers.get("retry-after"), self.engine._wall()))
+        error = EngineUnavailable if status in UNAVAILABLE_STATUSES else EngineError
+        raise error(f"{self._where()} answered {self.engine._redact(problem)}; {_hint(status)}")
 
 
 class OpenAIEngine:
@@ -231,6 +280,10 @@ class OpenAIEngine:
     ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``
     (pass ``api_key=""`` to send no key at all). ``concurrency`` bounds the calls in
     flight, for ``complete`` across threads and for ``acomplete`` within an event loop.
+    ``timeout`` bounds each read; ``deadline`` (seconds, None = none) bounds the whole
+    call, retries and a server trickling its answer included. ``identity`` names the
+    server in cache keys (default: ``base_url``), so two servers serving the same model
+    name never share answers.
     ``sleep``/``async_sleep``/``clock``/``rand`` are injectable for fast tests.
     Usage.latency_s is the wall time of the whole call, retries included.
     Use it as a context manager, or call :meth:`close` (and :meth:`aclose` after async use).
@@ -243,8 +296,10 @@ class OpenAIEngine:
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
+        deadline: float | None = None,
         concurrency: int = 8,
         retry: RetryPolicy = RetryPolicy(),
+        identity: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], object] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -255,13 +310,18 @@ class OpenAIEngine:
             raise EngineError(f"base_url {base_url!r} must start with http:// or https://, e.g. http://127.0.0.1:8080/v1")
         if concurrency < 1:
             raise EngineError(f"concurrency={concurrency} must be >= 1")
+        if deadline is not None and not deadline > 0:
+            raise EngineError(f"deadline={deadline!r} must be > 0 seconds (or None for no deadline)")
         self.model = model
         self.base_url = base_url
+        self.identity = _without_credentials(base_url) if identity is None else identity
         self.timeout = timeout
+        self.deadline = deadline
         self.concurrency = concurrency
         self.retry = retry
         self._api_key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         self._sleep, self._async_sleep, self._clock = sleep, async_sleep, clock
+        self._wall = time.time
         self._random = rand or random.Random().random
         self._url = f"{base_url}/chat/completions"
         self._limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -290,14 +350,27 @@ class OpenAIEngine:
         while True:
             try:
                 with self._slots:
-                    answer = self._client.post(self._url, content=body)
-            except httpx.HTTPError as exc:
+                    answer = self._post(body, call)
+            except (httpx.HTTPError, _Deadline) as exc:
                 outcome = call.failed(exc)
             else:
                 outcome = call.answered(answer)
             if isinstance(outcome, Response):
                 return outcome
             self._sleep(outcome)
+
+    def _post(self, body: bytes, call: _Call) -> httpx.Response:
+        """One attempt, read as a stream so the call's deadline also cuts a server trickling bytes."""
+        remaining = call.remaining()
+        timeout = httpx.Timeout(self.timeout if remaining == float("inf") else max(0.001, min(self.timeout, remaining)))
+        with self._client.stream("POST", self._url, content=body, timeout=timeout) as response:
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if call.remaining() <= 0:
+                    raise _Deadline()
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-encoding", "content-length")]
+        return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks))
 
     def _async_state(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -315,7 +388,13 @@ class OpenAIEngine:
         while True:
             try:
                 async with slots:
-                    answer = await client.post(self._url, content=body)
+                    remaining = call.remaining()
+                    if remaining == float("inf"):
+                        answer = await client.post(self._url, content=body)
+                    else:
+                        answer = await asyncio.wait_for(client.post(self._url, content=body), max(0.001, remaining))
+            except asyncio.TimeoutError:
+                outcome = call.failed(_Deadline())
             except httpx.HTTPError as exc:
                 outcome = call.failed(exc)
             else:

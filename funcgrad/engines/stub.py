@@ -8,11 +8,14 @@ Answers come from ``respond(request_json) -> str``; faults can be injected per c
 ...     engine.complete(Request(messages=(("user", "ping"),))).text
 'pong'
 
-Fault names (``FAULTS``): ``429`` (with ``Retry-After``), ``500``, ``400``, ``401``,
-``reset`` (connection dropped with no answer), ``hang`` (no answer until the server
-closes: use a short client timeout), ``truncated`` (body shorter than its
-Content-Length), ``invalid_json``, ``empty_choices``, ``wrong_schema`` (JSON, but not
-a chat completion). Run ``python -m funcgrad.engines.stub --latency 0.05`` to serve from
+Fault names (``FAULTS``): ``429`` (with ``Retry-After``: ``retry_after`` seconds, or
+any string such as an HTTP date), ``500``, ``400``, ``401``, ``403``, ``404``,
+``context`` (400 "maximum context length exceeded", what servers answer to a prompt
+over the window), ``reset`` (connection dropped with no answer), ``hang`` (no answer
+until the server closes: use a short client timeout), ``trickle`` (a correct answer
+sent one byte every ``trickle_s`` seconds: only a total deadline stops it),
+``truncated`` (body shorter than its Content-Length), ``invalid_json``,
+``empty_choices``, ``wrong_schema`` (JSON, but not a chat completion). Run ``python -m funcgrad.engines.stub --latency 0.05`` to serve from
 another process: it prints ``{"base_url": ...}`` and stops when its stdin closes.
 """
 
@@ -30,7 +33,10 @@ import orjson
 
 from funcgrad.core.errors import EngineError
 
-FAULTS = ("429", "500", "400", "401", "reset", "hang", "truncated", "invalid_json", "empty_choices", "wrong_schema")
+FAULTS = (
+    "429", "500", "400", "401", "403", "404", "context", "reset", "hang", "trickle",
+    "truncated", "invalid_json", "empty_choices", "wrong_schema",
+)
 
 
 @attrs.frozen
@@ -95,10 +101,13 @@ class _Handler(BaseHTTPRequestHandler):
             stub._closing.wait()
             self.close_connection = True
             return None
-        if fault in ("429", "500", "400", "401"):
+        if fault in ("429", "500", "400", "401", "403", "404"):
             status = int(fault)
             headers = [("retry-after", str(stub.retry_after))] if status == 429 else []
             return self._send(status, orjson.dumps({"error": {"message": f"injected {status}", "type": "stub"}}), headers)
+        if fault == "context":
+            message = "This model's maximum context length is 4096 tokens; your request has 9000 (injected)"
+            return self._send(400, orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}}))
         text = stub.respond(body)
         prompt = sum(_words(m.get("content", "")) for m in body.get("messages", []))
         completion = {
@@ -113,12 +122,34 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "wrong_schema":
             completion["choices"] = [{"index": 0, "text": 42}]
         payload = orjson.dumps(completion)
+        if fault is None:
+            with stub._lock:
+                stub.answered += 1
         if fault == "invalid_json":
             payload = payload[: len(payload) // 2]
         if fault == "truncated":
             self.close_connection = True
             return self._send(200, payload[: len(payload) // 2], length=len(payload))
+        if fault == "trickle":
+            return self._trickle(payload, stub)
         return self._send(200, payload)
+
+    def _trickle(self, payload: bytes, stub: StubServer) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+        for i in range(len(payload)):
+            if stub._closing.wait(stub.trickle_s):
+                break
+            try:
+                self.wfile.write(payload[i : i + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                break
+        self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):
@@ -135,7 +166,8 @@ class StubServer:
 
     ``faults`` is a sequence (call ``i`` gets ``faults[i]``, None or past the end = a
     normal answer) or a function ``(call_index, body) -> fault or None``. ``latency``
-    seconds are waited before each answer. ``requests`` holds every request seen.
+    seconds are waited before each answer. ``requests`` holds every request seen;
+    ``answered`` counts the normal answers sent.
     """
 
     def __init__(
@@ -144,7 +176,8 @@ class StubServer:
         *,
         latency: float = 0.0,
         faults: Sequence[str | None] | Callable[[int, object], str | None] = (),
-        retry_after: float = 0,
+        retry_after: float | str = 0,
+        trickle_s: float = 0.05,
     ):
         unknown = [] if callable(faults) else [f for f in faults if f is not None and f not in FAULTS]
         if unknown:
@@ -152,6 +185,8 @@ class StubServer:
         self.respond = respond
         self.latency = latency
         self.retry_after = retry_after
+        self.trickle_s = trickle_s
+        self.answered = 0
         self._faults = faults
         self._lock = threading.Lock()
         self._seen: list[Seen] = []

@@ -8,8 +8,13 @@ Layout::
     RUN_DIR/history.tsv       one row per step
     RUN_DIR/report.md, learning_curve.png, final_state.json
 
+    RUN_DIR/failures.jsonl    one line per failed example (cause and trace), appended across resumes
+    RUN_DIR/.lock             held (flock) by the process writing the run; names its pid and host
+
 The checkpoint records how many bytes of traces.jsonl belong to it; resuming cuts
 the log back to that length, so traces of an interrupted step are not duplicated.
+Every file is created with mode 0600 (the run's prompts, answers and traces are
+private to its owner), whatever the umask.
 
 >>> import tempfile
 >>> rd = RunDir(tempfile.mkdtemp())
@@ -19,14 +24,18 @@ False
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from funcgrad.core.errors import CheckpointError
+from funcgrad.core.errors import CheckpointError, ConfigError
 from funcgrad.core.run import Result
 from funcgrad.core.serialize import to_data
 from funcgrad.engines.files import write_atomic
@@ -36,13 +45,87 @@ CHECKPOINT_FORMAT = "funcgrad-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+FILE_MODE = 0o600
+# The files a run writes; a fresh start removes these (and only these) left by a start that never checkpointed.
+RUN_FILES = (
+    "config.json", "checkpoint.json", "traces.jsonl", "steps.jsonl", "failures.jsonl", "history.tsv",
+    "report.md", "learning_curve.png", "final_state.json", "wall.json",
+)
+# What a finished run leaves after its last checkpoint; ``--resume`` rewrites them if one is missing.
+FINAL_FILES = ("history.tsv", "final_state.json", "learning_curve.png", "report.md")
+
+
 class RunDir:
-    """Files of one run. Creating it makes the directory; nothing else is written yet."""
+    """Files of one run. Creating it makes the directory; nothing else is written yet.
+
+    Raises ConfigError if ``path`` cannot be a run directory (a file, not writable).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"run directory {str(self.path)!r} is a file; set [run] dir (or --run-dir) to a directory") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {str(self.path)!r}: {exc.strerror}; choose a writable place") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise ConfigError(f"run directory {str(self.path)!r} is not writable; fix its permissions or choose another")
         self._lock = threading.Lock()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory's lock while the block runs; ConfigError naming the holder if it is taken.
+
+        The lock is an ``flock`` on ``.lock``, which the kernel releases when its holder
+        dies, so a lock left by a killed run is stale by construction and simply taken over.
+
+        >>> import tempfile
+        >>> rd = RunDir(tempfile.mkdtemp())
+        >>> with rd.locked():
+        ...     rd.holder()["pid"] == os.getpid()
+        True
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self.holder()
+                who = f"process {holder.get('pid', '?')} on {holder.get('host', '?')}" if holder else "another process"
+                raise ConfigError(
+                    f"run directory {str(self.path)!r} is being written by {who}; wait for it to finish "
+                    "(or stop it), or use another [run] dir / --run-dir"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname()}), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def holder(self) -> dict:
+        """The pid and host written by the lock's current (or last) holder ({} if none)."""
+        try:
+            data = orjson.loads(self.lock_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def clear(self) -> None:
+        """Remove the files a previous start left (:data:`RUN_FILES`), so a fresh start appends to nothing."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+    def missing_final_files(self) -> tuple[str, ...]:
+        """The files of :data:`FINAL_FILES` a finished run should have but does not."""
+        return tuple(name for name in FINAL_FILES if not (self.path / name).exists())
 
     @property
     def checkpoint_path(self) -> Path:
@@ -86,6 +169,7 @@ class RunDir:
                 f"checkpoint {path} belongs to a different configuration (task, strategy, engines or train "
                 "settings changed); use a new run directory, or restore the original config"
             )
+        check_checkpoint_fields(doc, path)
         try:
             fs = fit_state_from_data(doc["fit"])
         except Exception as exc:  # any malformed field: report it as a corrupt checkpoint
@@ -103,8 +187,24 @@ class RunDir:
         lines = b"".join(
             orjson.dumps({"step": step, "phase": phase, "result": to_data(r)}) + b"\n" for r in results
         )
-        with self._lock, open(self.traces_path, "ab") as fh:
-            fh.write(lines)
+        self._append(self.traces_path, lines)
+
+    def log_failures(self, step: int, phase: str, results: Sequence[Result]) -> None:
+        """Append the failed ones of ``results`` to failures.jsonl (kept across resumes, as a record of what went wrong)."""
+        lines = b"".join(
+            orjson.dumps({"step": step, "phase": phase, "result": to_data(r)}) + b"\n" for r in results if r.failed
+        )
+        if lines:
+            self._append(self.path / "failures.jsonl", lines)
+
+    def _append(self, path: Path, data: bytes) -> None:
+        with self._lock:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
 
     def write_json(self, name: str, value: Any) -> Path:
         path = self.path / name
@@ -115,6 +215,52 @@ class RunDir:
         path = self.path / name
         write_atomic(path, text.encode(), durable=True)
         return path
+
+
+_NUMBER = (int, float)
+_CHECKPOINT_FIELDS = {  # field of doc["fit"]: (accepted types, what it must be)
+    "step": ((int,), "a whole number >= 0"),
+    "steps_since_improvement": ((int,), "a whole number >= 0"),
+    "val_score": (_NUMBER, "a number in [0, 1]"),
+    "initial_val": (_NUMBER, "a number in [0, 1]"),
+    "initial_test": (_NUMBER + (type(None),), "a number in [0, 1] or null"),
+    "final_test": (_NUMBER + (type(None),), "a number in [0, 1] or null"),
+    "stopped": ((str,), "a string"),
+    "log": ((list,), "a list"),
+    "attempts": ((list,), "a list"),
+    "state": ((dict,), "an object"),
+}
+
+
+def check_checkpoint_fields(doc: dict, path: Path | str = "checkpoint") -> None:
+    """Raise CheckpointError naming the first field of a checkpoint document with a wrong type or range.
+
+    >>> check_checkpoint_fields({"traces_bytes": 0, "fit": {"step": "abc"}})
+    Traceback (most recent call last):
+    funcgrad.core.errors.CheckpointError: checkpoint: field fit.step = 'abc' must be a whole number >= 0; the file was edited or damaged: restore it, or delete it to start the run over
+    """
+
+    def bad(field: str, value: Any, want: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: field {field} = {value!r} must be {want}; the file was edited or damaged: "
+            "restore it, or delete it to start the run over"
+        )
+
+    for name in ("traces_bytes", "steps_bytes"):
+        value = doc.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(name, value, "a whole number >= 0")
+    fit = doc.get("fit")
+    if not isinstance(fit, dict):
+        raise bad("fit", fit, "an object")
+    for name, (types, want) in _CHECKPOINT_FIELDS.items():
+        if name not in fit:
+            continue  # a missing field is reported when the state is read
+        value = fit[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise bad(f"fit.{name}", value, want)
+        if isinstance(value, int | float) and (value < 0 or (want.startswith("a number") and value > 1)):
+            raise bad(f"fit.{name}", value, want)
 
 
 def read_traces(path: str | Path) -> list[dict]:

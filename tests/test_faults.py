@@ -1,0 +1,377 @@
+"""Fault injection over real HTTP on 127.0.0.1: every case of docs/faults.md.
+
+A failure (a model call that retries could not fix, a bug in the user's code) must
+stop the run with one line on stderr and exit status 3, never be scored as a wrong
+answer; the checkpoint stays at the last complete step and ``--resume`` redoes
+exactly the lost work. Bad input gets one message and exit status 2 with nothing
+half-written.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from funcgrad.cli.main import main
+from funcgrad.engines.stub import StubServer
+from funcgrad.training.rundir import RunDir
+from train_fixtures import respond_body
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _fixtures_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+
+
+def _config(tmp_path, base_url, *, task='name = "train_fixtures:tiny_task"', steps=3, engine="", run="run", cache="cache"):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[task]
+{task}
+[strategy]
+name = "train_fixtures:hint_strategy"
+[engine]
+base_url = "{base_url}"
+model = "stub"
+concurrency = 2
+timeout = 5
+retries = 1
+{engine}
+[train]
+steps = {steps}
+batch_size = 1
+proposals_per_step = 2
+seed = 1
+[run]
+dir = "{run}"
+cache = "{cache}"
+"""
+    )
+    return path
+
+
+def _checkpoint(run: Path) -> dict:
+    return orjson.loads((run / "checkpoint.json").read_bytes())["fit"]
+
+
+def _clean_run(tmp_path) -> dict:
+    """The final checkpoint of an undisturbed run (its own run dir and cache)."""
+    (tmp_path / "clean").mkdir()
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path / "clean", stub.base_url)), "--quiet"]) == 0
+    return _checkpoint(tmp_path / "clean" / "run")
+
+
+class Switch:
+    """A stub fault schedule: ``fault`` on every call once ``when()`` holds, while ``on``."""
+
+    def __init__(self, fault, when):
+        self.fault, self.when, self.on = fault, when, True
+
+    def __call__(self, index, body):
+        return self.fault if self.on and self.when() else None
+
+
+def _after_step(run: Path, step: int):
+    def reached():
+        try:
+            return _checkpoint(run)["step"] >= step
+        except (OSError, orjson.JSONDecodeError):
+            return False
+
+    return reached
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("funcgrad: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- 1. server failures are failures
+
+
+@pytest.mark.parametrize("fault, cause", [("500", "HTTP 500"), ("429", "HTTP 429"), ("reset", "connection error")])
+def test_a_server_failing_mid_run_stops_it_and_resume_redoes_only_the_lost_work(tmp_path, capsys, fault, cause):
+    clean = _clean_run(tmp_path)
+    run = tmp_path / "run"
+    switch = Switch(fault, when=_after_step(run, 1))  # the server breaks once step 1 is checkpointed
+    with StubServer(respond_body, faults=switch) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        assert main(["optimize", str(cfg), "--quiet"]) == 3
+        line = _one_error_line(capsys.readouterr().err)
+        assert cause in line and "with its checkpoint at step 1 (rerun with --resume" in line
+        if fault != "reset":  # an example failed (the others may be fine); a dead connection stops everything at once
+            assert "failed instead of being answered" in line and "engine failure in node 'answer'" in line
+            failures = [orjson.loads(x) for x in (run / "failures.jsonl").read_bytes().splitlines()]
+            assert failures and all(f["result"]["failure"]["kind"] == "engine" and f["result"]["loss"] is None for f in failures)
+        stopped_at = _checkpoint(run)
+        assert (stopped_at["step"], stopped_at["stopped"]) == (1, "")  # the last complete step, not "done"
+        assert not (run / "report.md").exists()
+        switch.on = False  # the server recovers
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 0, capsys.readouterr().err
+    final = _checkpoint(run)
+    assert final["stopped"] == "done"
+    assert (final["step"], final["state"], final["final_test"], final["initial_test"], final["log"]) == (
+        clean["step"], clean["state"], clean["final_test"], clean["initial_test"], clean["log"]
+    )
+    assert final["final_test"] == 1.0  # never the laundered 0.0 of a broken server
+    def phases(path):
+        return [(d["step"], d["phase"], d["result"]["example"]["id"]) for d in map(orjson.loads, path.read_bytes().splitlines())]
+
+    # the trace log holds each example run once, exactly as the undisturbed run's: nothing lost, nothing doubled
+    assert sorted(phases(run / "traces.jsonl")) == sorted(phases(tmp_path / "clean" / "run" / "traces.jsonl"))
+
+
+def test_a_rejected_key_stops_at_once_and_nothing_is_scored(tmp_path, capsys):
+    with StubServer(respond_body, faults=lambda i, body: "401") as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 3
+        calls = len(stub.requests)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "HTTP 401" in line and "API key" in line and "before its first checkpoint" in line
+    assert calls <= 3  # the first 401 stops the run (a worker may have started one more), nothing is retried
+    assert not (tmp_path / "run" / "checkpoint.json").exists()
+
+
+def test_a_request_over_the_context_window_names_the_example(tmp_path, capsys):
+    def faults(index, body):
+        return "context" if body["messages"][-1]["content"] == "q5" else None
+
+    with StubServer(respond_body, faults=faults) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 3
+        asked = [r.body["messages"][-1]["content"] for r in stub.requests]
+    line = _one_error_line(capsys.readouterr().err)
+    assert "example 'e5': engine failure in node 'answer'" in line and "maximum context length" in line
+    assert asked.count("q5") == 1  # a 400 is not retried
+
+
+def test_evaluate_against_a_dead_server_fails_instead_of_reporting_zero(tmp_path, capsys):
+    with StubServer() as stub:
+        dead = stub.base_url
+    assert main(["evaluate", str(_config(tmp_path, dead)), "--quiet"]) == 3
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    assert "connection error" in line and "accuracy" not in captured.out
+
+
+def test_evaluate_with_a_failing_example_fails(tmp_path, capsys):
+    with StubServer(respond_body, faults=lambda i, body: "500") as stub:
+        assert main(["evaluate", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 3
+    assert "HTTP 500" in _one_error_line(capsys.readouterr().err)
+
+
+def test_retries_from_the_config_are_used(tmp_path, capsys):
+    with StubServer(respond_body, faults=lambda i, body: "500") as stub:
+        cfg = _config(tmp_path, stub.base_url, engine="concurrency = 1")
+        cfg.write_text(cfg.read_text().replace("retries = 1", "retries = 0").replace("concurrency = 2\n", ""))
+        assert main(["evaluate", str(cfg), "--quiet"]) == 3
+        assert len(stub.requests) == 1  # no retry, and the first failure stops the batch
+    assert "failed after 1 attempts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bug, says",
+    [
+        ("fn", "pipeline failure in node 'parse': node 'parse' failed: ValueError: cannot parse"),
+        ("template", "needs input 'question'"),
+        ("param", "'instructions'"),
+        ("loss", "loss failure"),
+    ],
+)
+def test_a_bug_in_the_users_code_stops_the_run_and_is_named(tmp_path, capsys, bug, says):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, task=f'name = "fault_fixtures:buggy_task"\nbug = "{bug}"')
+        assert main(["optimize", str(cfg), "--quiet"]) == 3
+        calls = len(stub.requests)
+    line = _one_error_line(capsys.readouterr().err)
+    assert says in line
+    if bug in ("template", "param"):
+        assert calls == 0  # found while rendering: no model call was paid for
+    failures = (tmp_path / "run" / "failures.jsonl").read_bytes().splitlines()
+    assert failures and all(orjson.loads(f)["result"]["loss"] is None for f in failures)
+
+
+# ---------------------------------------------------------------- 2. locked run directories
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        rd = RunDir(tmp_path / "run")
+        with rd.locked():  # another writer holds the directory
+            assert main(["optimize", str(cfg), "--quiet"]) == 2
+            line = _one_error_line(capsys.readouterr().err)
+            assert f"being written by process {os.getpid()}" in line
+            assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 2
+            capsys.readouterr()
+        assert not (tmp_path / "run" / "traces.jsonl").exists()
+        assert main(["optimize", str(cfg), "--quiet"]) == 0  # free again
+
+
+def test_a_second_process_is_refused_while_a_run_is_live(tmp_path):
+    with StubServer(respond_body, latency=0.4) as stub:  # the first run lasts several seconds
+        cfg = _config(tmp_path, stub.base_url, steps=4)
+        env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        cmd = [sys.executable, "-m", "funcgrad.cli.main", "optimize", str(cfg), "--quiet"]
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lock = tmp_path / "run" / ".lock"
+        for _ in range(400):
+            if lock.exists() and lock.read_bytes():
+                break
+            threading.Event().wait(0.025)
+        second = subprocess.run([*cmd[:-1], "--resume", "--quiet"], env=env, capture_output=True, timeout=60)
+        assert first.wait(timeout=120) == 0
+    assert second.returncode == 2
+    assert f"being written by process {first.pid}" in second.stderr.decode()
+    lines = (tmp_path / "run" / "traces.jsonl").read_bytes().splitlines()
+    assert len(lines) == len(set(lines))  # nothing written twice
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").write_bytes(orjson.dumps({"pid": dead.pid, "host": "here"}))
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 0
+
+
+# ---------------------------------------------------------------- 3. stages after the last checkpoint
+
+
+def test_resume_rewrites_the_files_a_kill_after_the_final_checkpoint_lost(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        run = tmp_path / "run"
+        report = (run / "report.md").read_text()
+        for name in ("report.md", "learning_curve.png", "history.tsv"):
+            (run / name).unlink()
+        calls = len(stub.requests)
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 0
+        assert len(stub.requests) == calls  # nothing re-asked
+    assert (run / "report.md").read_text().split("## Usage")[0] == report.split("## Usage")[0]
+    assert (run / "learning_curve.png").stat().st_size > 0 and (run / "history.tsv").exists()
+
+
+def test_a_fresh_start_never_appends_to_a_previous_starts_files(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "traces.jsonl").write_bytes(b'{"stale": "line of a start killed in its initial evaluation"}\n')
+    (run / "failures.jsonl").write_bytes(b'{"stale": 1}\n')
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 0
+    assert b"stale" not in (run / "traces.jsonl").read_bytes()
+    assert not (run / "failures.jsonl").exists()
+
+
+def test_every_run_file_is_private(tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        with StubServer(respond_body) as stub:
+            assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir()}
+    assert {"traces.jsonl", "learning_curve.png", "report.md", "checkpoint.json", ".lock"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+
+
+# ---------------------------------------------------------------- 4. bad input: one message, exit 2, nothing paid
+
+
+def test_a_lone_surrogate_in_the_data_is_refused_before_any_call(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, task='name = "fault_fixtures:surrogate_task"')
+        assert main(["optimize", str(cfg), "--quiet"]) == 2
+        assert stub.requests == ()
+    assert "not valid Unicode" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_lone_surrogate_in_a_prompt_fails_before_any_call(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, task='name = "fault_fixtures:surrogate_task"\nwhere = "prompt"')
+        assert main(["optimize", str(cfg), "--quiet"]) == 3
+        assert stub.requests == ()
+    line = _one_error_line(capsys.readouterr().err)
+    assert "LLM node 'answer': the system prompt contains '\\udc80'" in line
+
+
+def test_bad_paths_give_one_message(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    cfg = _config(tmp_path, "http://127.0.0.1:9/v1", run=str(tmp_path / "afile"))
+    assert main(["optimize", str(cfg), "--quiet"]) == 2
+    assert "is a file" in _one_error_line(capsys.readouterr().err)
+    cfg = _config(tmp_path, "http://127.0.0.1:9/v1", run="/proc/funcgrad-cannot-be-here")
+    assert main(["optimize", str(cfg), "--quiet"]) == 2
+    assert "cannot create run directory" in _one_error_line(capsys.readouterr().err)
+    assert main(["optimize", str(tmp_path), "--quiet"]) == 2
+    assert "is a directory" in _one_error_line(capsys.readouterr().err)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(_config(tmp_path, "http://127.0.0.1:9/v1").read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    assert main(["optimize", str(latin1), "--quiet"]) == 2
+    assert "not UTF-8" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "field, value, says",
+    [("step", "abc", "fit.step = 'abc' must be a whole number"), ("val_score", 7, "fit.val_score = 7 must be a number in [0, 1]"),
+     ("stopped", None, "fit.stopped = None must be a string"), ("traces_bytes", -1, "traces_bytes = -1")],
+)
+def test_a_hand_edited_checkpoint_is_refused_naming_the_field(tmp_path, capsys, field, value, says):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, steps=1)
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        path = tmp_path / "run" / "checkpoint.json"
+        doc = orjson.loads(path.read_bytes())
+        doc["fit"]["stopped"] = ""
+        (doc if field == "traces_bytes" else doc["fit"])[field] = value
+        path.write_bytes(orjson.dumps(doc))
+        calls = len(stub.requests)
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 2
+        assert len(stub.requests) == calls
+    assert says in _one_error_line(capsys.readouterr().err)
+
+
+def test_show_piped_into_head_ends_quietly(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 0
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    shell = f"{sys.executable} -m funcgrad.cli.main show {tmp_path / 'run'} --limit 1000 | head -n 2"
+    done = subprocess.run(shell, shell=True, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
+    assert done.stderr == b""
+
+
+def test_show_prints_a_failure_as_a_failure(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, task='name = "fault_fixtures:buggy_task"\nbug = "fn"')
+        assert main(["optimize", str(cfg), "--quiet"]) == 3
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "run" / "failures.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "FAILED (pipeline in node 'parse'): node 'parse' failed: ValueError" in out and "score" not in out
+
+
+# ---------------------------------------------------------------- 5. the cache knows which server answered
+
+
+def test_two_servers_with_the_same_model_name_do_not_share_answers(tmp_path, capsys):
+    with StubServer(respond_body) as a, StubServer(lambda body: "from B") as b:
+        cfg_a = _config(tmp_path, a.base_url, cache=str(tmp_path / "shared"))
+        assert main(["evaluate", str(cfg_a), "--quiet"]) == 0
+        assert "accuracy 0.0%" in capsys.readouterr().out  # the initial prompt is wrong on purpose
+        cfg_b = _config(tmp_path, b.base_url, cache=str(tmp_path / "shared"))
+        assert main(["evaluate", str(cfg_b), "--quiet"]) == 0
+        capsys.readouterr()
+        assert len(b.requests) == 4  # B was asked every test question itself
