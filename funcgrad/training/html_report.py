@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 import jinja2
 import orjson
+from markupsafe import Markup
 
 from funcgrad.core.backward import StepTrace
 from funcgrad.core.errors import FuncgradError
@@ -279,7 +280,7 @@ def _trace_view(step: int, phase: str, result: Result, n: int, gradients: Sequen
         "feedback": "" if result.loss is None else _clip(result.loss.feedback),
         "failure": None if result.failure is None else f"{result.failure.kind}: {result.failure.message}",
         "records": [_record_view(trace, r, by_record.get(r.id, [])) for r in trace.records],
-        "svg": jinja2.utils.markupsafe.Markup(trace_graph_svg(trace, prefix=prefix, reached=reached)),
+        "svg": Markup(trace_graph_svg(trace, prefix=prefix, reached=reached)),
         "n_records": len(trace.records),
     }
 
@@ -292,11 +293,11 @@ def _gradient_view(st: StepTrace, g, rounds: Mapping[int, int]) -> dict:
     }
 
 
-def _attempt_view(st: StepTrace | None, proposal: Any, current: PromptState | None) -> dict:
-    """One attempt: verdict, critiques per node, candidates as diffs, calls."""
+def _attempt_view(number: int, st: StepTrace | None, proposal: Any, current: PromptState | None) -> dict:
+    """Attempt ``number`` of a step: verdict, critiques per node, candidates as diffs, calls."""
     verdict = proposal.verdict.value if proposal is not None else st.verdict.value
     view = {
-        "attempt": st.attempt if st is not None else None, "verdict": verdict, "outcome": _outcome(verdict, st),
+        "attempt": number, "verdict": verdict, "outcome": _outcome(verdict, st),
         "reason": (proposal.reason if proposal is not None else st.reason),
         "minibatch": proposal.minibatch if proposal is not None else st.minibatch,
         "val": proposal.val if proposal is not None else st.val,
@@ -351,10 +352,8 @@ def _steps_view(view: RunView, attempts: Mapping[tuple[int, int], StepTrace], in
         recorded = sorted(k for s, k in attempts if s == number)
         count = max(len(e.proposals) if e else 0, (recorded[-1] + 1) if recorded else 0)
         batch = e.batch if e else attempts[(number, recorded[0])].batch
-        shown = [_attempt_view(attempts.get((number, k)), e.proposals[k] if e and k < len(e.proposals) else None, current)
+        shown = [_attempt_view(k, attempts.get((number, k)), e.proposals[k] if e and k < len(e.proposals) else None, current)
                  for k in range(count)]
-        for k, a in enumerate(shown):
-            a["attempt"] = k
         out.append({
             "step": number, "train": e.train_score if e else None, "val": e.val_score if e else None,
             "accepted": e.accepted if e else any(a["verdict"] == "accepted" for a in shown),
@@ -412,7 +411,7 @@ def run_page(view: RunView, *, initial: PromptState | None = None, title: str = 
     context = {
         "title": title or _title(view), "path": view.path, "files": view.files, "descriptions": RUN_FILES,
         "problems": _problems(view), "fit": fs, "final": final, "initial": initial, "prompts": prompts,
-        "curve": jinja2.utils.markupsafe.Markup(curve_svg(curve)) if curve is not None else None,
+        "curve": Markup(curve_svg(curve)) if curve is not None else None,
         "n_proposals": len(curve.proposals) if curve else 0,
         "outcome_counts": {OUTCOMES[k][0]: sum(1 for p in curve.proposals if p.outcome == k) for k in OUTCOMES} if curve else {},
         "steps": _steps_view(view, attempts, initial), "traces": traces, "others": others,
@@ -479,7 +478,7 @@ def compare_page(results: Any, *, cells: Sequence[tuple[str, str]] = (), problem
         svg = compare_svg([str(r.get("strategy")) for r in rows], [x["test before"] or 0.0 for x in summary],
                           [x["test after"] or 0.0 for x in summary],
                           [[v for v in r.get("after", []) if isinstance(v, int | float)] for r in rows])
-        tasks.append({"task": task, "svg": jinja2.utils.markupsafe.Markup(svg), "summary": _table(summary, ["strategy"]),
+        tasks.append({"task": task, "svg": Markup(svg), "summary": _table(summary, ["strategy"]),
                       "rows": _table(rows, ["strategy"]), "comparisons": _table(comparisons, ["a", "b"])})
     return _env().get_template("compare.html.j2").render(
         {"title": "strategy comparison", "tasks": tasks, "cells": cells, "problem": problem}
