@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import funcgrad as fg
+import funcgrad.testing as fgt
 from funcgrad.cli.main import main
 from funcgrad.training.html_figures import trace_graph_svg
 from funcgrad.training.html_report import compare_page, read_run, text_diff, write_compare_report, write_run_report
@@ -156,3 +158,12 @@ def test_initial_prompts_diff_to_final(counting_dir):
     prompts = page.split('id="prompts"')[1].split('id="steps"')[0]
     assert "Think carefully and count each item once.</mark></div>" in prompts
     assert isinstance(fg.loads((counting_dir / "final_state.json").read_bytes()), fg.PromptState)
+
+
+@settings(max_examples=25, deadline=None)
+@given(fgt.traces())
+def test_trace_graph_draws_every_record_once_and_escapes_names(trace):
+    svg = trace_graph_svg(trace, prefix="p")
+    assert sorted(int(i) for i in re.findall(r'<g id="p-n(\d+)"', svg)) == sorted(r.id for r in trace.records)
+    assert svg.count("<a ") == len(trace.records)  # every node links to its record
+    ElementTree.fromstring(svg)  # well-formed XML whatever the node names hold
