@@ -75,6 +75,9 @@ def test_a_step_shows_each_phase_once_and_a_slow_call_as_a_steady_heartbeat():
         report("example", {"phase": "minibatch", "done": 1, "total": 3, "score": 1.0})
         report("proposal", {"step": 2, "accepted": False, "reason": "lost on the training minibatch (0.3 < 0.5)"})
         report("step", {"step": 2, "total": 4, "val": 0.5})
+        assert reporter.status.step_label == "step 3/4"
+        report("step", {"step": 4, "total": 4, "val": 0.5})
+        assert reporter.status.step_label == "after step 4/4"
         report("phase", {"name": "final test evaluation"})
     assert seen == ["backward", "optimizer"]
     assert out.getvalue().splitlines() == [
@@ -88,6 +91,7 @@ def test_a_step_shows_each_phase_once_and_a_slow_call_as_a_steady_heartbeat():
         "[t] step 2/4 validation: 0 calls done, 1 running (longest 0 s); phase 0 s, total 1m41s",
         "[t] step 2: proposal rejected: lost on the training minibatch (0.3 < 0.5)",
         "[t] step 2/4: validation 50.0%; 0 calls, 0 tokens",
+        "[t] step 4/4: validation 50.0%; 0 calls, 0 tokens",
         "[t] final test test: 0 calls done; phase 0 s, total 1m41s",
     ]
 

@@ -139,7 +139,9 @@ class Status:
                 return self._enter("test")
             elif kind in ("start", "step"):
                 self.total = data.get("total", self.total)
-                self.step_label, self.expect = f"step {data['step'] + 1}/{self.total}", "forward"
+                done = self.total is not None and data["step"] >= self.total
+                self.step_label = f"after step {data['step']}/{self.total}" if done else f"step {data['step'] + 1}/{self.total}"
+                self.expect = "forward"
             elif kind == "example":
                 changed = self._enter(BATCH_PHASES.get(data["phase"], data["phase"]))
                 self.examples = (data["done"], data["total"])
