@@ -173,3 +173,16 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
     with StubServer(respond_body) as stub:  # the same grid uninterrupted (warm cache): the same table
         assert main(["compare", str(_config(tmp_path, stub.base_url, run_dir="whole", name="whole.toml")), "--quiet"]) == 0
     assert _without_wall(tmp_path / "grid" / "results.json") == _without_wall(tmp_path / "whole" / "results.json")
+
+
+def test_engine_urls_spread_the_cells_over_servers(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    with StubServer(respond_body) as one, StubServer(respond_body) as two:
+        servers = [one.base_url, two.base_url]
+        urls = f'[executor]\nengine_urls = ["{servers[0]}", "{servers[1]}"]'
+        cfg = _config(tmp_path, "http://127.0.0.1:9/v1", strategies=("hint",), extra=urls)  # [engine] base_url is replaced
+        assert main(["compare", str(cfg), "--quiet"]) == 0
+        assert len(one.requests) > 0 and len(two.requests) > 0
+    cells = sorted(p.name for p in (tmp_path / "grid" / "cells").iterdir())
+    used = [orjson.loads((tmp_path / "grid" / "cells" / c / "config.json").read_bytes())["config"]["engine"]["base_url"] for c in cells]
+    assert used == servers

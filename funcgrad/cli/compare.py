@@ -31,7 +31,7 @@ Config (see examples/compare_*.toml)::
     [strategies.backprop_no_timestamps]         # a labelled variant (ablation)
     name = "backprop"
     time_stamps = false
-    [executor]                                  # optional: kind = "serial" | "ray", address, cpus_per_cell
+    [executor]                                  # optional: kind = "serial" | "ray", address, cpus_per_cell, engine_urls
     # [engine] [critic] [train] [budget] [run] [loss] as in an optimize config; [budget] is per cell
 """
 
@@ -149,7 +149,13 @@ def plan(data: Mapping, base_dir: Path) -> tuple[list[Cell], Path, ExecutorConfi
                     "run": {"dir": str(cell_dir), **({"cache": str((base_dir / Path(cache).expanduser()).resolve())} if cache else {})},
                 }
                 raw.update({k: data[k] for k in ("engine", "critic", "budget", "loss") if k in data})
-                parse_config(raw, base_dir=base_dir)  # every cell's config is valid before anything runs
+                url = executor.engine_url(len(cells))
+                if url is not None:
+                    raw["engine"] = {**raw.get("engine", {}), "base_url": url}
+                try:
+                    parse_config(raw, base_dir=base_dir)  # every cell's config is valid before anything runs
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc} (in cell {task_label} / {strategy_label} / seed {seed})") from None
                 cells.append(Cell(task_label, strategy_label, seed, orjson.loads(orjson.dumps(raw)), str(base_dir)))
     _check_buildable(tasks, strategies, str(base_dir.resolve()))
     check_executor(executor)

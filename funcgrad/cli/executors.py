@@ -10,6 +10,7 @@ server with the driver. The ``[executor]`` table of a compare config::
     kind = "ray"            # "serial" (default) or "ray"
     address = "auto"        # an existing cluster ("auto", "HOST:PORT", "ray://HOST:10001"); omit to start a local one
     cpus_per_cell = 2       # Ray CPUs each cell reserves (e.g. a local model's threads): bounds cells per node
+    engine_urls = ["http://gpu1:8000/v1", "http://gpu2:8000/v1"]   # optional: cell i uses engine_urls[i % 2]
 
 >>> parse_executor({}).kind, parse_executor({"kind": "ray", "cpus_per_cell": 2}).cpus_per_cell
 ('serial', 2)
@@ -26,7 +27,8 @@ import attrs
 from funcgrad.core.errors import ConfigError
 
 KINDS = ("serial", "ray")
-_KEYS = {"kind": str, "address": str, "cpus_per_cell": (int, float)}
+_KEYS = {"kind": str, "address": str, "cpus_per_cell": (int, float), "engine_urls": list}
+_WANT = {"kind": "string", "address": "string", "cpus_per_cell": "number", "engine_urls": "list of URLs"}
 
 CellFn = Callable[[bytes], bytes]
 
@@ -35,11 +37,18 @@ CellFn = Callable[[bytes], bytes]
 class ExecutorConfig:
     """How a grid's cells run: ``kind`` serial or ray; ``address`` of an existing Ray
     cluster (None: start a local instance for the grid and stop it afterwards);
-    ``cpus_per_cell``: Ray CPUs reserved per cell."""
+    ``cpus_per_cell``: Ray CPUs reserved per cell; ``engine_urls``: OpenAI-compatible
+    servers the cells are spread over (cell i uses ``engine_urls[i % n]`` as its
+    ``[engine] base_url``; empty: every cell uses ``[engine]`` as configured)."""
 
     kind: str = "serial"
     address: str | None = None
     cpus_per_cell: float = 1
+    engine_urls: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def engine_url(self, index: int) -> str | None:
+        """The base URL of cell ``index``'s engine (None: the config's own)."""
+        return self.engine_urls[index % len(self.engine_urls)] if self.engine_urls else None
 
 
 def parse_executor(table: Mapping) -> ExecutorConfig:
@@ -51,7 +60,7 @@ def parse_executor(table: Mapping) -> ExecutorConfig:
         if want is None:
             raise ConfigError(f"[executor] has unknown key {key!r}; allowed keys: {', '.join(sorted(_KEYS))}")
         if isinstance(value, bool) or not isinstance(value, want):
-            raise ConfigError(f"[executor] {key} = {value!r}: must be a {'number' if key == 'cpus_per_cell' else 'string'}")
+            raise ConfigError(f"[executor] {key} = {value!r}: must be a {_WANT[key]}")
     kind = table.get("kind", "serial")
     if kind not in KINDS:
         raise ConfigError(f"[executor] kind = {kind!r} is not a known executor; use one of: {', '.join(KINDS)}")
@@ -60,7 +69,10 @@ def parse_executor(table: Mapping) -> ExecutorConfig:
     cpus = table.get("cpus_per_cell", 1)
     if cpus <= 0:
         raise ConfigError(f"[executor] cpus_per_cell = {cpus!r}: must be > 0")
-    return ExecutorConfig(kind, table.get("address"), cpus)
+    urls = table.get("engine_urls", [])
+    if not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
+        raise ConfigError(f"[executor] engine_urls = {urls!r}: must be a list of http(s) URLs of OpenAI-compatible servers")
+    return ExecutorConfig(kind, table.get("address"), cpus, urls)
 
 
 def _ray():
