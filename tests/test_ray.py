@@ -72,7 +72,7 @@ def test_ray_runs_cells_in_workers_and_matches_a_serial_run(local_ray, tmp_path,
         parallel = _grid(tmp_path, stub.base_url, "ray", '[executor]\nkind = "ray"\ncpus_per_cell = 1')
         assert main(["compare", str(serial), "--quiet"]) == 0
         assert main(["compare", str(parallel)]) == 0  # separate cold cache: nothing shared with the serial run
-    assert "4 cells on ray (local instance, 1 CPU per cell)" in capsys.readouterr().err
+    assert "2 cells on ray (local instance, 1 CPU per cell)" in capsys.readouterr().err
     assert _results(tmp_path / "ray" / "results.json") == _results(tmp_path / "serial" / "results.json")
     assert ray.is_initialized()  # an instance the grid did not start is left running
 

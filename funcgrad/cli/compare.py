@@ -386,6 +386,7 @@ def plot_results(analysis: Mapping[str, dict], path: Path) -> Path:
     for x, values in zip(xs, dots):
         ax.scatter([x + 0.12] * len(values), values, color="black", s=12, zorder=3, label="per seed" if x == 0 else None)
     ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_xlim(-0.6, len(xs) - 0.4)
     ax.set_ylabel("test Δ vs no optimization (points)")
     ax.legend(fontsize=8)
     fig.tight_layout()
