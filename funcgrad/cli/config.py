@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from funcgrad.core.errors import ConfigError
+from funcgrad.core.judge import Judge
 from funcgrad.training.fit import FitSettings
 from funcgrad.core.values import FrozenDict, freeze
 
@@ -69,10 +70,11 @@ class RunConfig:
     run_dir: str
     cache_dir: str | None
     source: FrozenDict = attrs.field(factory=FrozenDict)
+    judge: Judge | None = None
     config_dir: str | None = None
 
 
-_SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run")
+_SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run", "loss")
 _ENGINE_TYPES = {
     "model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int,
     "timeout": (int, float), "deadline": (int, float), "retries": int,
@@ -80,6 +82,7 @@ _ENGINE_TYPES = {
 _TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)}
 _BUDGET_TYPES = {"max_calls": int, "max_tokens": int}
 _RUN_TYPES = {"dir": str, "cache": str}
+_LOSS_TYPES = {"rubric": str, "scale": list, "model": str, "max_tokens": int, "output_key": str, "json_schema": bool}
 
 
 def _table(data: Mapping, name: str) -> Mapping:
@@ -121,6 +124,31 @@ def _engine(section: str, table: Mapping) -> EngineConfig:
     return EngineConfig(**fields)
 
 
+def _judge(table: Mapping, engine: EngineConfig) -> Judge:
+    """The [loss] table as a Judge; its calls go through the [engine] server."""
+    for key, value in table.items():
+        want = _LOSS_TYPES.get(key)
+        if want is None:
+            raise ConfigError(f"[loss] has unknown key {key!r}; allowed keys: {', '.join(sorted(_LOSS_TYPES))}")
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ConfigError(f"[loss] {key} = {value!r}: must be a {want.__name__}")
+    if "rubric" not in table:
+        raise ConfigError("[loss] needs rubric = \"...\" (what a good answer is) and scale = [lowest, highest]")
+    if "scale" not in table:
+        raise ConfigError("[loss] rubric is set but scale is missing; add scale = [1, 5] (the lowest and highest score)")
+    args = dict(table, scale=tuple(table["scale"]))
+    model = args.pop("model", engine.model)
+    if model != engine.model and engine.local:
+        raise ConfigError(
+            f"[loss] model = {model!r} is not configured: judge calls go through the [engine] server, which serves only "
+            f"{engine.model!r}; drop model, set it to {engine.model!r}, or use an [engine] base_url server that serves {model!r}"
+        )
+    try:
+        return Judge(**args, model="" if model == engine.model else model)
+    except ConfigError as exc:
+        raise ConfigError(f"[loss] {exc}") from None
+
+
 def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
     """Validate a config dict (as parsed from TOML) into a RunConfig."""
     for key in data:
@@ -145,13 +173,15 @@ def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
     base = base_dir or Path.cwd()
     run_dir = str((base / run["dir"]).resolve()) if "dir" in run else str((base / "runs" / f"{task}-{strategy}-seed{seed}").resolve())
     cache = str((base / Path(run["cache"]).expanduser()).resolve()) if "cache" in run else None
+    engine = _engine("engine", _table(data, "engine"))
     return RunConfig(
         task=task, task_args=task_args, strategy=strategy, strategy_args=strategy_args,
-        engine=_engine("engine", _table(data, "engine")),
+        engine=engine,
         critic=_engine("critic", _table(data, "critic")) if "critic" in data else None,
         train=train, max_calls=budget.get("max_calls"), max_tokens=budget.get("max_tokens"),
         run_dir=run_dir, cache_dir=cache, source=freeze(data),
         config_dir=str(base_dir.resolve()) if base_dir is not None else None,
+        judge=_judge(_table(data, "loss"), engine) if "loss" in data else None,
     )
 
 

@@ -105,6 +105,8 @@ def fingerprint(config: RunConfig) -> str:
         "task": [config.task, config.task_args], "strategy": [config.strategy, config.strategy_args],
         "engine": _answer_fields(config.engine), "critic": _answer_fields(config.critic) if config.critic else None,
     }
+    if config.judge is not None:
+        extra["loss"] = attrs.asdict(config.judge)
     return settings_hash(config.train, orjson.loads(orjson.dumps(extra, default=dict)))
 
 
@@ -135,6 +137,7 @@ def optimize(
     which step the checkpoint keeps.
     """
     task = build_task(config.task, config.task_args, config_dir=config.config_dir)
+    task = attrs.evolve(task, loss=config.judge) if config.judge is not None else task  # [loss] table
     strategy = build_strategy(config.strategy, config.strategy_args, config_dir=config.config_dir)
     title = f"{task.name} / {strategy.name}"
     rd = RunDir(config.run_dir)

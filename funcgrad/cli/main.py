@@ -54,6 +54,7 @@ def _pct(score) -> str:
 def cmd_evaluate(args) -> int:
     config = load_config(args.config)
     task = build_task(config.task, config.task_args, config_dir=config.config_dir)
+    task = attrs.evolve(task, loss=config.judge) if config.judge is not None else task  # [loss] table
     state = task.state
     if args.state:
         try:

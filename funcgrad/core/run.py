@@ -28,11 +28,11 @@ from __future__ import annotations
 import concurrent.futures
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from funcgrad.core.calls import Engine
+from funcgrad.core.calls import Engine, Request
 from funcgrad.core.errors import EngineError, FuncgradError, PipelineError, RunFailed, TraceError
 from funcgrad.core.nodes import _CURRENT, FATAL_ERRORS, Var, _Builder
 from funcgrad.core.state import PromptState
@@ -120,7 +120,20 @@ class Result:
         return self.failure is not None
 
 
-LossFn = Callable[[Any, Example], Loss]
+@runtime_checkable
+class ModelLoss(Protocol):
+    """A loss that asks a model, e.g. :class:`funcgrad.core.judge.Judge`.
+
+    :func:`run_example` sends ``request(output, example)`` through its own engine and
+    scores with ``read(reply, example)``, which raises EngineError for an unusable reply.
+    """
+
+    def request(self, output: Any, example: Example) -> Request: ...
+
+    def read(self, reply: str, example: Example) -> Loss: ...
+
+
+LossFn = Callable[[Any, Example], Loss] | ModelLoss
 
 
 def exact_match(output: Any, example: Example) -> Loss:
@@ -168,12 +181,15 @@ def _run(pipeline, state, x, engine, example_id, loss, example):
                 f"the pipeline returned a plain {type(y).__name__}; return the Var a node produced "
                 "(wrap post-processing in a funcgrad.fn node so the trace keeps the edge)"
             )
-        try:
-            scored = loss(y.value, example) if loss is not None else None
-        except FATAL_ERRORS:
-            raise
-        except Exception as exc:
-            raise _LossRaised(exc, y.value, builder.freeze(example_id, y.id)) from exc
+        if isinstance(loss, ModelLoss):
+            scored = _ask(loss, y.value, example, engine)
+        else:
+            try:
+                scored = loss(y.value, example) if loss is not None else None
+            except FATAL_ERRORS:
+                raise
+            except Exception as exc:
+                raise _LossRaised(exc, y.value, builder.freeze(example_id, y.id)) from exc
     finally:
         _CURRENT.reset(token)
     trace = builder.freeze(example_id, y.id)
@@ -188,8 +204,32 @@ class _LossRaised(Exception):
         self.error, self.output, self.trace = error, output, trace
 
 
-def with_loss(trace: Trace, loss: Loss, target: Any = None) -> Trace:
+def _ask(loss: ModelLoss, output: Any, example: Example, engine: Engine) -> tuple[Loss | None, dict]:
+    """A model loss's one call through ``engine``: (Loss, or None when it failed; the loss record's call fields)."""
+    request = loss.request(output, example)
+    call: dict = {"request": {
+        "messages": [[m.role, m.content] for m in request.messages], "model": request.model,
+        "temperature": request.temperature, "max_tokens": request.max_tokens, "sample": request.sample, "role": request.role,
+    }}
+    try:
+        response = engine.complete(request)
+    except FATAL_ERRORS:
+        raise
+    except EngineError as exc:
+        return None, {**call, "error": f"{type(exc).__name__}: {exc}"}
+    call.update(reply=response.text, usage=response.usage)
+    try:
+        return loss.read(response.text, example), call
+    except EngineError as exc:
+        return None, {**call, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def with_loss(trace: Trace, loss: Loss | None, target: Any = None, call: dict | None = None) -> Trace:
     """Return ``trace`` with a loss record appended (input: the output record, if any).
+
+    ``call`` holds a model loss's call (``request``, ``reply``, ``usage``, ``error``):
+    the record then carries the rendered request, the reply and the usage; when the
+    call failed, ``loss`` is None and the record carries the error instead of a score.
 
     >>> t = with_loss(Trace((Record(0, "x", "input"),), output=0), Loss(1.0, "ok"), target="a")
     >>> t.loss.output["score"]
@@ -199,9 +239,14 @@ def with_loss(trace: Trace, loss: Loss, target: Any = None) -> Trace:
         raise TraceError("trace already has a loss record; score each trace once")
     next_id = trace.records[-1].id + 1 if trace.records else 0
     inputs = (trace.output,) if trace.output is not None else ()
+    call = call or {}
+    output = {"score": loss.score, "feedback": loss.feedback} if loss is not None else {}
+    if "reply" in call:
+        output["reply"] = call["reply"]
     record = Record(
         next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs),
-        request={"target": target}, output={"score": loss.score, "feedback": loss.feedback},
+        request={"target": target, **call.get("request", {})}, output=output,
+        usage=call.get("usage"), error=call.get("error"),
     )
     return attrs.evolve(trace, records=trace.records + (record,))
 
@@ -237,9 +282,15 @@ def run_example(pipeline: Pipeline, state: PromptState, example: Example, *, eng
         failure = _failure_of(exc.error, exc.trace, "loss")
         record = _loss_record(exc.trace, example.target, error=failure.message)
         return Result(example, exc.output, attrs.evolve(exc.trace, records=exc.trace.records + (record,)), None, failure)
+    call = None
+    if isinstance(loss, ModelLoss):
+        scored, call = scored
+        if scored is None:  # the judge's call or its reply failed: recorded, never scored
+            failure = Failure("loss" if "reply" in call else "engine", f"the judge failed: {call['error']}", node="loss")
+            return Result(example, output, with_loss(trace, None, example.target, call), None, failure)
     if not isinstance(scored, Loss):
         raise FuncgradError(f"the loss function returned {type(scored).__name__}; it must return funcgrad.Loss")
-    return Result(example, output, with_loss(trace, scored, example.target), scored)
+    return Result(example, output, with_loss(trace, scored, example.target, call), scored)
 
 
 def run_batch(
