@@ -25,17 +25,19 @@ Property-testing a strategy means running generated pipelines, feeding the resul
 to ``update`` and checking what it promises, e.g. that it only proposes text for
 trainable params of the state it was given::
 
-    from funcgrad.engines.scripted import ScriptedEngine
     from funcgrad.testing import pipelines
 
     @given(pipelines(), losses())
     def test_my_strategy_only_touches_trainable_params(gp, loss):
-        engine = ScriptedEngine(gp.respond)
+        engine = funcgrad.ScriptedEngine(gp.respond)
         result = funcgrad.run_example(gp.pipeline, gp.state, funcgrad.Example("e", gp.x),
                                       engine=engine, loss=lambda y, ex: loss)
-        update, _ = my_strategy.update([result], gp.state, my_strategy.init(gp.state),
-                                       engine=critic, evaluate=lambda s, seed: 0.0, context=funcgrad.StepContext())
+        program = my_strategy.update([result], gp.state, my_strategy.init(gp.state), funcgrad.StepContext())
+        update, _ = funcgrad.run_program(program, lambda effect: funcgrad.Response("<NEW_VALUE>x</NEW_VALUE>"))
         assert set(update.values) <= set(gp.state.trainable_names)
+
+A strategy is sans-I/O, so its answers are fed directly (``run_program``): no engine
+and no prompt parsing is needed to test it.
 
 All generators take keyword arguments only and shrink towards small, plain values.
 """
@@ -50,6 +52,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
+from funcgrad.core.backward import GRADIENT_SOURCES, CallLog, Candidate, EffectLog, Gradient, StepTrace, Verdict
 from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
 from funcgrad.core.nodes import LLM, Fn, Var
 from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result
@@ -59,9 +62,9 @@ from funcgrad.core.trace import Record, Trace
 from funcgrad.core.values import FrozenDict
 
 __all__ = [
-    "GeneratedPipeline", "attempts", "examples", "json_values", "losses", "messages", "names", "notes",
+    "GeneratedPipeline", "attempts", "examples", "gradients", "json_values", "losses", "messages", "names", "notes",
     "params", "pipelines", "prompt_states", "recorded_responder", "records", "requests", "responses",
-    "results", "texts", "traces", "updates", "usages",
+    "results", "step_traces", "texts", "traces", "updates", "usages",
 ]
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -411,6 +414,55 @@ def attempts() -> st.SearchStrategy[Attempt]:
         accepted=st.booleans(),
         reason=texts(),
     )
+
+
+def gradients(*, max_calls: int = 3) -> st.SearchStrategy[Gradient]:
+    """One textual gradient (:class:`~funcgrad.Gradient`), naming a call below ``max_calls`` or none.
+
+    >>> gradients().example().source in GRADIENT_SOURCES
+    True
+    """
+    return st.builds(
+        Gradient, id=st.just(0), param=names(), node=names(), example_id=names(), record_id=st.integers(0, 20),
+        call_index=st.integers(0, 5), score=st.floats(0, 1, allow_nan=False), text=texts(),
+        source=st.sampled_from(GRADIENT_SOURCES), call=st.none() | st.integers(0, max(0, max_calls - 1)),
+    )
+
+
+@st.composite
+def step_traces(draw, *, max_calls: int = 4) -> StepTrace:
+    """A valid recorded backward pass (:class:`~funcgrad.StepTrace`): ids in order, rounds ascending.
+
+    >>> from funcgrad import check_step_trace
+    >>> isinstance(check_step_trace(step_traces().example()), StepTrace)
+    True
+    """
+    n = draw(st.integers(0, max_calls))
+    calls = tuple(CallLog(i, draw(requests()), draw(responses())) for i in range(n))
+    kinds = draw(st.lists(st.sampled_from(("validate", "rerun")), max_size=2))
+    rounds = sorted(draw(st.lists(st.integers(0, 3), min_size=n + len(kinds), max_size=n + len(kinds))))
+    effects, call_ids = [], iter(range(n))
+    order = draw(st.permutations(["call"] * n + kinds))
+    for i, (kind, rnd) in enumerate(zip(order, rounds)):
+        if kind == "call":
+            effects.append(EffectLog(i, "call", rnd, call=next(call_ids)))
+        else:
+            effects.append(EffectLog(i, kind, rnd, seed=draw(st.none() | st.integers(0, 9)),
+                                     examples=tuple(draw(st.lists(names(), max_size=3))),
+                                     score=draw(st.none() | st.floats(0, 1, allow_nan=False))))
+    grads = draw(st.lists(gradients(max_calls=n), max_size=4))
+    grads = tuple(attrs.evolve(g, id=i, call=g.call if n else None) for i, g in enumerate(grads))
+    candidates = tuple(
+        Candidate(draw(names()), draw(texts()), draw(st.none() | texts()), draw(st.sampled_from(("", "tag_leak", "unchanged"))),
+                  draw(texts()), tuple(draw(st.lists(st.integers(0, len(grads) - 1), max_size=2))) if grads else (),
+                  draw(st.none() | st.integers(0, n - 1)) if n else None)
+        for _ in range(draw(st.integers(0, 2)))
+    )
+    passed = any(c.value is not None and not c.guard for c in candidates)
+    verdicts = [v for v in Verdict if v is not Verdict.ACCEPTED or passed]
+    return StepTrace(draw(st.integers(1, 9)), draw(st.integers(0, 2)), draw(names()), tuple(draw(st.lists(names(), max_size=3))),
+                     calls, tuple(effects), grads, candidates, draw(st.sampled_from(verdicts)), draw(texts()),
+                     draw(st.none() | st.floats(0, 1, allow_nan=False)), draw(st.none() | st.floats(0, 1, allow_nan=False)))
 
 
 # --------------------------------------------------------------------------- pipelines

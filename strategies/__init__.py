@@ -6,15 +6,17 @@ They are drop-in replacements for one another; swapping is one line::
     strategy = whole_trace()                      # one OptoPrime-style call per step
     strategy = sampled_momentum(backprop(), k=5)  # TSGD-M around any strategy
 
-They use only funcgrad's public API, exactly like a user's own strategy would.
+Each ``update`` is an effect program (sans-I/O): it yields the critic/optimizer calls
+and validation runs it needs and never touches an engine. They use only funcgrad's
+public API, exactly like a user's own strategy would (docs/writing-a-strategy.md).
 """
 
-from funcgrad.strategies.backprop import Gradient, backprop, backward
-from funcgrad.strategies.momentum import gumbel_top_k, sampled_momentum
+from funcgrad.strategies.backprop import BackpropKnobs, backprop, backward
+from funcgrad.strategies.momentum import SampledMomentumKnobs, gumbel_top_k, sampled_momentum
 from funcgrad.strategies.proposals import GUARDS, check_value, extract_fenced, fence, rejection_counts
-from funcgrad.strategies.whole_trace import code_line, whole_trace
+from funcgrad.strategies.whole_trace import WholeTraceKnobs, code_line, whole_trace
 
 __all__ = [
-    "GUARDS", "Gradient", "backprop", "backward", "check_value", "code_line", "extract_fenced", "fence",
-    "gumbel_top_k", "rejection_counts", "sampled_momentum", "whole_trace",
+    "GUARDS", "BackpropKnobs", "SampledMomentumKnobs", "WholeTraceKnobs", "backprop", "backward", "check_value",
+    "code_line", "extract_fenced", "fence", "gumbel_top_k", "rejection_counts", "sampled_momentum", "whole_trace",
 ]

@@ -1,4 +1,4 @@
-"""Per-node textual backpropagation (LLM-AutoDiff style).
+"""Per-node textual backpropagation (LLM-AutoDiff style), as an effect program.
 
 Backward pass, for each training result: walk the trace from the loss record to the
 inputs. Every record collects the feedback of the records that consumed its output,
@@ -11,12 +11,16 @@ in call order. Then, by kind:
   upstream record can still reach a trainable param, feedback for its inputs;
 - nodes named in ``trace.skips`` also get the loss feedback directly.
 
-Each gradient is a :class:`Gradient` (example id, record id, call index, score,
-text); a param's gradients are an ordered tuple sorted by (example, call order).
+The examples of a minibatch are independent, so their backward walks run in
+lockstep (:func:`funcgrad.core.effects.gather`): each round's critic calls are one
+batch, in flight together. Each gradient is a :class:`~funcgrad.core.backward.Gradient`
+(param, node, example, record, call index, score, text, source, the call that wrote
+it); a param's gradients are an ordered tuple sorted by (example, call order).
 
-Optimizer: one call per trainable param that got at least one real gradient; the
-new value comes back between ``<NEW_VALUE>`` tags and passes the guards of
-:mod:`funcgrad.strategies.proposals` before it is proposed.
+Optimizer: one call per trainable param that got at least one real gradient, all in
+one batch; the new value comes back between ``<NEW_VALUE>`` tags and passes the
+guards of :mod:`funcgrad.strategies.proposals` before it is proposed. Every prompt
+text lives in :mod:`funcgrad.strategies.prompts.backprop`.
 """
 
 from __future__ import annotations
@@ -27,35 +31,59 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import toolz
 
 from funcgrad import Note, PromptState, Request, Strategy, Update, reverse_topological
+from funcgrad.core.backward import Candidate, Gradient
+from funcgrad.core.effects import Call, ask, gather, numbered
+from funcgrad.core.strategy import make_knobs
 from funcgrad.strategies import proposals as P
+from funcgrad.strategies.prompts import backprop as T
+from funcgrad.strategies.prompts import shared as S
 
-FIXED = "no noticeable error"
+FIXED = T.FIXED
 INPUTS_KEY = "(inputs)"
+
+_pos_int = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
+_temp = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0)]
 
 
 @attrs.frozen
-class Gradient:
-    """Feedback for one param from one LLM call: who, when, how well it scored, what to change.
+class BackpropKnobs:
+    """Knobs of :func:`backprop` (see its docstring); validated, JSON via ``attrs.asdict``.
 
-    ``source`` is ``critique`` (a backward call), ``fixed`` (errors-only skip) or
-    ``passthrough`` (the downstream feedback itself, when the critic's reply was unusable).
+    >>> BackpropKnobs(tau=0.5).tau
+    0.5
     """
 
-    example_id: str
-    record_id: int
-    node: str
-    call_index: int
-    score: float
-    text: str
-    source: str = "critique"
+    errors_only: bool = True
+    tau: float = attrs.field(default=0.99, validator=[attrs.validators.instance_of((int, float)), attrs.validators.le(1)])
+    max_examples: int = attrs.field(default=4, validator=_pos_int)
+    max_chars: int = attrs.field(default=400, validator=_pos_int)
+    max_feedback: int = attrs.field(default=6, validator=_pos_int)
+    max_calls_listed: int = attrs.field(default=6, validator=_pos_int)
+    max_history: int = attrs.field(default=2, validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
+    max_value_chars: int = attrs.field(default=1500, validator=_pos_int)
+    max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
+    critique_chars: int = attrs.field(default=300, validator=_pos_int)
+    critique_words: int = attrs.field(default=40, validator=_pos_int)
+    backward_max_tokens: int = attrs.field(default=150, validator=_pos_int)
+    optimizer_max_tokens: int = attrs.field(default=250, validator=_pos_int)
+    backward_temperature: float = attrs.field(default=0.0, validator=_temp)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=_temp)
+    retry_temperature: float = attrs.field(default=0.7, validator=_temp)
+    backward_model: str = ""
+    optimizer_model: str = ""
+    json_schema: bool = True
+    time_stamps: bool = True
+    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
 
 @attrs.frozen
 class _Feedback:
     source: int  # id of the record (or loss record) that sent it; orders feedback by call
     text: str
+    kind: str = "passthrough"  # how it reached the record: passthrough, skip, critique (from a downstream call)
 
 
 def _reaches_trainable(trace, state: PromptState) -> dict[int, bool]:
@@ -76,57 +104,49 @@ def _calls_of(trace, node: str):
     return [r for r in trace.records if r.node == node]
 
 
-def backward_prompt(record, trace, state, feedback, trainable, upstream, score, target, cfg) -> tuple[str, str, list[str]]:
+def backward_prompt(record, trace, state, feedback, trainable, upstream, score, target, knobs) -> tuple[str, str, list[str]]:
     """System text, user text and the expected feedback keys of one backward call.
 
     The critic first names the mistake, then gives one feedback entry per trainable
-    peer: small critics advise better when asked to diagnose first.
+    peer: small critics advise better when asked to diagnose first. The evidence
+    (calls, input, answer, feedback) shrinks to fit ``max_prompt_chars``; the params
+    and the reply format always survive.
     """
-    chars = cfg["max_chars"]
+    chars = knobs.max_chars
     keys = list(trainable) + ([INPUTS_KEY] if upstream else [])
-    system = (
-        "You are a critic of one step of an LLM pipeline. Compare the step's answer with what was expected, "
-        "find the concrete mistake, and say what the step's prompt should tell the model so it avoids this "
-        f"kind of mistake. No generic advice. At most {cfg['critique_words']} words per field. Reply with JSON only."
-    )
-    lines = []
-    calls = _calls_of(trace, record.node) if cfg["time_stamps"] else [record]
+    system = T.CRITIC_SYSTEM.format(words=knobs.critique_words)
+    calls = _calls_of(trace, record.node) if knobs.time_stamps else [record]
+    listing: list[str] = []
     if len(calls) > 1:
-        lines.append(f"The step `{record.node}` was called {len(calls)} times in this run, in this order; "
-                     f"you judge call #{record.call_index}:")
-        for c in calls[: cfg["max_calls_listed"]]:
-            mark = "  <- this call" if c.id == record.id else ""
-            lines.append(f"  #{c.call_index}: input {P.one_line(_user_text(c), 80)!r} -> answer {P.one_line(c.output, 60)!r}{mark}")
-        if len(calls) > cfg["max_calls_listed"]:
-            lines.append(f"  (+{len(calls) - cfg['max_calls_listed']} later calls not shown)")
-        lines.append(f"Call #{record.call_index} received this input:")
+        listing.append(T.CALLS_HEADER.format(node=record.node, n=len(calls), index=record.call_index))
+        for c in calls[: knobs.max_calls_listed]:
+            mark = T.THIS_CALL if c.id == record.id else ""
+            listing.append(T.CALL_LINE.format(index=c.call_index, given=repr(P.one_line(_user_text(c), 80)),
+                                              answer=repr(P.one_line(c.output, 60)), mark=mark))
+        if len(calls) > knobs.max_calls_listed:
+            listing.append(T.MORE_CALLS.format(n=len(calls) - knobs.max_calls_listed))
+        listing.append(T.CALL_INPUT.format(index=record.call_index))
     else:
-        lines.append(f"The step `{record.node}` (one call in this run) received this input:")
-    lines.append(P.clip(_user_text(record), chars))
-    lines.append("It answered:")
-    lines.append(P.clip(record.output, chars))
-    if target is not None:
-        lines.append(f"The expected final answer of the pipeline is {P.clip(target, 200)}; this run scored {score:.2f}.")
-    else:
-        lines.append(f"This run scored {score:.2f}.")
-    lines.append("Feedback on this answer, in call order:")
-    for i, fb in enumerate(feedback[: cfg["max_feedback"]], 1):
-        lines.append(f"{i}. {P.clip(fb.text, chars)}")
-    if len(feedback) > cfg["max_feedback"]:
-        lines.append(f"(+{len(feedback) - cfg['max_feedback']} more not shown)")
-    lines.append("The step's prompt is made of these parameters:")
+        listing.append(T.ONE_CALL_INPUT.format(node=record.node))
+    listing.append(P.clip(_user_text(record), chars))
+    answer = [T.ANSWERED, P.clip(record.output, chars)]
+    answer.append(T.EXPECTED_SCORED.format(target=P.clip(target, 200), score=score) if target is not None
+                  else T.SCORED.format(score=score))
+    notes = [T.FEEDBACK_HEADER]
+    for i, fb in enumerate(feedback[: knobs.max_feedback], 1):
+        notes.append(f"{i}. {P.clip(fb.text, chars)}")
+    if len(feedback) > knobs.max_feedback:
+        notes.append(T.MORE_FEEDBACK.format(n=len(feedback) - knobs.max_feedback))
+    params = [T.PARAMS_HEADER]
     for p in record.params:
         if p in state:
-            flag = "to be improved" if p in trainable else "fixed"
-            lines.append(f"- {p} ({state[p].kind}, {flag}): {P.clip(state[p].value, chars)!r}")
+            flag = T.TO_IMPROVE if p in trainable else T.FIXED_PARAM
+            params.append(T.PARAM_LINE.format(name=p, kind=state[p].kind, flag=flag,
+                                              value=repr(P.clip(state[p].value, knobs.max_value_chars))))
     example = ", ".join(f'{{"param": "{k}", "feedback": "..."}}' for k in keys)
-    what = "one entry per parameter to be improved, with a general rule that text should add"
-    if upstream:
-        what += f', and one entry "{INPUTS_KEY}" saying what was wrong with the step\'s inputs'
-    fields = ['"mistake": what the answer got wrong compared with the expected answer, i.e. the error to prevent;',
-              f'"feedback": a list with {what}: [{example}]']
-    lines.append("Reply with JSON with these fields:\n" + "\n".join(fields))
-    body = P.cap_prompt("\n".join(lines), cfg["max_prompt_chars"])
+    what = T.ENTRY_WHAT + (T.ENTRY_INPUTS.format(key=INPUTS_KEY) if upstream else "")
+    reply = T.CRITIC_REPLY.format(what=what, example=example)
+    body = P.fit_prompt([], [listing, answer, notes], [*params, reply], knobs.max_prompt_chars)
     return system, body, keys
 
 
@@ -178,94 +198,111 @@ def parse_critique(text: str, keys: Sequence[str]) -> tuple[dict[str, str], str]
     return out, mistake.strip()
 
 
-def backward(results: Sequence[Any], state: PromptState, engine, cfg: dict, stats: dict) -> dict[str, tuple[Gradient, ...]]:
-    """The backward pass over a minibatch: param -> ordered tuple of :class:`Gradient`.
+def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs, stats: dict):
+    """The backward walk of one result, as a program; returns its gradients ``(order key, fields)``.
 
-    ``stats`` (a mutable dict, see :func:`proposals.new_stats`) receives call and
-    event counts. Budget exhaustion propagates; other engine errors fall back to
-    passing the downstream feedback through.
+    Records are visited in reverse topological order; a critic call for one record
+    must come back before its upstream records can be judged, so each example asks
+    one call per round.
     """
-    grads: dict[str, list[tuple[int, Gradient]]] = defaultdict(list)
-    for ex_pos, res in enumerate(results):
-        trace, score = res.trace, res.loss.score
-        loss = trace.loss
-        if loss is None:
+    trace, score = res.trace, res.loss.score
+    loss = trace.loss
+    out: list[tuple[tuple[int, int], dict]] = []
+    if loss is None:
+        return out
+    loss_text = res.loss.feedback or f"score {score:.2f}"
+    target = res.example.target
+    reach = _reaches_trainable(trace, state)
+    inbox: dict[int, list[_Feedback]] = defaultdict(list)
+    if trace.output is not None:
+        inbox[trace.output].append(_Feedback(loss.id, loss_text, "loss"))
+    skips = set(trace.skips)
+    for r in reverse_topological(trace):
+        if r.kind in ("loss", "input"):
             continue
-        loss_text = res.loss.feedback or f"score {score:.2f}"
-        target = res.example.target
-        reach = _reaches_trainable(trace, state)
-        inbox: dict[int, list[_Feedback]] = defaultdict(list)
-        if trace.output is not None:
-            inbox[trace.output].append(_Feedback(loss.id, loss_text))
-        skips = set(trace.skips)
-        for r in reverse_topological(trace):
-            if r.kind in ("loss", "input"):
-                continue
-            if r.node in skips:
-                inbox[r.id].append(_Feedback(loss.id, f"(skip connection from the loss) {loss_text}"))
-                stats["events"] = P.bump(stats["events"], "skip_feedback")
-            feedback = sorted(inbox.pop(r.id, []), key=lambda f: f.source)
-            if not feedback or not reach[r.id]:
-                continue
-            upstream = [i for i in r.inputs if reach.get(i, False)]
-            if r.kind in ("fn", "retrieve"):
-                for i in upstream:
-                    inbox[i].extend(feedback)
-                stats["events"] = P.bump(stats["events"], "passthrough")
-                continue
-            trainable = [p for p in r.params if p in state and state[p].trainable]
+        if r.node in skips:
+            inbox[r.id].append(_Feedback(loss.id, T.SKIP_FEEDBACK.format(text=loss_text), "skip"))
+            stats["events"] = P.bump(stats["events"], "skip_feedback")
+        feedback = sorted(inbox.pop(r.id, []), key=lambda f: f.source)
+        if not feedback or not reach[r.id]:
+            continue
+        upstream = [i for i in r.inputs if reach.get(i, False)]
+        if r.kind in ("fn", "retrieve"):
+            for i in upstream:
+                inbox[i].extend(feedback)
+            stats["events"] = P.bump(stats["events"], "passthrough")
+            continue
+        trainable = [p for p in r.params if p in state and state[p].trainable]
 
-            def emit(param, text, source):
-                grads[param].append(((ex_pos, r.id), Gradient(res.example.id, r.id, r.node, r.call_index, score, text, source)))
+        def emit(param, text, source, request=None):
+            out.append(((ex_pos, r.id), {"param": param, "node": r.node, "example_id": res.example.id, "record_id": r.id,
+                                         "call_index": r.call_index, "score": score, "text": text, "source": source,
+                                         "request": request}))
 
-            if cfg["errors_only"] and score >= cfg["tau"]:
-                fixed = f"score {score:.2f}: {FIXED}"
-                for p in trainable:
-                    emit(p, fixed, "fixed")
+        if knobs.errors_only and score >= knobs.tau:
+            fixed = T.FIXED_GRADIENT.format(score=score)
+            for p in trainable:
+                emit(p, fixed, "fixed")
+            for i in upstream:
+                inbox[i].append(_Feedback(r.id, fixed))
+            stats["events"] = P.bump(stats["events"], "errors_only_skip")
+            continue
+        system, body, keys = backward_prompt(r, trace, state, feedback, trainable, upstream, score, target, knobs)
+        request = Request(
+            messages=(("system", system), ("user", body)), model=knobs.backward_model,
+            temperature=knobs.backward_temperature, max_tokens=knobs.backward_max_tokens,
+            json_schema=_schema(keys, knobs.critique_chars) if knobs.json_schema else None, role="backward",
+        )
+        stats["calls"] = P.bump(stats["calls"], "backward")
+        response = yield from ask(request)
+        entries: dict[str, str] = {}
+        mistake, problem = "", ""
+        try:
+            entries, mistake = parse_critique(response.text, keys)
+        except ValueError:
+            problem = "critique_truncated" if response.finish_reason == "length" else "critique_unparsed"
+        if problem:
+            stats["rejections"] = P.bump(stats["rejections"], problem)
+        passed = " | ".join(P.one_line(f.text, knobs.max_chars) for f in feedback)
+        passed_kind = "skip" if all(f.kind == "skip" for f in feedback) else "passthrough"
+        for k in keys:
+            text = entries.get(k, "").strip()
+            source = "critique"
+            if text and P.is_generic(text):
+                stats["rejections"] = P.bump(stats["rejections"], "critique_generic")
+                text = ""
+            if not text:
+                if not problem and k not in entries:
+                    stats["rejections"] = P.bump(stats["rejections"], "critique_missing_entry")
+                text, source = passed, passed_kind
+            if source == "critique" and mistake and not P.is_generic(mistake):
+                text = T.MISTAKE_FIX.format(mistake=P.one_line(mistake, knobs.critique_chars), fix=text)
+            text = P.clip(text, 2 * knobs.critique_chars)
+            if k == INPUTS_KEY:
                 for i in upstream:
-                    inbox[i].append(_Feedback(r.id, fixed))
-                stats["events"] = P.bump(stats["events"], "errors_only_skip")
-                continue
-            system, body, keys = backward_prompt(r, trace, state, feedback, trainable, upstream, score, target, cfg)
-            request = Request(
-                messages=(("system", system), ("user", body)), model=cfg["backward_model"],
-                temperature=cfg["backward_temperature"], max_tokens=cfg["backward_max_tokens"],
-                json_schema=_schema(keys, cfg["critique_chars"]) if cfg["json_schema"] else None,
-                role="backward",
-            )
-            stats["calls"] = P.bump(stats["calls"], "backward")
-            response, error = P.call_engine(engine, request)
-            entries: dict[str, str] = {}
-            mistake, problem = "", ""
-            if response is None:
-                problem = "critique_failed"
+                    inbox[i].append(_Feedback(r.id, T.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
             else:
-                try:
-                    entries, mistake = parse_critique(response.text, keys)
-                except ValueError:
-                    problem = "critique_truncated" if response.finish_reason == "length" else "critique_unparsed"
-            if problem:
-                stats["rejections"] = P.bump(stats["rejections"], problem)
-            passed = " | ".join(P.one_line(f.text, cfg["max_chars"]) for f in feedback)
-            for k in keys:
-                text = entries.get(k, "").strip()
-                source = "critique"
-                if text and P.is_generic(text):
-                    stats["rejections"] = P.bump(stats["rejections"], "critique_generic")
-                    text = ""
-                if not text:
-                    if not problem and k not in entries:
-                        stats["rejections"] = P.bump(stats["rejections"], "critique_missing_entry")
-                    text, source = passed, "passthrough"
-                if source == "critique" and mistake and not P.is_generic(mistake):
-                    text = f"Mistake: {P.one_line(mistake, cfg['critique_chars'])} Fix: {text}"
-                text = P.clip(text, 2 * cfg["critique_chars"])
-                if k == INPUTS_KEY:
-                    for i in upstream:
-                        inbox[i].append(_Feedback(r.id, f"(from `{r.node}` call #{r.call_index}) {text}"))
-                else:
-                    emit(k, text, source)
-    return {p: tuple(g for _, g in sorted(items, key=lambda t: t[0])) for p, items in grads.items()}
+                emit(k, text, source, request)
+    return out
+
+
+def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs, stats: dict):
+    """The backward pass over a minibatch, as a program: returns ``(gradients, requests)``.
+
+    ``gradients`` is a tuple of :class:`~funcgrad.core.backward.Gradient` sorted by
+    (example, call order), numbered from 0; each critique's ``call`` is the index of
+    its request in ``requests`` (the calls in the order they were asked). ``stats``
+    (a mutable dict, see :func:`proposals.new_stats`) receives call and event counts.
+    """
+    per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs, stats)
+                                                       for i, res in enumerate(results)))
+    items = sorted((item for ex in per_example for item in ex), key=lambda t: t[0])
+    grads = []
+    for key, fields in items:
+        request = fields.pop("request")
+        call = next((i for i, r in enumerate(requests) if r is request), None) if fields["source"] == "critique" else None
+        grads.append(Gradient(len(grads), call=call, **fields))
+    return tuple(grads), requests
 
 
 def _peers(results, name: str, state: PromptState) -> list[str]:
@@ -291,84 +328,74 @@ def _evidence(results, example_id: str, record_id: int):
     return "", "", None
 
 
-def optimizer_prompt(name, state, grads, results, context, cfg) -> tuple[str, str]:
+def optimizer_prompt(name, state, grads, results, context, knobs) -> tuple[str, str]:
     """System and user text of the optimizer call for param ``name``.
 
     The optimizer sees the evidence (input, answer, expected answer) next to each
     gradient, names the pattern of the errors on one line, then writes the value.
+    Evidence shrinks to fit ``max_prompt_chars``; the description of the param, its
+    current value and the reply instructions always survive.
     """
-    chars, param = cfg["max_chars"], state[name]
-    system = (
-        "You are an expert prompt engineer. You improve one part of the prompt of an AI assistant step so it "
-        "makes fewer mistakes: find the pattern in its errors and write a general rule that prevents it. Never "
-        "copy the input or the answer of a specific example into the text. "
-        f"Write the new text between {P.OPEN} and {P.CLOSE}."
-    )
-    by_example: dict[str, list[Gradient]] = {}
-    for g in grads:
-        by_example.setdefault(g.example_id, []).append(g)
+    chars, param = knobs.max_chars, state[name]
+    system = T.OPTIMIZER_SYSTEM.format(open=P.OPEN, close=P.CLOSE)
+    by_example = toolz.groupby(lambda g: g.example_id, grads)
     order = sorted(by_example, key=lambda e: min(g.score for g in by_example[e]))
-    shown = order[: cfg["max_examples"]]
-    nodes = ", ".join(f"`{n}`" for n in dict.fromkeys(g.node for g in grads))
-    lines = [f"The step {nodes} of a pipeline reads the prompt part `{name}` ({param.kind})."]
+    shown = order[: knobs.max_examples]
+    nodes = ", ".join(f"`{n}`" for n in toolz.unique(g.node for g in grads))
+    head = [T.TARGET_LINE.format(nodes=nodes, name=name, kind=param.kind)]
     if param.role:
-        lines.append(f"What it is for: {P.clip(param.role, chars)}")
-    lines += ["Its current text:", P.fence(P.clip(param.value, cfg["max_value_chars"]), P.CURRENT_TAG)]
+        head.append(T.ROLE_LINE.format(role=P.clip(param.role, 300)))
+    head += [T.CURRENT_HEADER, P.fence(P.clip(param.value, knobs.max_value_chars), P.CURRENT_TAG)]
     peers = _peers(results, name, state)
     if peers:
-        lines.append("The step also reads (not changed now):")
-        for p in peers[:4]:
-            lines.append(f"- {p}: {P.one_line(state[p].value, 200)!r}")
-    lines.append(f"Evidence, lowest score first ({len(shown)} of {len(order)} examples; texts cut at {chars} chars):")
+        head.append(T.PEERS_HEADER)
+        head += [T.PEER_LINE.format(name=p, value=repr(P.one_line(state[p].value, 120))) for p in peers[:4]]
+    head.append(T.EVIDENCE_HEADER.format(shown=len(shown), total=len(order), chars=chars))
+    blocks = []
     for n, e in enumerate(shown, 1):
         gs = by_example[e]
-        lines.append(f"{n}. Example {e} (score {min(g.score for g in gs):.2f})")
-        multi = cfg["time_stamps"] and len({g.node for g in gs}) < len(gs)
-        for g in gs[: cfg["max_feedback"]]:
+        block = [T.EXAMPLE_LINE.format(n=n, example=e, score=min(g.score for g in gs))]
+        multi = knobs.time_stamps and len({g.node for g in gs}) < len(gs)
+        for g in gs[: knobs.max_feedback]:
             given, answer, target = _evidence(results, g.example_id, g.record_id)
-            stamp = f" (call #{g.call_index})" if multi else ""
+            stamp = T.STAMP.format(index=g.call_index) if multi else ""
             if given:
-                lines.append(f"   Input{stamp}: {P.one_line(given, chars)}")
-                lines.append(f"   Answer{stamp}: {P.one_line(answer, chars)}")
-            lines.append(f"   Critique{stamp}: {P.one_line(g.text, chars)}")
+                block.append(T.INPUT_LINE.format(stamp=stamp, text=P.one_line(given, chars)))
+                block.append(T.ANSWER_LINE.format(stamp=stamp, text=P.one_line(answer, chars)))
+            block.append(T.CRITIQUE_LINE.format(stamp=stamp, text=P.one_line(g.text, chars)))
         if target is not None:
-            lines.append(f"   Expected final answer: {P.one_line(target, 100)}")
-    hist = P.history_lines(context, name, param.value, limit=cfg["max_history"], chars=200)
+            block.append(T.EXPECTED_LINE.format(text=P.one_line(target, 100)))
+        blocks.append(block)
+    tail = []
+    hist = P.history_lines(context, name, param.value, limit=knobs.max_history, chars=200)
     if hist:
-        lines.append("Best past values (validation score):")
-        lines.extend(hist)
-    rej = P.rejected_lines(context, name, limit=cfg["max_history"], chars=200)
+        tail += [S.HISTORY_HEADER, *hist]
+    rej = P.rejected_lines(context, name, limit=knobs.max_history, chars=200)
     if rej:
-        lines.append("Failed proposals this step (write something different):")
-        lines.extend(rej)
-    since = getattr(context, "steps_since_improvement", 0) or 0
+        tail += [S.REJECTED_HEADER, *rej]
+    since = context.steps_since_improvement
     if since:
-        lines.append(f"Steps since last improvement: {since}" + (" (make a bolder change)" if since >= 2 else ""))
-    lines.append(
-        f"Rules for the new text: at most {cfg['max_value_chars']} characters; complete text the assistant reads, "
-        "not a critique and not advice about the prompt; general, with no example's input or answer."
-    )
-    lines.append(
-        f"First write one line starting with \"Pattern:\" naming what the errors have in common. Then write the "
-        f"complete new text of `{name}` between {P.OPEN} and {P.CLOSE}."
-    )
-    return system, P.cap_prompt("\n".join(lines), cfg["max_prompt_chars"])
+        tail.append(S.SINCE_IMPROVEMENT.format(n=since) + (S.BOLDER if since >= 2 else ""))
+    tail.append(T.RULES.format(max_chars=knobs.max_value_chars))
+    tail.append(T.OPTIMIZER_REPLY.format(name=name, open=P.OPEN, close=P.CLOSE))
+    return system, P.fit_prompt(head, blocks, tail, knobs.max_prompt_chars)
 
 
-def propose(name, state, grads, results, context, engine, cfg, stats) -> tuple[str | None, Note]:
-    """One optimizer call for ``name``; returns (new value or None, note)."""
-    system, body = optimizer_prompt(name, state, grads, results, context, cfg)
-    request = Request(
-        messages=(("system", system), ("user", body)), model=cfg["optimizer_model"],
-        temperature=P.attempt_temperature(context, cfg["optimizer_temperature"], cfg["retry_temperature"]),
-        max_tokens=cfg["optimizer_max_tokens"],
-        seed=getattr(context, "seed", 0), sample=len(getattr(context, "rejected", ()) or ()), role="optimizer",
+def optimizer_request(name, state, grads, results, context, knobs) -> Request:
+    """The optimizer call for ``name``; retries (after a rejection) sample at ``retry_temperature``."""
+    system, body = optimizer_prompt(name, state, grads, results, context, knobs)
+    return Request(
+        messages=(("system", system), ("user", body)), model=knobs.optimizer_model,
+        temperature=P.attempt_temperature(context, knobs.optimizer_temperature, knobs.retry_temperature),
+        max_tokens=knobs.optimizer_max_tokens, seed=P.derive_seed(context.seed, context.step),
+        sample=context.attempt, role="optimizer",
     )
-    stats["calls"] = P.bump(stats["calls"], "optimizer")
-    response, error = P.call_engine(engine, request)
-    if response is None:
-        stats["rejections"] = P.bump(stats["rejections"], "engine_error")
-        return None, Note(name, "no_update", f"engine_error: optimizer call failed ({error})")
+
+
+def read_proposal(name, state, grads, results, context, knobs, response, call: int, stats) -> tuple[Candidate, Note]:
+    """The candidate (value or the guard that dropped it) in an optimizer ``response`` for ``name``."""
+    old = state[name].value
+    used = tuple(g.id for g in grads)
     value, guard = P.extract_fenced(response.text, finish_reason=response.finish_reason)
     reason = ""
     if value is None:
@@ -376,72 +403,80 @@ def propose(name, state, grads, results, context, engine, cfg, stats) -> tuple[s
                   "truncated": "optimizer reply was cut by the token cap before the closing tag"}[guard]
     else:
         guard, reason = P.check_value(
-            value, state[name].value,
-            targets=P.failing_targets(results, cfg["tau"]),
+            value, old,
+            targets=P.failing_targets(results, knobs.tau),
             critiques=[g.text for g in grads] + [r.loss.feedback for r in results],
-            inputs=P.example_inputs(results),
-            names=state.names,
+            inputs=P.example_inputs(results, min_chars=1),
+            replies=P.model_replies(results),
+            names=state.names, role=state[name].role,
             rejected=P.rejected_values(context, name),
-            max_value_chars=cfg["max_value_chars"],
+            max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
         )
     if guard:
         stats["rejections"] = P.bump(stats["rejections"], guard)
-        return None, Note(name, "no_update", f"{guard}: {reason}")
+        return Candidate(name, old, value, guard, reason, used, call), Note(name, "no_update", f"{guard}: {reason}")
     n_ex = len({g.example_id for g in grads})
-    return value, Note(name, "proposed", f"from {len(grads)} gradients on {n_ex} examples")
+    return Candidate(name, old, value, "", "", used, call), Note(name, "proposed", f"from {len(grads)} gradients on {n_ex} examples")
 
 
-def backprop(
-    *, errors_only: bool = True, tau: float = 0.99, max_examples: int = 4, max_chars: int = 400,
-    max_feedback: int = 6, max_calls_listed: int = 6, max_history: int = 2, max_prompt_chars: int = 4000,
-    max_value_chars: int = 1500, critique_chars: int = 300, critique_words: int = 40,
-    backward_max_tokens: int = 150, optimizer_max_tokens: int = 250, backward_temperature: float = 0.0,
-    optimizer_temperature: float = 0.0, retry_temperature: float = 0.7, backward_model: str = "", optimizer_model: str = "", json_schema: bool = True,
-    time_stamps: bool = True,
-) -> Strategy:
+def backprop(**knobs: Any) -> Strategy:
     """LLM-AutoDiff: per-node textual gradients, then one optimizer call per trainable param.
 
+    Knobs (:class:`BackpropKnobs`; an unknown or invalid one is a ConfigError):
     ``errors_only``/``tau``: examples scoring ``>= tau`` get a fixed "no noticeable
     error" gradient without an LLM call. ``max_examples`` (examples shown to the
     optimizer), ``max_chars`` (per text field), ``max_feedback`` (feedback items per
     call), ``max_calls_listed`` (repeated calls listed), ``max_history`` (past / failed
-    values shown), ``max_prompt_chars`` (hard cap per prompt): the prompt bounds.
-    ``max_value_chars``: longest value accepted. ``critique_chars``/``critique_words``:
-    critique size (also the JSON schema's maxLength when ``json_schema``).
-    ``*_max_tokens``, ``*_temperature``, ``*_model``: per-role request settings;
-    ``retry_temperature``: optimizer temperature once a proposal of this step was
-    rejected (a greedy retry would repeat the rejected text). ``time_stamps=False``
-    is the ablation without time-stamped gradients: prompts no longer say a node ran
-    several times, list its calls in order, or mark which call a critique is about.
+    values shown), ``max_prompt_chars`` (cap per prompt; the evidence shrinks to fit):
+    the prompt bounds. ``max_value_chars``: longest value accepted.
+    ``critique_chars``/``critique_words``: critique size (also the JSON schema's
+    maxLength when ``json_schema``). ``backward_max_tokens``, ``optimizer_max_tokens``,
+    ``backward_temperature``, ``optimizer_temperature``, ``backward_model``,
+    ``optimizer_model``: per-role request settings; ``retry_temperature``: optimizer
+    temperature once a proposal of this step was rejected (a greedy retry would
+    repeat it). ``time_stamps=False`` is the ablation without time-stamped gradients:
+    prompts no longer say a node ran several times, list its calls in order, or mark
+    which call a critique is about. ``skip_guards``: guards switched off (ablation).
 
     Calls per step: backward = LLM records that reach a trainable param, over the
-    examples scoring < tau (all examples if not ``errors_only``); optimizer = trainable
-    params with at least one real (not "no noticeable error") gradient.
+    examples scoring < tau (all examples if not ``errors_only``), one round per
+    trace depth with the examples' calls in flight together; optimizer = trainable
+    params with at least one real (not "no noticeable error") gradient, in one round.
+
+    >>> backprop(tau=0.5).config["tau"]
+    0.5
     """
-    cfg = dict(locals())
+    k = make_knobs(BackpropKnobs, "backprop", knobs)
 
     def init(state):
         return P.freeze_state(P.new_stats())
 
-    def update(results, state, s, *, engine, evaluate=None, context=None):
+    def update(results, state, s, context):
         stats = P.thaw_state(s) or P.new_stats()
         stats["steps"] = stats.get("steps", 0) + 1
-        grads = backward(results, state, engine, cfg, stats)
-        values, notes = {}, []
+        grads, requests = yield from backward(results, state, k, stats)
+        by_param = toolz.groupby(lambda g: g.param, grads)
+        notes, asks = [], []
         for name in state.trainable_names:
-            gs = grads.get(name, ())
+            gs = by_param.get(name, ())
             if not gs:
                 continue
             real = tuple(g for g in gs if g.source != "fixed")
             if not real:
-                notes.append(Note(name, "no_update", f"all {len({g.example_id for g in gs})} examples scored >= tau ({cfg['tau']}): {FIXED}"))
+                notes.append(Note(name, "no_update", f"all {len({g.example_id for g in gs})} examples scored >= tau ({k.tau}): {FIXED}"))
                 continue
-            value, note = propose(name, state, real, results, context, engine, cfg, stats)
-            notes.append(note)
-            if value is not None:
-                values[name] = value
+            asks.append((name, real, optimizer_request(name, state, real, results, context, k)))
         if not grads:
             notes.append(Note("", "no_update", "no trainable parameter received feedback (is any param read by an LLM node upstream of the output?)"))
-        return Update(values, notes), P.freeze_state(stats)
+        stats["calls"] = P.bump(stats["calls"], "optimizer", len(asks))
+        responses = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
+        values, candidates = {}, []
+        for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
+            candidate, note = read_proposal(name, state, real, results, context, k, response, len(requests) + pos, stats)
+            candidates.append(candidate)
+            notes.append(note)
+            if not candidate.guard and candidate.value is not None:
+                values[name] = candidate.value
+        return Update(values, notes, grads, candidates), P.freeze_state(stats)
 
-    return Strategy("backprop", init, update, cfg)
+    return Strategy("backprop", init, update, k)

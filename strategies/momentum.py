@@ -7,16 +7,19 @@ Once per training step it
 1. draws ``k`` candidates from ``H`` without replacement by Gumbel-top-k on the keys
    ``s_i / T + c * G_i`` (``G_i ~ Gumbel(0, 1)``; a never-scored state counts as
    ``s_i = 1``, so every new proposal gets scored at least once);
-2. scores them with ``evaluate(candidate, seed)`` (one shared validation seed per
-   step) and updates their running means;
+2. scores them on one validation minibatch (``Validate`` effects with one shared
+   seed per step, all in one batch: paired and concurrent) and updates their
+   running means;
 3. picks the best ``p*`` (ties: the current state);
-4. re-runs the training minibatch under ``p*`` (``context.rerun``; skipped when
-   ``p*`` is the current state) and lets the inner strategy propose from ``p*``;
+4. re-runs the training minibatch under ``p*`` (a ``Rerun`` effect; skipped when
+   ``p*`` is the current state) and runs the inner strategy's program from ``p*``
+   through the same mechanism (its effects pass straight to the driver);
 5. returns the proposal relative to the ``state`` it was given and appends it to ``H``.
 
-The random stream is ``random.Random(sha256(f"{seed}:{step}"))`` and the number of
-values drawn from it lives in S, so a run resumed from a JSON checkpoint draws the
-same candidates. Later proposals of the same step (after a rejection) reuse ``p*``.
+The random stream is ``random.Random(sha256(f"{seed}:{step}"))`` with ``seed`` the
+run's seed (``context.seed``: a comparison grid's seed reaches it), and the number
+of values drawn from it lives in S, so a run resumed from a JSON checkpoint draws
+the same candidates. Later proposals of the same step (after a rejection) reuse ``p*``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from typing import Any
 
+import attrs
 
-from funcgrad import ConfigError, Note, PromptState, Strategy, Update, apply_updates
+from funcgrad import Note, PromptState, Strategy, Update, apply_updates, mean_score
+from funcgrad.core.effects import Rerun, Validate
+from funcgrad.core.strategy import make_knobs
 from funcgrad.strategies import proposals as P
 
 
@@ -74,20 +81,37 @@ def _state_of(state: PromptState, values: dict[str, str]) -> PromptState:
     return apply_updates(state, diff)
 
 
-def sampled_momentum(inner: Strategy, *, k: int = 5, temperature: float = 0.6, c: float = 0.4, seed: int = 0,
-                     max_history: int = 30, unscored_score: float = 1.0) -> Strategy:
+@attrs.frozen
+class SampledMomentumKnobs:
+    """Knobs of :func:`sampled_momentum` (see its docstring); validated, JSON via ``attrs.asdict``.
+
+    >>> SampledMomentumKnobs(k=3).k
+    3
+    """
+
+    k: int = attrs.field(default=5, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)])
+    temperature: float = attrs.field(default=0.6, validator=[attrs.validators.instance_of((int, float)), attrs.validators.gt(0)])
+    c: float = attrs.field(default=0.4, validator=[attrs.validators.instance_of((int, float)), attrs.validators.ge(0)])
+    max_history: int = attrs.field(default=30, validator=[attrs.validators.instance_of(int), attrs.validators.ge(2)])
+    unscored_score: float = attrs.field(default=1.0, validator=attrs.validators.instance_of((int, float)))
+
+
+def sampled_momentum(inner: Strategy, **knobs: Any) -> Strategy:
     """Wrap ``inner`` (any Strategy) with TSGD-M sampled momentum.
 
-    Calls per step: ``min(k, len(H))`` calls of ``evaluate`` (none while H holds one
-    state), one ``context.rerun`` when ``p*`` is not the current state, then the inner
-    strategy's own calls. Knobs: ``k`` candidates, ``temperature`` T, ``c`` (Gumbel
-    weight), ``seed``, ``max_history`` (oldest worst-scored entries are dropped),
-    ``unscored_score`` (the score a never-evaluated state is assumed to have).
+    Effects per step: ``min(k, len(H))`` Validate effects in one batch (none while H
+    holds one state), one Rerun when ``p*`` is not the current state, then the inner
+    strategy's own effects. Knobs (:class:`SampledMomentumKnobs`): ``k`` candidates,
+    ``temperature`` T, ``c`` (Gumbel weight), ``max_history`` (oldest worst-scored
+    entries are dropped), ``unscored_score`` (the score a never-evaluated state is
+    assumed to have). The random stream derives from the run's seed and the step.
+
+    >>> from funcgrad.strategies import backprop
+    >>> sampled_momentum(backprop(), k=3).config["k"]
+    3
     """
-    if k < 1 or temperature <= 0:
-        raise ConfigError(f"sampled_momentum needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
-    cfg = {"inner": inner.name, "inner_config": inner.config, "k": k, "temperature": temperature, "c": c,
-           "seed": seed, "max_history": max_history, "unscored_score": unscored_score}
+    k = make_knobs(SampledMomentumKnobs, "sampled_momentum", knobs)
+    config = {"inner": inner.name, "inner_config": inner.config, **attrs.asdict(k)}
 
     def init(state):
         return P.freeze_state({
@@ -98,13 +122,13 @@ def sampled_momentum(inner: Strategy, *, k: int = 5, temperature: float = 0.6, c
             "events": {},
         })
 
-    def _pick(state, s, evaluate, context):
-        """Sample, score and choose p* for this step; mutates ``s``. Returns (index, note)."""
+    def _pick(state, s, context):
+        """Sample, score and choose p* for this step (a program; mutates ``s``). Returns (index, note)."""
         history = s["history"]
         current = _trainable_values(state)
         if _find(history, current) is None:
             history.append({"values": current, "mean": None, "n": 0})
-        step = getattr(context, "step", 0)
+        step = context.step
         pick = s.get("pick")
         if pick and pick.get("step") == step:
             idx = _find(history, pick["values"])
@@ -112,9 +136,9 @@ def sampled_momentum(inner: Strategy, *, k: int = 5, temperature: float = 0.6, c
                 return idx, f"reusing this step's p* (history entry {idx})"
         if s["rng"].get("step") != step:
             s["rng"] = {"step": step, "position": 0}
-        rng = stream(seed, step, s["rng"]["position"])
-        scores = [h["mean"] if h["mean"] is not None else unscored_score for h in history]
-        chosen = gumbel_top_k(scores, min(k, len(history)), temperature, c, rng)
+        rng = stream(context.seed, step, s["rng"]["position"])
+        scores = [h["mean"] if h["mean"] is not None else k.unscored_score for h in history]
+        chosen = gumbel_top_k(scores, min(k.k, len(history)), k.temperature, k.c, rng)
         eval_seed = rng.randrange(2**31)
         s["rng"]["position"] += len(history) + 1
         s["events"] = P.bump(s["events"], "samples")
@@ -122,9 +146,10 @@ def sampled_momentum(inner: Strategy, *, k: int = 5, temperature: float = 0.6, c
         if len(chosen) == 1 and chosen[0] == cur:
             s["pick"] = {"step": step, "values": current, "candidates": [cur], "seed": eval_seed}
             return cur, "one state in history: stepping from the current state"
+        answers = yield tuple(Validate(_state_of(state, history[i]["values"]), eval_seed) for i in chosen)
         measured = []
-        for i in chosen:
-            score = float(evaluate(_state_of(state, history[i]["values"]), eval_seed))
+        for i, results in zip(chosen, answers):
+            score = mean_score(results)
             h = history[i]
             h["n"] += 1
             h["mean"] = score if h["mean"] is None else h["mean"] + (score - h["mean"]) / h["n"]
@@ -135,41 +160,34 @@ def sampled_momentum(inner: Strategy, *, k: int = 5, temperature: float = 0.6, c
         shown = ", ".join(f"#{i}={sc:.2f}" for i, sc in measured)
         return best, f"candidates {shown}; p* = #{best} (mean {history[best]['mean']:.2f}, n={history[best]['n']})"
 
-    def update(results, state, s, *, engine, evaluate, context):
+    def update(results, state, s, context):
         s = P.thaw_state(s)
-        idx, why = _pick(state, s, evaluate, context)
+        idx, why = yield from _pick(state, s, context)
         history = s["history"]
         current = _trainable_values(state)
         star_values = history[idx]["values"]
-        notes = []
         if star_values == current:
             star_state, star_results = state, results
         else:
             star_state = _state_of(state, star_values)
-            rerun = getattr(context, "rerun", None)
-            if rerun is None:
-                star_state, star_results = state, results
-                why += "; no context.rerun available, stepping from the current state"
-            else:
-                star_results = tuple(rerun(star_state))
-                s["events"] = P.bump(s["events"], "reruns")
-        inner_update, inner_s = inner.update(star_results, star_state, P.freeze_state(s["inner"]) if s["inner"] is not None else None,
-                                             engine=engine, evaluate=evaluate, context=context)
+            (star_results,) = yield (Rerun(star_state),)
+            s["events"] = P.bump(s["events"], "reruns")
+        inner_s = P.freeze_state(s["inner"]) if s["inner"] is not None else None
+        inner_update, inner_s = yield from inner.update(star_results, star_state, inner_s, context)
         s["inner"] = P.thaw_state(inner_s) if inner_s is not None else None
         proposal = _trainable_values(apply_updates(star_state, inner_update.values))
         values = {n: v for n, v in proposal.items() if state[n].value != v}
-        notes.append(Note("", "proposed" if values else "no_update", f"sampled momentum: {why}"))
-        notes.extend(inner_update.notes)
+        notes = [Note("", "proposed" if values else "no_update", f"sampled momentum: {why}"), *inner_update.notes]
         if values and _find(history, proposal) is None:
             history.append({"values": proposal, "mean": None, "n": 0})
-        if len(history) > max_history:
+        if len(history) > k.max_history:
             keep_cur = _find(history, current)
             ranked = sorted(
                 (i for i in range(len(history)) if i not in (keep_cur, len(history) - 1)),
-                key=lambda i: (history[i]["mean"] if history[i]["mean"] is not None else unscored_score, i),
+                key=lambda i: (history[i]["mean"] if history[i]["mean"] is not None else k.unscored_score, i),
             )
-            drop = set(ranked[: len(history) - max_history])
+            drop = set(ranked[: len(history) - k.max_history])
             s["history"] = [h for i, h in enumerate(history) if i not in drop]
-        return Update(values, notes), P.freeze_state(s)
+        return Update(values, notes, inner_update.gradients, inner_update.candidates), P.freeze_state(s)
 
-    return Strategy("sampled_momentum", init, update, cfg)
+    return Strategy("sampled_momentum", init, update, config)

@@ -22,12 +22,23 @@ guard              rejects a proposed value when ...
 ``input_copy``     a training example's input is copied into the value
 ``critique_paste`` the value is a critique (a feedback text pasted, or it
                    reads like a diagnosis of the prompt instead of a prompt)
+``role_copy``      the value copies a sentence of the param's ``role`` (meta-
+                   information for the optimizer, never meant for the model)
+``specifics_copy`` the value carries example-specific content: a name or a
+                   number from a training input or a model reply, or a run of
+                   six words copied from one, absent from the old value and role
 ``unknown_param``  a suggestion names a param that is not trainable here
-``engine_error``   the optimizer call failed (EngineError other than a budget
-                   or replay miss, which always propagate)
 =================  ==========================================================
 
-All helpers are pure functions; counters live in the strategy state ``S``.
+Every guard can be switched off by name (the ``skip_guards`` knob of each built-in
+strategy: an ablation); by default all are on. A failed optimizer call is not a
+guard: it is a failure and stops the run (docs/engines.md).
+
+The tag-leak phrases are derived from the prompt texts themselves
+(:func:`funcgrad.strategies.prompts.guarded_phrases`), so they cannot drift.
+Prompts are bounded by :func:`fit_prompt`: when a prompt would exceed its cap, the
+evidence shrinks and the task description, current value and reply instructions
+always survive. All helpers are pure functions; counters live in the strategy state ``S``.
 
 >>> fence("Count the items.")
 '<NEW_VALUE>\\nCount the items.\\n</NEW_VALUE>'
@@ -37,38 +48,28 @@ All helpers are pure functions; counters live in the strategy state ``S``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from funcgrad import BudgetExceeded, CacheMiss, EngineError, as_text
+from funcgrad import as_text
 from funcgrad.core.values import freeze, thaw
+from funcgrad.strategies.prompts import guarded_phrases
+from funcgrad.strategies.prompts import shared as T
 
-VALUE_TAG = "NEW_VALUE"
-CURRENT_TAG = "CURRENT_VALUE"
+VALUE_TAG, CURRENT_TAG = T.VALUE_TAG, T.CURRENT_TAG
 OPEN, CLOSE = f"<{VALUE_TAG}>", f"</{VALUE_TAG}>"
-
-# Errors that must stop a run: never turned into a "no update".
-FATAL = (BudgetExceeded, CacheMiss)
 
 GUARDS = (
     "no_tags", "truncated", "invalid_json", "empty", "unchanged", "repeats_rejected", "too_long", "too_short",
-    "tag_leak", "label_leak", "input_copy", "critique_paste", "unknown_param", "engine_error",
+    "tag_leak", "label_leak", "input_copy", "critique_paste", "role_copy", "specifics_copy", "unknown_param",
 )
 
-# Section headers and phrases that only our own prompts contain. If one shows up in a
+# Tags, headers and sentences that only our own prompts contain. If one shows up in a
 # proposed value (and was not in the current value), our meta-prompt leaked into it.
-META_PHRASES = (
-    "<NEW_VALUE>", "</NEW_VALUE>", "<CURRENT_VALUE>", "</CURRENT_VALUE>", "NEW_VALUE", "CURRENT_VALUE",
-    "#Code", "#Documentation", "#Variables", "#Inputs", "#Others", "#Outputs", "#Feedback", "#Instruction",
-    "Feedback by example", "lowest score first", "Failed proposals", "Best past values",
-    "Steps since last improvement", "Current value of", "Other parameters read by",
-    "Evidence, lowest score first", "Pattern:", "Rules for the new text", "The step also reads",
-    "Expected final answer", "to be improved",
-    "texts cut at", "no noticeable error", "Write the new value", "the complete new text of",
-    "Reply in exactly this format",
-)
+META_PHRASES = guarded_phrases()
 _TAG_LIKE = re.compile(r"</?[A-Z][A-Z0-9_]{2,}>")
 
 # A value that opens like a diagnosis is a critique pasted in place of a prompt.
@@ -101,14 +102,60 @@ def clip(text: Any, limit: int) -> str:
     text = text if isinstance(text, str) else as_text(text)
     if limit <= 0 or len(text) <= limit:
         return text
-    return f"{text[:limit]}…[+{len(text) - limit} chars cut]"
+    return text[:limit] + T.CLIP_MARKER.format(n=len(text) - limit)
 
 
-def cap_prompt(text: str, limit: int) -> str:
-    """Hard cap on a whole prompt body (the last line says it was cut)."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n…[prompt cut at {limit} chars]"
+def _shrink(lines: list[str], excess: int) -> list[str]:
+    """``lines`` with the longest ones clipped until ``excess`` characters are gone (each cut marked)."""
+    lines = list(lines)
+    while excess > 0 and lines:
+        i = max(range(len(lines)), key=lambda j: len(lines[j]))
+        keep = max(0, len(lines[i]) - excess - len(T.BLOCK_CUT))
+        if keep == 0 and len(lines[i]) <= len(T.BLOCK_CUT):
+            break
+        excess -= len(lines[i]) - keep - len(T.BLOCK_CUT)
+        lines[i] = lines[i][:keep] + T.BLOCK_CUT
+    return lines
+
+
+def fit_prompt(head: Sequence[str], blocks: Sequence[Sequence[str]], tail: Sequence[str], cap: int) -> str:
+    """``head``, as many evidence ``blocks`` as fit, then ``tail``, within ``cap`` characters.
+
+    The last tail line (the reply instruction) always survives whole. Evidence blocks
+    are dropped from the end (with a line saying how many), and the last block that
+    fits only in part is cut with a visible marker. Only when head and tail alone
+    exceed the cap are their longest lines cut (marked), so the prompt still ends
+    with the reply instructions.
+
+    >>> text = fit_prompt(["Task."], [["ex 1 " * 10], ["ex 2 " * 10]], ["Reply with X."], 80)
+    >>> len(text) <= 80, text.endswith("Reply with X."), "ex 2" in text
+    (True, True, False)
+    """
+    head, tail = list(head), list(tail)
+    overflow = len("\n".join(head + tail)) + 1 - cap
+    if overflow > 0:  # every line but the reply instruction (the last) may be cut
+        shrunk = _shrink(head + tail[:-1], overflow)
+        head, tail = shrunk[: len(head)], shrunk[len(head):] + tail[-1:]
+    head_text, tail_text = "\n".join(head), "\n".join(tail)
+    full = "\n".join([*head, *(line for b in blocks for line in b), *tail])
+    if len(full) <= cap:
+        return full
+    fixed = len(head_text) + len(tail_text) + 2
+    kept: list[str] = []
+    for i, block in enumerate(blocks):
+        note = T.EVIDENCE_CUT.format(n=len(blocks) - i, cap=cap)
+        text = "\n".join(block)
+        room = cap - fixed - sum(len(k) + 1 for k in kept) - len(note) - 1
+        if len(text) + 1 <= room:
+            kept.append(text)
+            continue
+        if room > len(T.BLOCK_CUT) + 40:  # a useful part of this block still fits
+            kept.append(text[: room - len(T.BLOCK_CUT) - 1] + T.BLOCK_CUT)
+            note = T.EVIDENCE_CUT.format(n=len(blocks) - i - 1, cap=cap) if i + 1 < len(blocks) else ""
+        if note and room >= 0:
+            kept.append(note)
+        break
+    return "\n".join(x for x in (head_text, *kept, tail_text) if x)
 
 
 def one_line(text: Any, limit: int) -> str:
@@ -239,6 +286,63 @@ def _contains_word(haystack: str, needle: str) -> bool:
     return re.search(pattern, _norm(haystack)) is not None
 
 
+_WORD = re.compile(r"[A-Za-z\u00C0-\u024F][\w'\u00C0-\u024F-]*")
+_NUMBER = re.compile(r"(?<![\w.])\d{2,}(?:\.\d+)?(?![\w])")  # 2+ digits: "step 1" is not specific
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|[\"'(]\s*)$")
+SHINGLE = 6  # words in a run that counts as copied from an input or reply
+ROLE_RUN = 10  # words in a run that counts as copied from the role (a whole sentence always does)
+
+
+def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _norm(text).split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _names(text: str) -> set[str]:
+    """Capitalized words of ``text`` that do not start a sentence: names ("Ulvira", "Mirelund")."""
+    out = set()
+    for m in _WORD.finditer(text):
+        w = m.group(0)
+        if len(w) >= 3 and w[0].isupper() and not w.isupper() and not _SENTENCE_START.search(text[: m.start()]):
+            out.add(w)
+    return out
+
+
+def _specifics(new: str, known: str, sources: Iterable[str]) -> str:
+    """The first example-specific item of ``new`` found in ``sources`` but not in ``known``, or "".
+
+    Items: a name of a source (a capitalized word that does not start a sentence there),
+    a number of 2+ digits, or a run of SHINGLE words.
+    """
+    def has(text, word):
+        return re.search(r"(?<![\w])" + re.escape(word) + r"(?![\w])", text) is not None
+
+    new_numbers = {n for n in _NUMBER.findall(new) if not has(known, n)}
+    new_shingles = _shingles(new, SHINGLE) - _shingles(known, SHINGLE)
+    for src in sources:
+        for name in sorted(_names(src)):
+            if has(new, name) and not has(known, name):
+                return f"the name {name!r}"
+        for num in sorted(new_numbers):
+            if has(src, num):
+                return f"the number {num}"
+        common = new_shingles & _shingles(src, SHINGLE)
+        if common:
+            return f"the phrase {' '.join(sorted(common)[0])!r}"
+    return ""
+
+
+def _role_copy(new: str, old: str, role: str) -> str:
+    """A sentence of the role (4+ words), or a run of ROLE_RUN of its words, copied into ``new``, or ""."""
+    n_new, n_old = _norm(new), _norm(old)
+    for sentence in re.split(r"(?<=[.!?;:])\s+", role):
+        s = _norm(sentence).strip(" .!?;:")
+        if len(s.split()) >= 4 and s in n_new and s not in n_old:
+            return s
+    common = _shingles(new, ROLE_RUN) & _shingles(role, ROLE_RUN) - _shingles(old, ROLE_RUN)
+    return " ".join(sorted(common)[0]) if common else ""
+
+
 def check_value(
     new: str,
     old: str,
@@ -246,11 +350,19 @@ def check_value(
     targets: Iterable[str] = (),
     critiques: Iterable[str] = (),
     inputs: Iterable[str] = (),
+    replies: Iterable[str] = (),
     names: Iterable[str] = (),
+    role: str = "",
     rejected: Iterable[str] = (),
     max_value_chars: int = 2000,
+    skip: Iterable[str] = (),
 ) -> tuple[str, str]:
     """``("", "")`` if ``new`` may be proposed in place of ``old``, else ``(guard, reason)``.
+
+    ``targets``: expected answers of failing examples; ``critiques``: feedback texts;
+    ``inputs``/``replies``: training inputs and the model's replies; ``names``: param
+    names; ``role``: the param's role text; ``rejected``: values rejected earlier in
+    the step; ``skip``: guards switched off.
 
     >>> check_value("Count items. The answer is 12.", "Count items.", targets=["12"])[0]
     'label_leak'
@@ -258,44 +370,69 @@ def check_value(
     'tag_leak'
     >>> check_value("List the items, then count them.", "Count items.", targets=["12"])
     ('', '')
+    >>> check_value("Name the city. Ulvira was born in Mirelund.", "Name the city.",
+    ...             inputs=["In which country was Ulvira born in Mirelund?"])
+    ('specifics_copy', "the proposed value carries the name 'Mirelund' from a training input or reply")
     """
+    skip = set(skip)
+    for guard, reason in _checks(new, old, list(targets), list(critiques), list(inputs), list(replies), list(names),
+                                 role, list(rejected), max_value_chars, skip):
+        if guard not in skip:
+            return guard, reason
+    return "", ""
+
+
+def _checks(new, old, targets, critiques, inputs, replies, names, role, rejected, max_value_chars, skip):
+    """Yield ``(guard, reason)`` for every guard ``new`` fails, cheapest first (lazily)."""
     if not new.strip():
-        return "empty", "the proposed value is empty"
+        yield "empty", "the proposed value is empty"
     if new.strip() == old.strip():
-        return "unchanged", "the proposed value equals the current value"
+        yield "unchanged", "the proposed value equals the current value"
     if any(new.strip() == r.strip() for r in rejected):
-        return "repeats_rejected", "the proposed value repeats a proposal already rejected in this step"
+        yield "repeats_rejected", "the proposed value repeats a proposal already rejected in this step"
     if len(new) > max_value_chars:
-        return "too_long", f"the proposed value has {len(new)} chars (limit {max_value_chars})"
+        yield "too_long", f"the proposed value has {len(new)} chars (limit {max_value_chars})"
     if len(new.strip()) < 12 and len(old.strip()) >= 12:
-        return "too_short", f"the proposed value {new.strip()!r} is a stub, not a prompt"
+        yield "too_short", f"the proposed value {new.strip()!r} is a stub, not a prompt"
     low_new, low_old = new.lower(), old.lower()
     for phrase in META_PHRASES:
         if phrase.lower() in low_new and phrase.lower() not in low_old:
-            return "tag_leak", f"the proposed value contains our prompt's own text {phrase!r}"
+            yield "tag_leak", f"the proposed value contains our prompt's own text {phrase!r}"
+            break
     for name in names:
         if len(name) >= 3 and _contains_word(new, name) and not _contains_word(old, name) and ("_" in name or "." in name or "`" + name in new):
-            return "tag_leak", f"the proposed value talks about the parameter {name!r} instead of being its text"
+            yield "tag_leak", f"the proposed value talks about the parameter {name!r} instead of being its text"
+            break
     old_tags = set(_TAG_LIKE.findall(old))
     for tag in _TAG_LIKE.findall(new):
         if tag not in old_tags:
-            return "tag_leak", f"the proposed value contains the tag {tag!r}"
+            yield "tag_leak", f"the proposed value contains the tag {tag!r}"
+            break
     for t in targets:
         if _contains_word(new, t) and not _contains_word(old, t):
-            return "label_leak", f"the proposed value contains {clip(t, 40)!r}, the expected answer of a failing example"
+            yield "label_leak", f"the proposed value contains {clip(t, 40)!r}, the expected answer of a failing example"
+            break
     n_new, n_old = _norm(new), _norm(old)
     for x in inputs:
-        n_x = _norm(x)
-        probe = n_x[:60]
+        probe = _norm(x)[:60]
         if len(probe) >= 20 and probe in n_new and probe not in n_old:
-            return "input_copy", f"the proposed value copies a training input ({clip(x, 40)!r})"
+            yield "input_copy", f"the proposed value copies a training input ({clip(x, 40)!r})"
+            break
     if _CRITIQUE_OPENER.match(new) and not _CRITIQUE_OPENER.match(old):
-        return "critique_paste", "the proposed value reads like a critique of the prompt, not a prompt"
+        yield "critique_paste", "the proposed value reads like a critique of the prompt, not a prompt"
     for c in critiques:
         n_c = _norm(c)
         if len(n_c) >= 40 and (n_c in n_new or (len(n_new) >= 40 and n_new in n_c)) and n_c not in n_old:
-            return "critique_paste", "the proposed value copies a feedback text"
-    return "", ""
+            yield "critique_paste", "the proposed value copies a feedback text"
+            break
+    if role and "role_copy" not in skip:
+        copied = _role_copy(new, old, role)
+        if copied:
+            yield "role_copy", f"the proposed value copies the param's role ({clip(copied, 60)!r}), which is meant for the optimizer"
+    if "specifics_copy" not in skip:
+        what = _specifics(new, old + "\n" + role, [*inputs, *replies])
+        if what:
+            yield "specifics_copy", f"the proposed value carries {what} from a training input or reply"
 
 
 def is_generic(critique: str) -> bool:
@@ -336,6 +473,33 @@ def rejected_values(context, name: str) -> tuple[str, ...]:
     return tuple(a.values[name] for a in getattr(context, "rejected", ()) or () if name in a.values)
 
 
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed derived from ``parts`` (the run seed, the step, the attempt, ...), hash-seed free.
+
+    >>> derive_seed(0, 1) == derive_seed(0, 1) != derive_seed(1, 1)
+    True
+    """
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def model_replies(results: Sequence[Any]) -> tuple[str, ...]:
+    """The LLM outputs (as text) in the traces of ``results``: what the task model said."""
+    out: dict[str, None] = {}
+    for r in results:
+        for rec in r.trace.records:
+            if rec.kind == "llm" and rec.output is not None:
+                out[as_text(rec.output)] = None
+    return tuple(out)
+
+
+def check_skip_guards(instance, attribute, value) -> None:
+    """attrs validator of a ``skip_guards`` knob: every name must be a guard."""
+    unknown = [g for g in value if g not in GUARDS]
+    if unknown:
+        raise ValueError(f"skip_guards names unknown guard(s) {unknown}; guards are: {', '.join(GUARDS)}")
+
+
 def attempt_temperature(context, first: float, retry: float) -> float:
     """``first`` for a step's first proposal, ``retry`` once one was rejected (greedy would repeat it).
 
@@ -343,19 +507,6 @@ def attempt_temperature(context, first: float, retry: float) -> float:
     0.0
     """
     return retry if getattr(context, "rejected", ()) else first
-
-
-def call_engine(engine, request):
-    """``engine.complete(request)`` -> ``(response, "")`` or ``(None, reason)``.
-
-    Budget exhaustion and replay misses propagate; other engine failures become a reason.
-    """
-    try:
-        return engine.complete(request), ""
-    except FATAL:
-        raise
-    except EngineError as exc:
-        return None, f"{type(exc).__name__}: {clip(str(exc), 200)}"
 
 
 # ---------------------------------------------------------------- shared prompt parts
@@ -370,7 +521,7 @@ def history_lines(context, name: str, current: str, *, limit: int, chars: int) -
             continue
         seen.add(v.strip())
         score = "?" if a.score is None else f"{a.score:.2f}"
-        lines.append(f"- (val {score}) {one_line(v, chars)}")
+        lines.append(T.HISTORY_LINE.format(score=score, value=one_line(v, chars)))
         if len(lines) >= limit:
             break
     return lines
@@ -384,7 +535,7 @@ def rejected_lines(context, name: str, *, limit: int, chars: int) -> list[str]:
         if v is None:
             continue
         why = a.reason or ("score %.2f" % a.score if a.score is not None else "rejected")
-        lines.append(f"- {one_line(v, chars)}  -> {one_line(why, 120)}")
+        lines.append(T.REJECTED_LINE.format(value=one_line(v, chars), why=one_line(why, 120)))
         if len(lines) >= limit:
             break
     return lines

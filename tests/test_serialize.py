@@ -22,6 +22,8 @@ from funcgrad.testing import (
     requests,
     responses,
     results,
+    gradients,
+    step_traces,
     traces,
     updates,
     usages,
@@ -45,6 +47,11 @@ PUBLIC_VALUES = {
     "Update": updates(),
     "Note": notes(),
     "Attempt": attempts(),
+    "Gradient": gradients(),
+    "StepTrace": step_traces(),
+    "CallLog": step_traces(max_calls=2).filter(lambda s: s.calls).map(lambda s: s.calls[0]),
+    "EffectLog": step_traces().filter(lambda s: s.effects).map(lambda s: s.effects[-1]),
+    "Candidate": step_traces().filter(lambda s: s.candidates).map(lambda s: s.candidates[0]),
 }
 
 

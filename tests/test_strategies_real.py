@@ -18,6 +18,7 @@ from funcgrad import LLM, Attempt, Example, StepContext, apply_updates, exact_ma
 from funcgrad import Param, PromptState
 
 from funcgrad.strategies import backprop, rejection_counts, sampled_momentum, whole_trace
+from funcgrad.training.driver import drive
 
 pytestmark = pytest.mark.real_model
 
@@ -101,21 +102,25 @@ def check_outcome(update, state):
 
 def test_backprop_one_step(local_engine, minibatch):
     engine = Counting(local_engine)
+    engine.concurrency = 2
     strategy = backprop(backward_max_tokens=120, critique_words=30, critique_chars=200, **SMALL)
-    update, s = strategy.update(minibatch, STATE, strategy.init(STATE), engine=engine,
-                                evaluate=None, context=StepContext(step=0))
+    done = drive(strategy.update(minibatch, STATE, strategy.init(STATE), StepContext(step=0)), strategy="backprop", critic=engine)
+    update, s = done.value
     report("backprop", update, s, engine, minibatch)
     failing = sum(r.loss.score < 0.99 for r in minibatch)
     assert engine.calls("backward") == failing  # one LLM record per example; fn parse passes through
     assert engine.calls("optimizer") == (1 if failing else 0)
+    if failing:  # the examples' critiques were one round, in flight together; the optimizer came after
+        assert [e.round for e in done.effects] == [0] * failing + [1]
+        assert len([g for g in update.gradients if g.source in ("critique", "passthrough")]) == failing
     check_outcome(update, STATE)
 
 
 def test_whole_trace_one_step(local_engine, minibatch):
     engine = Counting(local_engine)
     strategy = whole_trace(**SMALL)
-    update, s = strategy.update(minibatch, STATE, strategy.init(STATE), engine=engine,
-                                evaluate=None, context=StepContext(step=0))
+    update, s = drive(strategy.update(minibatch, STATE, strategy.init(STATE), StepContext(step=0)),
+                      strategy="whole_trace", critic=engine).value
     report("whole_trace", update, s, engine, minibatch)
     failing = any(r.loss.score < 1.0 for r in minibatch)
     assert engine.calls("optimizer") == int(failing) and engine.calls("backward") == 0
@@ -124,7 +129,7 @@ def test_whole_trace_one_step(local_engine, minibatch):
 
 def test_sampled_momentum_one_step(local_engine, minibatch):
     engine = Counting(local_engine)
-    strategy = sampled_momentum(whole_trace(**SMALL), k=2, seed=0)
+    strategy = sampled_momentum(whole_trace(**SMALL), k=2)
     past = apply_updates(STATE, {"sys": "Count every object named, then reply with only the total as a number."})
     s = strategy.init(past)  # H = [past]; the current STATE joins it at the first update -> 2 candidates
     evals = []
@@ -132,11 +137,12 @@ def test_sampled_momentum_one_step(local_engine, minibatch):
     def evaluate(state, seed):
         res = run_batch(pipeline, state, VAL, engine=engine, loss=exact_match, concurrency=1)
         evals.append((state["sys"].value, mean_score(res)))
-        return mean_score(res)
+        return res
 
-    context = StepContext(step=0, history=(Attempt(past.values(), None, True),),
-                          rerun=lambda st: run_batch(pipeline, st, TRAIN, engine=engine, loss=exact_match, concurrency=1))
-    update, s = strategy.update(minibatch, STATE, s, engine=engine, evaluate=evaluate, context=context)
+    context = StepContext(step=0, history=(Attempt(past.values(), None, True),))
+    update, s = drive(strategy.update(minibatch, STATE, s, context), strategy="sampled_momentum", critic=engine,
+                      validate=evaluate, rerun=lambda st: run_batch(pipeline, st, TRAIN, engine=engine, loss=exact_match, concurrency=1),
+                      concurrency=1).value
     report("sampled_momentum(whole_trace)", update, s, engine, minibatch)
     print(f"  evaluated {evals}")
     assert len(evals) == 2  # k = 2 candidates, both scored on the 2 validation examples

@@ -2,10 +2,11 @@
 
 import pytest
 
+from funcgrad.core.backward import Verdict
 from funcgrad.core.errors import CheckpointError
 from funcgrad.engines.meter import Budget, MeteredEngine
 from funcgrad.training.report import proposal_counts
-from funcgrad.training.rundir import RunDir, read_traces
+from funcgrad.training.rundir import RunDir, read_steps, read_traces
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.training.fit import FitSettings, batch_ids, fit, total_steps
 from train_fixtures import hint_strategy, respond, tiny_task
@@ -25,10 +26,10 @@ def test_rejected_proposals_are_fed_back_and_the_next_attempt_is_accepted():
     out = fit(tiny_task(), hint_strategy(first_try_bad=True), engine=ScriptedEngine(respond),
               settings=FitSettings(steps=1, batch_size=2, proposals_per_step=2))
     first, second = out.log[0].proposals
-    assert first["accepted"] is False and first["reason"].startswith("did not beat the validation score")
-    assert second["accepted"] is True
+    assert first.accepted is False and first.reason.startswith("did not beat the validation score")
+    assert second.accepted is True
     assert out.val_score == 1.0
-    assert (first["verdict"], second["verdict"]) == ("no_val_gain", "accepted")
+    assert (first.verdict, second.verdict) == (Verdict.NO_VAL_GAIN, Verdict.ACCEPTED)
     assert proposal_counts(out) == {
         "accepted": 1, "rejected: lost on minibatch": 0, "rejected: no validation gain": 1, "no update": 0, "invalid": 0,
     }
@@ -44,8 +45,12 @@ def test_budget_stops_training_and_keeps_what_was_done():
     engine = MeteredEngine(ScriptedEngine(respond), Budget(max_calls=10))
     out = fit(tiny_task(), hint_strategy(), engine=engine, settings=FitSettings(steps=3, batch_size=2))
     assert out.stopped.startswith("budget")
-    assert out.initial_test == 0.0  # the initial evaluation (8 calls) fitted in the budget
-    assert engine.report().calls() == 10
+    assert out.initial_test == 0.0
+    report = engine.report()
+    # the test evaluation (4 examples before, 4 after) is outside the budget; optimization spent exactly 10
+    assert report.calls("evaluation") == 8 and out.final_test is not None
+    assert report.calls() - report.calls("evaluation") == 10
+    assert {row.role for row in report.rows} <= {"forward", "validation", "evaluation", "optimizer"}
 
 
 def test_batches_cover_each_epoch_once_and_depend_only_on_seed_and_step():
@@ -70,7 +75,7 @@ def _fit_with_interrupt(tmp_path, interrupt_at):
             raise Interrupt
 
     settings = FitSettings(steps=4, batch_size=1, proposals_per_step=2)
-    kwargs = dict(engine=ScriptedEngine(respond), settings=settings, log_results=rd.log_results)
+    kwargs = dict(engine=ScriptedEngine(respond), settings=settings, log_results=rd.log_results, log_step=rd.log_step)
     try:
         return fit(tiny_task(), hint_strategy(first_try_bad=True), checkpoint=save, **kwargs), rd
     except Interrupt:
@@ -91,6 +96,11 @@ def test_resume_after_interruption_at_every_step_boundary_matches_uninterrupted(
     assert (resumed.initial_test, resumed.final_test, resumed.step) == (baseline.initial_test, baseline.final_test, 4)
     phases = lambda r: [(t["step"], t["phase"], t["result"].example.id) for t in read_traces(r.traces_path)]
     assert phases(rd) == phases(base_rd)  # nothing lost, nothing repeated
+    steps = read_steps(rd.path)
+    assert steps == read_steps(base_rd.path)  # the recorded backward passes too
+    assert [(s.step, s.attempt) for s in steps] == [(1, 0), (1, 1), (2, 0), (3, 0), (4, 0)]
+    assert [s.verdict for s in steps][:2] == [Verdict.NO_VAL_GAIN, Verdict.ACCEPTED]
+    assert [c.request.role for c in steps[1].calls] == ["optimizer"] and steps[0].calls == ()
 
 
 def test_checkpoint_round_trips_a_fit_state(tmp_path):

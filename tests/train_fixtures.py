@@ -43,7 +43,7 @@ def tiny_task(n: int = 12) -> fg.Task:
 
 
 def hint_strategy(first_try_bad: bool = False) -> fg.Strategy:
-    """Asks the critic engine once per attempt; proposes the text between <NEW> tags.
+    """Asks the critic once per attempt (a Call effect); proposes the text between <NEW> tags.
 
     With ``first_try_bad`` the first attempt of each step proposes a useless text
     (so the loop's rejection path and the rejected-proposal feedback are exercised).
@@ -52,12 +52,12 @@ def hint_strategy(first_try_bad: bool = False) -> fg.Strategy:
     def init(state):
         return {"calls": 0}
 
-    def update(results, state, s, *, engine, evaluate, context):
+    def update(results, state, s, context):
         if "carefully" in state["instruction"].value:
             return fg.Update(notes=[fg.Note("instruction", "no_update", "already careful")]), s
         if first_try_bad and not context.rejected:
             return fg.Update({"instruction": "Answer."}), {"calls": s["calls"]}
-        reply = engine.complete(fg.Request(messages=[("user", "[optimizer] improve")], role="optimizer")).text
+        reply = (yield from fg.ask(fg.Request(messages=[("user", "[optimizer] improve")], role="optimizer"))).text
         if "<NEW>" not in reply:
             return fg.Update(notes=[fg.Note("instruction", "no_update", "no <NEW> tags")]), {"calls": s["calls"] + 1}
         value = reply.split("<NEW>")[1].split("</NEW>")[0]

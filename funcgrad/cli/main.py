@@ -92,6 +92,14 @@ def cmd_show(args) -> int:
         print((path / "history.tsv").read_text())
     if path.is_dir() and (path / "final_state.json").exists():
         print("final prompts:\n" + format_state(loads((path / "final_state.json").read_bytes())) + "\n")
+    if path.is_dir() and args.step is not None:
+        from funcgrad.core.backward import format_step_trace
+        from funcgrad.training.rundir import read_steps
+
+        attempts = [st for st in read_steps(path) if st.step == args.step]
+        if attempts:
+            print(f"backward pass of step {args.step} ({len(attempts)} attempt{'s' if len(attempts) != 1 else ''}):")
+            print("\n".join(format_step_trace(st) for st in attempts) + "\n")
     shown = 0
     for entry in read_traces(traces):
         if args.step is not None and entry["step"] != args.step:
@@ -158,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.add_argument("--replay", action="store_true", help="answer only from the cache (no model)")
     e.set_defaults(func=cmd_evaluate)
-    s = sub.add_parser("show", help="print a run's history and traces")
+    s = sub.add_parser("show", help="print a run's history, traces, and with --step the recorded backward pass")
     s.add_argument("path", help="a run directory or a traces.jsonl file")
     s.add_argument("--step", type=int)
     s.add_argument("--phase", help="train, minibatch, val, test, rerun or strategy-eval")

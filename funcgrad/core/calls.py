@@ -21,7 +21,7 @@ import orjson
 
 from funcgrad.core.errors import EngineError
 
-ROLES = ("forward", "backward", "optimizer", "judge")
+ROLES = ("forward", "validation", "evaluation", "backward", "optimizer", "judge")
 MESSAGE_ROLES = ("system", "user", "assistant")
 
 
@@ -70,8 +70,10 @@ class Request:
 
     ``sample`` is the sample index: asking for samples 0, 1, 2 of the same request
     gives three (possibly different) answers, and a rerun gets the same three.
-    ``role`` (forward, backward, optimizer, judge) only labels the call for usage
-    accounting and budgets.
+    ``role`` only labels the call for usage accounting and budgets: the phase it
+    belongs to — ``forward`` (training minibatch), ``validation``, ``evaluation``
+    (test), ``backward`` (critiques), ``optimizer`` (proposals) or ``judge`` (an LLM
+    loss). The training loop sets the phase of pipeline calls.
 
     >>> r = Request(messages=(("user", "hi"),), max_tokens=8)
     >>> r.messages[0].content, r.key() == Request(messages=(("user", "hi"),), max_tokens=8, role="judge").key()

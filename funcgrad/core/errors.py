@@ -64,3 +64,7 @@ class RunFailed(FuncgradError):
     def __init__(self, message: str, results=()):
         super().__init__(message)
         self.results = tuple(results)
+
+
+class StrategyError(FuncgradError):
+    """A strategy yielded something that is not an effect, or returned a malformed update."""

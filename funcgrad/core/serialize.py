@@ -2,7 +2,8 @@
 
 ``dumps(value) -> bytes`` and ``loads(bytes) -> value`` round-trip exactly:
 ``loads(dumps(v)) == v`` for Param, PromptState, Record, Trace, Loss, Example,
-Result, Usage, Message, Request, Response and Update. Documents carry a format tag
+Result, Usage, Message, Request, Response, Update and the backward-pass values
+(Gradient, Candidate, CallLog, EffectLog, StepTrace). Documents carry a format tag
 and a version; see docs/trace-format.md.
 
 >>> from funcgrad.core.state import Param
@@ -17,6 +18,7 @@ from typing import Any
 import attrs
 import orjson
 
+from funcgrad.core.backward import CallLog, Candidate, EffectLog, Gradient, StepTrace
 from funcgrad.core.calls import Message, Request, Response, Usage
 from funcgrad.core.errors import FuncgradError, SerializationError
 from funcgrad.core.run import Example, Failure, Loss, Result
@@ -45,6 +47,11 @@ _TYPES: dict[str, type] = {
     "Update": Update,
     "Note": Note,
     "Attempt": Attempt,
+    "Gradient": Gradient,
+    "Candidate": Candidate,
+    "CallLog": CallLog,
+    "EffectLog": EffectLog,
+    "StepTrace": StepTrace,
 }
 _TAGS = {cls: tag for tag, cls in _TYPES.items()}
 

@@ -1,37 +1,46 @@
-"""The credit-assignment strategy interface, in the shape of optax's GradientTransformation.
+"""The credit-assignment strategy interface: optax's shape, sans-I/O.
 
 A :class:`Strategy` is a small value holding two functions::
 
     s0 = strategy.init(state)
-    update, s1 = strategy.update(results, state, s0, engine=critic, evaluate=evaluate, context=context)
+    program = strategy.update(results, state, s0, context)   # a generator (an effect program)
+    update, s1 = drive(program)                              # the driver performs its effects
     new_state = apply_updates(state, update.values)
 
 ``results`` are the :class:`~funcgrad.core.run.Result` values (trace + loss) of a
-training minibatch. The strategy state ``S`` is explicit and must be a JSON value
-(see :mod:`funcgrad.core.values`) so a run can be checkpointed and resumed; it includes
-any random-stream position. ``engine`` is the backward/optimizer model (it may
-differ from the task model). ``evaluate(state, seed)`` scores a state on a
-validation minibatch chosen by ``seed``; ``context`` carries what the training loop
-knows (step, rejected proposals of this step, past accepted values and scores).
-Built-in strategies live in :mod:`funcgrad.strategies` and use only this public API.
+training minibatch. ``update`` never calls an engine: it yields batches of effects
+(:mod:`funcgrad.core.effects`: critic/optimizer calls, validation minibatches, reruns),
+receives their answers, and returns ``(Update, S)``. So a strategy is a
+deterministic function of its inputs and the answers it is given. ``S`` is explicit
+and a JSON value (see :mod:`funcgrad.core.values`), random-stream position included,
+so runs checkpoint and resume. ``context`` carries what the training loop knows
+(step, the run's seed, proposals rejected earlier in this step, accepted history).
+Built-in strategies live in :mod:`funcgrad.strategies` and use only the public API.
 
->>> identity = Strategy("identity", init=lambda state: None,
-...                     update=lambda results, state, s, **kw: (Update(), s))
->>> identity.update((), None, identity.init(None), engine=None, evaluate=None, context=None)
-(Update(values=FrozenDict({}), notes=()), None)
+>>> from funcgrad.core.effects import run_program
+>>> def idle_update(results, state, s, context):
+...     return Update(), s
+...     yield  # a program that asks for nothing
+>>> idle = Strategy("idle", init=lambda state: None, update=idle_update)
+>>> run_program(idle.update((), None, idle.init(None), StepContext()), respond=None)
+(Update(values=FrozenDict({}), notes=(), gradients=(), candidates=()), None)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 import attrs
 
+from funcgrad.core.backward import Candidate, Gradient
+from funcgrad.core.errors import ConfigError, StrategyError
 from funcgrad.core.state import PromptState
 from funcgrad.core.values import FrozenDict, freeze
 
 NOTE_STATUSES = ("proposed", "no_update")
+
+K = TypeVar("K")
 
 
 def _frozen_text_map(value) -> FrozenDict:
@@ -53,13 +62,17 @@ class Note:
 
 @attrs.frozen
 class Update:
-    """Proposed new text per param (relative to the state passed to ``update``) and notes.
+    """Proposed new text per param (relative to the state passed to ``update``), notes, and credit.
 
-    An empty ``values`` is a legal "no update"; ``notes`` say why.
+    An empty ``values`` is a legal "no update"; ``notes`` say why. ``gradients`` and
+    ``candidates`` (:mod:`funcgrad.core.backward`) are the strategy's account of where
+    credit went; the training loop records them with the calls in the step trace.
     """
 
     values: FrozenDict = attrs.field(factory=FrozenDict, converter=_frozen_text_map)
     notes: tuple[Note, ...] = attrs.field(default=(), converter=tuple)
+    gradients: tuple[Gradient, ...] = attrs.field(default=(), converter=tuple)
+    candidates: tuple[Candidate, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen
@@ -76,20 +89,18 @@ class Attempt:
     reason: str = ""
 
 
-class Evaluate(Protocol):
-    """``evaluate(state, seed) -> float``: mean score of ``state`` on a validation minibatch drawn with ``seed``."""
-
-    def __call__(self, state: PromptState, seed: int) -> float: ...
-
-
 @attrs.frozen
 class StepContext:
     """What the training loop tells a strategy about the current step.
 
-    ``rejected``: proposals rejected earlier in this step (the next one should differ);
-    ``history``: accepted values with their validation scores, best first;
-    ``rerun(state)``: run the current training minibatch under another state and
-    return its results (used by wrappers that step from a past state).
+    ``step`` (0-based) and ``seed`` (the run's seed: every random stream of a
+    strategy derives from it, with the step); ``attempt``: how many proposals of
+    this step were rejected so far; ``rejected``: those proposals (the next one
+    should differ); ``history``: accepted values with their validation scores, best
+    first; ``steps_since_improvement``.
+
+    >>> StepContext(step=2, seed=7).attempt
+    0
     """
 
     step: int = 0
@@ -97,24 +108,88 @@ class StepContext:
     rejected: tuple[Attempt, ...] = attrs.field(default=(), converter=tuple)
     history: tuple[Attempt, ...] = attrs.field(default=(), converter=tuple)
     steps_since_improvement: int = 0
-    rerun: Callable[[PromptState], Sequence[Any]] | None = None
+
+    @property
+    def attempt(self) -> int:
+        return len(self.rejected)
 
 
-class UpdateFn(Protocol):
-    def __call__(
-        self, results: Sequence[Any], state: PromptState, strategy_state: Any, *,
-        engine: Any, evaluate: Evaluate, context: StepContext,
-    ) -> tuple[Update, Any]: ...
+UpdateFn = Callable[[Sequence[Any], PromptState, Any, StepContext], Any]
+
+
+def _knobs_data(knobs: Any) -> FrozenDict:
+    if knobs is None:
+        return FrozenDict()
+    if isinstance(knobs, Mapping):
+        return freeze(knobs, where="strategy knobs")
+    if attrs.has(type(knobs)):
+        return freeze(attrs.asdict(knobs, recurse=True), where="strategy knobs")
+    raise StrategyError(f"knobs must be an attrs value or a mapping, got {type(knobs).__name__}")
 
 
 @attrs.frozen
 class Strategy:
-    """A credit-assignment strategy: ``init(state) -> S`` and ``update(...) -> (Update, S)``.
+    """A credit-assignment strategy: ``init(state) -> S`` and ``update(results, state, S, context)``.
 
-    ``config`` records the knobs it was built with (JSON), for reports and checkpoints.
+    ``update`` returns an effect program (a generator) whose result is
+    ``(Update, S)``. ``knobs`` is the frozen, validated value of its settings;
+    ``config`` is their JSON form (for reports, checkpoints and comparisons).
     """
 
     name: str
     init: Callable[[PromptState], Any]
     update: UpdateFn
-    config: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
+    knobs: Any = None
+
+    @property
+    def config(self) -> FrozenDict:
+        """The knobs as a JSON value.
+
+        >>> Strategy("s", lambda s: None, lambda *a: None, {"k": 1}).config
+        FrozenDict({'k': 1})
+        """
+        return _knobs_data(self.knobs)
+
+
+def make_knobs(cls: type[K], strategy: str, values: Mapping[str, Any]) -> K:
+    """Build the knobs value ``cls(**values)``; unknown or invalid knobs are one ConfigError naming them.
+
+    >>> @attrs.frozen
+    ... class Knobs:
+    ...     k: int = attrs.field(default=5, validator=attrs.validators.instance_of(int))
+    >>> make_knobs(Knobs, "mine", {"k": 3}).k
+    3
+    >>> make_knobs(Knobs, "mine", {"kk": 3})
+    Traceback (most recent call last):
+    ...
+    funcgrad.core.errors.ConfigError: strategy 'mine' has no knob 'kk'; its knobs are: k
+    """
+    names = [f.name for f in attrs.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        which = ", ".join(repr(k) for k in unknown)
+        raise ConfigError(f"strategy {strategy!r} has no knob{'s' if len(unknown) > 1 else ''} {which}; "
+                          f"its knobs are: {', '.join(names)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"strategy {strategy!r}: {exc}") from None
+
+
+def check_result(value: Any, strategy: str) -> tuple[Update, Any]:
+    """``value`` if it is an ``(Update, S)`` pair with a JSON ``S``, else a StrategyError naming ``strategy``.
+
+    >>> check_result(({"sys": "x"}, None), "mine")
+    Traceback (most recent call last):
+    ...
+    funcgrad.core.errors.StrategyError: strategy 'mine' returned ({'sys': 'x'}, None); update must return (Update, S) with S a JSON value
+    """
+    ok = isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], Update)
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:117] + "..."
+        raise StrategyError(f"strategy {strategy!r} returned {shown}; update must return (Update, S) with S a JSON value")
+    try:
+        s = freeze(value[1], where=f"state of strategy {strategy!r}")
+    except Exception as exc:
+        raise StrategyError(str(exc)) from None
+    return value[0], s

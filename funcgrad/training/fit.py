@@ -5,7 +5,12 @@
 (epochs of seeded shuffles), runs it, asks the strategy for up to
 ``proposals_per_step`` proposals, and accepts a proposal only if it does not lose on
 the minibatch (stage 1) and beats the current validation score (stage 2); rejected
-proposals are shown to the next attempt. After every step the whole loop state is
+proposals are shown to the next attempt. The strategy's effect program is performed
+by :func:`funcgrad.training.driver.drive` (each batch of effects concurrently), and
+every attempt is recorded as a :class:`~funcgrad.core.backward.StepTrace` (passed to
+``log_step``). Every pipeline call is labelled with its phase (``forward`` for the
+training minibatch and reruns, ``validation``, ``evaluation`` for the test split),
+so usage is counted per phase. After every step the whole loop state is
 checkpointed atomically, so :func:`fit` with ``resume=True`` continues a killed run
 with nothing lost and nothing repeated.
 
@@ -14,7 +19,10 @@ with nothing lost and nothing repeated.
 >>> node = LLM("answer", system=("sys",), user="{input}")
 >>> data = tuple(Example(str(i), "q", "4") for i in range(4))
 >>> task = Task("demo", lambda p, x: node(p, input=x), PromptState.of(sys=Param("Answer.")), exact_match, data, data, data)
->>> idle = Strategy("idle", lambda s: None, lambda results, state, s, **kw: (Update(), s))
+>>> def idle_update(results, state, s, context):
+...     return Update(), s
+...     yield
+>>> idle = Strategy("idle", lambda s: None, idle_update)
 >>> out = fit(task, idle, engine=ScriptedEngine(lambda r: "4"), settings=FitSettings(steps=2, batch_size=2))
 >>> out.initial_test, out.final_test, out.step
 (1.0, 1.0, 2)
@@ -35,9 +43,12 @@ from funcgrad.core.errors import BudgetExceeded, ConfigError, StateError
 from funcgrad.core.run import Example, Result, mean_score, run_batch
 from funcgrad.core.serialize import from_data, to_data
 from funcgrad.core.state import PromptState, apply_updates
-from funcgrad.core.strategy import Attempt, StepContext, Strategy, Update
+from funcgrad.core.backward import Candidate, StepTrace, Verdict
+from funcgrad.core.calls import Request, Response
+from funcgrad.core.strategy import Attempt, Note, StepContext, Strategy, Update, check_result
 from funcgrad.core.task import Task
-from funcgrad.core.values import freeze
+from funcgrad.core.values import FrozenDict, freeze
+from funcgrad.training.driver import drive
 
 
 def _positive(instance, attribute, value):
@@ -52,9 +63,12 @@ class FitSettings:
     ``steps``: optimization steps at most; ``epochs``: passes over the training set
     at most (the run stops at whichever comes first); ``batch_size``: training
     minibatch; ``proposals_per_step``: attempts per step before giving up;
-    ``val_batch``: size of the validation minibatches strategies may draw through
-    ``evaluate``; ``patience``: stop after this many steps without an accepted
-    proposal (None = never); ``concurrency``: examples in flight (None = the engine's).
+    ``val_batch``: size of the validation minibatches strategies ask for with a
+    ``Validate`` effect; ``patience``: stop after this many steps without an accepted
+    proposal (None = never); ``concurrency``: examples (and effects of one batch) in
+    flight (None = the engine's); ``seed``: the run's seed, from which every random
+    stream derives (minibatch order, validation minibatches, strategy sampling and
+    the sample index of non-greedy calls).
     """
 
     steps: int = attrs.field(default=8, validator=_positive)
@@ -68,13 +82,37 @@ class FitSettings:
 
 
 @attrs.frozen
+class Proposal:
+    """One attempt of a step as the loop judged it (a JSON value).
+
+    ``values``: proposed text per param; ``notes``: the strategy's notes;
+    ``minibatch``/``val``: scores of the two validation stages (None = not reached);
+    ``verdict``: a :class:`~funcgrad.core.backward.Verdict`; ``reason`` says it in words.
+
+    >>> Proposal({"sys": "x"}, verdict="accepted").accepted
+    True
+    """
+
+    values: FrozenDict = attrs.field(factory=FrozenDict, converter=lambda v: FrozenDict({str(k): str(x) for k, x in dict(v).items()}))
+    notes: tuple[Note, ...] = attrs.field(default=(), converter=tuple)
+    minibatch: float | None = None
+    val: float | None = None
+    verdict: Verdict = attrs.field(default=Verdict.NO_UPDATE, converter=Verdict)
+    reason: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+
+@attrs.frozen
 class StepLog:
     """What happened in one step (a JSON value): the batch, its score, every proposal and the outcome."""
 
     step: int
-    batch: tuple[str, ...]
+    batch: tuple[str, ...] = attrs.field(converter=tuple)
     train_score: float
-    proposals: Any  # tuple of FrozenDict: values, notes, minibatch, val, accepted, reason
+    proposals: tuple[Proposal, ...] = attrs.field(converter=tuple)
     accepted: bool
     val_score: float
 
@@ -127,14 +165,37 @@ def total_steps(task: Task, settings: FitSettings) -> int:
     return min(settings.steps, settings.epochs * -(-len(task.train) // settings.batch_size))
 
 
-class _Loop:
-    """The effectful part of fit: engines, callbacks and the trace log."""
+# Which engine role (usage phase) the pipeline calls of each loop phase are counted under.
+PHASE_ROLES = {"train": "forward", "rerun": "forward", "minibatch": "validation", "val": "validation",
+               "strategy-eval": "validation", "test": "evaluation"}
 
-    def __init__(self, task, strategy, engine, critic, settings, on_event, log_results):
+
+class _Phase:
+    """The task engine with pipeline (``forward``) calls relabelled as ``role``; other roles pass."""
+
+    def __init__(self, engine: Engine, role: str):
+        self.engine, self.role = engine, role
+        self.concurrency = getattr(engine, "concurrency", 1)
+
+    def _relabel(self, request: Request) -> Request:
+        return attrs.evolve(request, role=self.role) if request.role == "forward" else request
+
+    def complete(self, request: Request) -> Response:
+        return self.engine.complete(self._relabel(request))
+
+    async def acomplete(self, request: Request) -> Response:
+        return await self.engine.acomplete(self._relabel(request))
+
+
+class _Loop:
+    """The effectful part of fit: engines, callbacks and the logs."""
+
+    def __init__(self, task, strategy, engine, critic, settings, on_event, log_results, log_step):
         self.task, self.strategy, self.settings = task, strategy, settings
         self.engine, self.critic = engine, critic
         self.emit = on_event or (lambda kind, data: None)
         self.log_results = log_results or (lambda step, phase, results: None)
+        self.log_step = log_step or (lambda step_trace: None)
 
     def batch(self, state: PromptState, examples, step: int, phase: str) -> tuple[Result, ...]:
         done = [0]
@@ -144,7 +205,7 @@ class _Loop:
             self.emit("example", {"phase": phase, "done": done[0], "total": len(examples), "score": result.loss.score})
 
         results = run_batch(
-            self.task.pipeline, state, examples, engine=self.engine, loss=self.task.loss,
+            self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
             concurrency=self.settings.concurrency, on_result=progress,
         )
         self.log_results(step, phase, results)
@@ -153,15 +214,16 @@ class _Loop:
     def score(self, state, examples, step, phase) -> float:
         return mean_score(self.batch(state, examples, step, phase))
 
-    def evaluate_fn(self, step: int):
+    def validate_fn(self, step: int):
+        """``validate(state, seed)``: the Results of ``state`` on the validation minibatch ``seed`` draws."""
         val = self.task.val or self.task.train
 
-        def evaluate(state: PromptState, seed: int) -> float:
+        def validate(state: PromptState, seed: int) -> tuple[Result, ...]:
             k = min(self.settings.val_batch, len(val))
-            picked = random.Random(_derive("val", seed)).sample(range(len(val)), k)
-            return self.score(state, [val[i] for i in sorted(picked)], step, "strategy-eval")
+            picked = random.Random(_derive("val", self.settings.seed, seed)).sample(range(len(val)), k)
+            return self.batch(state, [val[i] for i in sorted(picked)], step, "strategy-eval")
 
-        return evaluate
+        return validate
 
 
 def start(task: Task, strategy: Strategy, loop: _Loop) -> FitState:
@@ -181,30 +243,36 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
     loop.emit("phase", {"name": f"step {step + 1}: proposing", "train": train_score})
     strategy_state, rejected, proposals = fs.strategy_state, [], []
     accepted_state, val_score = None, fs.val_score
-    context_seed = _derive(settings.seed, "step", step)
+    name = loop.strategy.name
     for attempt in range(settings.proposals_per_step):
         context = StepContext(
-            step=step, seed=_derive(context_seed, attempt), rejected=tuple(rejected),
+            step=step, seed=settings.seed, rejected=tuple(rejected),
             history=tuple(sorted(fs.attempts, key=lambda a: -(a.score or 0.0))),
             steps_since_improvement=fs.steps_since_improvement,
-            rerun=lambda s: loop.batch(s, batch, step + 1, "rerun"),
         )
-        update, strategy_state = loop.strategy.update(
-            results, fs.state, strategy_state, engine=loop.critic, evaluate=loop.evaluate_fn(step + 1), context=context
+        driven = drive(
+            loop.strategy.update(results, fs.state, strategy_state, context), strategy=name, critic=loop.critic,
+            validate=loop.validate_fn(step + 1), rerun=lambda s: loop.batch(s, batch, step + 1, "rerun"),
+            concurrency=settings.concurrency,
         )
-        strategy_state = freeze(strategy_state, where=f"state of strategy {loop.strategy.name!r}")
-        outcome = _judge(update, fs, results, batch, loop, step)
-        candidate = outcome.pop("_state", None)
-        proposals.append(outcome)
-        loop.emit("proposal", {"step": step + 1, **outcome})
-        if outcome["accepted"]:
-            accepted_state, val_score = candidate, outcome["val"]
+        update, strategy_state = check_result(driven.value, name)
+        proposal, candidate = _judge(update, fs, results, batch, loop, step)
+        proposals.append(proposal)
+        loop.log_step(StepTrace(
+            step + 1, attempt, name, tuple(e.id for e in batch), driven.calls, driven.effects, update.gradients,
+            _candidates(update, fs.state), proposal.verdict, proposal.reason, proposal.minibatch, proposal.val,
+        ))
+        loop.emit("proposal", {"step": step + 1, "attempt": attempt, "accepted": proposal.accepted,
+                               "verdict": proposal.verdict.value, "reason": proposal.reason,
+                               "values": dict(proposal.values), "minibatch": proposal.minibatch, "val": proposal.val})
+        if proposal.accepted:
+            accepted_state, val_score = candidate, proposal.val
             break
         if not update.values:
             break
-        rejected.append(Attempt(update.values, outcome["val"] if outcome["val"] is not None else outcome["minibatch"], False, outcome["reason"]))
+        rejected.append(Attempt(update.values, proposal.val if proposal.val is not None else proposal.minibatch, False, proposal.reason))
     improved = accepted_state is not None
-    log = StepLog(step + 1, tuple(e.id for e in batch), train_score, freeze(proposals), improved, val_score)
+    log = StepLog(step + 1, tuple(e.id for e in batch), train_score, tuple(proposals), improved, val_score)
     attempts = fs.attempts + ((Attempt(accepted_state.values(), val_score, True, ""),) if improved else ())
     return attrs.evolve(
         fs, step=step + 1, state=accepted_state if improved else fs.state, strategy_state=strategy_state,
@@ -213,38 +281,33 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
     )
 
 
-VERDICTS = ("accepted", "lost_minibatch", "no_val_gain", "no_update", "invalid")
+def _candidates(update: Update, state: PromptState) -> tuple[Candidate, ...]:
+    """The strategy's candidates; for a strategy that reports none, one per proposed value."""
+    if update.candidates:
+        return update.candidates
+    return tuple(Candidate(n, state[n].value if n in state else "", v) for n, v in update.values.items())
 
 
-def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int) -> dict:
-    """Two-stage validation of one proposal; returns a JSON-able outcome dict.
-
-    ``verdict`` is one of :data:`VERDICTS`; ``reason`` says it in words with the scores.
-    """
-    notes = [[n.param, n.status, n.reason] for n in update.notes]
-    outcome = {"values": dict(update.values), "notes": notes, "minibatch": None, "val": None, "accepted": False,
-               "verdict": "no_update", "reason": ""}
+def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int) -> tuple[Proposal, PromptState | None]:
+    """Two-stage validation of one proposal: ``(Proposal, candidate state if accepted)``."""
+    base = Proposal(update.values, update.notes)
     if not update.values:
-        outcome["reason"] = "no update: " + ("; ".join(n.reason for n in update.notes if n.reason) or "the strategy proposed nothing")
-        return outcome
+        why = "; ".join(n.reason for n in update.notes if n.reason) or "the strategy proposed nothing"
+        return attrs.evolve(base, verdict=Verdict.NO_UPDATE, reason=f"no update: {why}"), None
     try:
         candidate = apply_updates(fs.state, update.values)
     except StateError as exc:
-        outcome.update(verdict="invalid", reason=f"invalid update: {exc}")
-        return outcome
+        return attrs.evolve(base, verdict=Verdict.INVALID, reason=f"invalid update: {exc}"), None
     before = mean_score(results)
     after = loop.score(candidate, batch, step + 1, "minibatch")
-    outcome["minibatch"] = after
     if after < before:
-        outcome.update(verdict="lost_minibatch", reason=f"lost on the training minibatch ({after:.3f} < {before:.3f})")
-        return outcome
+        return attrs.evolve(base, minibatch=after, verdict=Verdict.LOST_MINIBATCH,
+                            reason=f"lost on the training minibatch ({after:.3f} < {before:.3f})"), None
     val = loop.score(candidate, loop.task.val, step + 1, "val") if loop.task.val else after
-    outcome["val"] = val
     if loop.task.val and val <= fs.val_score:
-        outcome.update(verdict="no_val_gain", reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})")
-        return outcome
-    outcome.update(accepted=True, verdict="accepted", reason="accepted", _state=candidate)
-    return outcome
+        return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.NO_VAL_GAIN,
+                            reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})"), None
+    return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.ACCEPTED, reason="accepted"), candidate
 
 
 def fit(
@@ -258,6 +321,7 @@ def fit(
     checkpoint: Callable[[FitState], None] | None = None,
     on_event: Event | None = None,
     log_results: Callable[[int, str, Sequence[Result]], None] | None = None,
+    log_step: Callable[[StepTrace], None] | None = None,
 ) -> FitState:
     """Optimize ``task``'s prompts with ``strategy``; returns the final :class:`FitState`.
 
@@ -266,11 +330,12 @@ def fit(
     the initial evaluation and after every step (write it to disk there);
     ``resume_from`` continues from such a state. ``on_event(kind, data)`` reports
     progress; ``log_results(step, phase, results)`` receives every batch of results
-    (the CLI writes their traces to JSONL). A BudgetExceeded stops training with
+    (the CLI writes their traces to JSONL); ``log_step(step_trace)`` receives the
+    recorded backward pass of every attempt (the CLI writes steps.jsonl). A BudgetExceeded stops training with
     ``stopped="budget: ..."``; the final test evaluation is then attempted from what
     the budget (and the cache) still allows.
     """
-    loop = _Loop(task, strategy, engine, critic or engine, settings, on_event, log_results)
+    loop = _Loop(task, strategy, engine, critic or engine, settings, on_event, log_results, log_step)
     save = checkpoint or (lambda fs: None)
     fs = resume_from
     if fs is None:
@@ -308,13 +373,26 @@ def fit_state_to_data(fs: FitState) -> dict:
         "val_score": fs.val_score, "initial_val": fs.initial_val, "initial_test": fs.initial_test,
         "final_test": fs.final_test, "attempts": to_data(fs.attempts),
         "steps_since_improvement": fs.steps_since_improvement,
-        "log": [to_data(dict(attrs.asdict(entry, recurse=False))) for entry in fs.log], "stopped": fs.stopped,
+        "log": [_step_log_data(entry) for entry in fs.log], "stopped": fs.stopped,
     }
+
+
+def _step_log_data(entry: StepLog) -> dict:
+    proposals = [{"values": dict(p.values), "notes": to_data(p.notes), "minibatch": p.minibatch, "val": p.val,
+                  "verdict": p.verdict.value, "reason": p.reason} for p in entry.proposals]
+    return {"step": entry.step, "batch": list(entry.batch), "train_score": entry.train_score, "proposals": proposals,
+            "accepted": entry.accepted, "val_score": entry.val_score}
+
+
+def _step_log_from(data: dict) -> StepLog:
+    proposals = tuple(Proposal(p["values"], from_data(p["notes"]), p["minibatch"], p["val"], p["verdict"], p["reason"])
+                      for p in data["proposals"])
+    return StepLog(data["step"], data["batch"], data["train_score"], proposals, data["accepted"], data["val_score"])
 
 
 def fit_state_from_data(data: dict) -> FitState:
     """Inverse of :func:`fit_state_to_data`."""
-    log = tuple(StepLog(**from_data(entry)) for entry in data["log"])
+    log = tuple(_step_log_from(entry) for entry in data["log"])
     return FitState(
         step=data["step"], state=from_data(data["state"]), strategy_state=from_data(data["strategy_state"]),
         val_score=data["val_score"], initial_val=data["initial_val"], initial_test=data["initial_test"],

@@ -48,7 +48,7 @@ def proposal_counts(fs: FitState) -> dict[str, int]:
     counts = dict.fromkeys(_VERDICT_LABELS.values(), 0)
     for e in fs.log:
         for p in e.proposals:
-            counts[_VERDICT_LABELS[p["verdict"]]] += 1
+            counts[_VERDICT_LABELS[p.verdict.value]] += 1
     return counts
 
 
@@ -64,8 +64,8 @@ def proposals_markdown(fs: FitState, initial: PromptState) -> str:
     every earlier accepted proposal applied.
 
     >>> from funcgrad.core.state import Param
-    >>> from funcgrad.training.fit import StepLog
-    >>> p = {"values": {"a": "Count items."}, "verdict": "no_val_gain", "reason": "did not beat the validation score"}
+    >>> from funcgrad.training.fit import Proposal, StepLog
+    >>> p = Proposal({"a": "Count items."}, verdict="no_val_gain", reason="did not beat the validation score")
     >>> fs = FitState(1, PromptState.of(a=Param("Count.")), {}, 0.0, 0.0, None, log=(StepLog(1, ("e0",), 0.0, (p,), False, 0.0),))
     >>> print(proposals_markdown(fs, PromptState.of(a=Param("Count."))))
     ### Step 1, proposal 1: rejected: no validation gain
@@ -84,16 +84,16 @@ def proposals_markdown(fs: FitState, initial: PromptState) -> str:
     current, parts = initial, []
     for e in fs.log:
         for i, p in enumerate(e.proposals, 1):
-            verdict = p.get("verdict", "")
+            verdict = p.verdict.value
             parts.append(f"### Step {e.step}, proposal {i}: {_VERDICT_LABELS.get(verdict, verdict)}")
-            if p.get("reason"):
-                parts.append(str(p["reason"]))
-            for name, text in p.get("values", {}).items():
+            if p.reason:
+                parts.append(p.reason)
+            for name, text in p.values.items():
                 before = current[name].value if name in current else ""
                 parts.append(f"`{name}`:\n" + _diff(before, str(text), "current", "proposed"))
             if verdict == "accepted":
                 try:
-                    current = apply_updates(current, p.get("values", {}))
+                    current = apply_updates(current, p.values)
                 except StateError:
                     pass  # the verdict would have been "invalid"; keep showing diffs against the last good state
     return "\n\n".join(parts) if parts else "No proposals were made."
@@ -203,6 +203,6 @@ def report_markdown(
     lines += ["", "## Calls and tokens", "", usage_markdown(usage), "", "## Prompts: initial vs final", "", prompt_diff(initial, fs.state)]
     lines += ["", "## Steps", "", "| step | train | proposals | accepted | val | reasons |", "|---|---|---|---|---|---|"]
     for e in fs.log:
-        reasons = "; ".join(p["reason"][:80] for p in e.proposals) or "-"
+        reasons = "; ".join(p.reason[:80] for p in e.proposals) or "-"
         lines.append(f"| {e.step} | {e.train_score:.2f} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {e.val_score:.3f} | {reasons} |")
     return "\n".join(lines) + "\n"

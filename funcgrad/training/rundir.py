@@ -5,14 +5,15 @@ Layout::
     RUN_DIR/config.json       the validated config the run was started with
     RUN_DIR/checkpoint.json   the latest FitState (written atomically after every step)
     RUN_DIR/traces.jsonl      one line per example run: {"step", "phase", "result"}
+    RUN_DIR/steps.jsonl       one line per strategy attempt: its recorded backward pass (a StepTrace)
     RUN_DIR/history.tsv       one row per step
     RUN_DIR/report.md, learning_curve.png, final_state.json
 
     RUN_DIR/failures.jsonl    one line per failed example (cause and trace), appended across resumes
     RUN_DIR/.lock             held (flock) by the process writing the run; names its pid and host
 
-The checkpoint records how many bytes of traces.jsonl belong to it; resuming cuts
-the log back to that length, so traces of an interrupted step are not duplicated.
+The checkpoint records how many bytes of traces.jsonl and steps.jsonl belong to it;
+resuming cuts the logs back to that length, so an interrupted step is not duplicated.
 Every file is created with mode 0600 (the run's prompts, answers and traces are
 private to its owner), whatever the umask.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from funcgrad.core.backward import StepTrace, check_step_trace
 from funcgrad.core.errors import CheckpointError, ConfigError
 from funcgrad.core.run import Result
 from funcgrad.core.serialize import to_data
@@ -49,10 +51,10 @@ FILE_MODE = 0o600
 # The files a run writes; a fresh start removes these (and only these) left by a start that never checkpointed.
 RUN_FILES = (
     "config.json", "checkpoint.json", "traces.jsonl", "steps.jsonl", "failures.jsonl", "history.tsv",
-    "report.md", "learning_curve.png", "final_state.json", "wall.json",
+    "report.md", "report.html", "learning_curve.png", "final_state.json", "wall.json",
 )
 # What a finished run leaves after its last checkpoint; ``--resume`` rewrites them if one is missing.
-FINAL_FILES = ("history.tsv", "final_state.json", "learning_curve.png", "report.md")
+FINAL_FILES = ("history.tsv", "final_state.json", "learning_curve.png", "report.md", "report.html")
 
 
 class RunDir:
@@ -135,6 +137,10 @@ class RunDir:
     def traces_path(self) -> Path:
         return self.path / "traces.jsonl"
 
+    @property
+    def steps_path(self) -> Path:
+        return self.path / "steps.jsonl"
+
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.exists()
 
@@ -142,9 +148,10 @@ class RunDir:
         """Atomically write the checkpoint for ``fs`` (with the trace log's current length)."""
         with self._lock:
             log_bytes = self.traces_path.stat().st_size if self.traces_path.exists() else 0
+            steps_bytes = self.steps_path.stat().st_size if self.steps_path.exists() else 0
         doc = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fingerprint,
-            "traces_bytes": log_bytes, "usage": usage, "fit": fit_state_to_data(fs),
+            "traces_bytes": log_bytes, "steps_bytes": steps_bytes, "usage": usage, "fit": fit_state_to_data(fs),
         }
         write_atomic(self.checkpoint_path, orjson.dumps(doc, option=orjson.OPT_INDENT_2), durable=True)
 
@@ -175,12 +182,22 @@ class RunDir:
         except Exception as exc:  # any malformed field: report it as a corrupt checkpoint
             raise CheckpointError(f"checkpoint {path} is corrupt: {type(exc).__name__}: {exc}") from None
         self._truncate_log(int(doc.get("traces_bytes", 0)))
+        self._truncate(self.steps_path, int(doc.get("steps_bytes", 0)))
         return fs, doc.get("usage")
 
     def _truncate_log(self, size: int) -> None:
-        if self.traces_path.exists() and self.traces_path.stat().st_size > size:
-            with open(self.traces_path, "r+b") as fh:
+        self._truncate(self.traces_path, size)
+
+    @staticmethod
+    def _truncate(path: Path, size: int) -> None:
+        if path.exists() and path.stat().st_size > size:
+            with open(path, "r+b") as fh:
                 fh.truncate(size)
+
+    def log_step(self, step_trace: StepTrace) -> None:
+        """Append one JSONL line: the recorded backward pass of one attempt (see :func:`read_steps`)."""
+        line = orjson.dumps(to_data(step_trace)) + b"\n"
+        self._append(self.steps_path, line)
 
     def log_results(self, step: int, phase: str, results: Sequence[Result]) -> None:
         """Append one JSONL line per result (its example, output, loss and full trace)."""
@@ -204,7 +221,6 @@ class RunDir:
                 os.write(fd, data)
             finally:
                 os.close(fd)
-
 
     def write_json(self, name: str, value: Any) -> Path:
         path = self.path / name
@@ -277,3 +293,30 @@ def read_traces(path: str | Path) -> list[dict]:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path}:{n}: not a funcgrad trace line ({exc})") from None
     return out
+
+
+def read_steps(path: str | Path) -> tuple[StepTrace, ...]:
+    """The recorded backward passes of a run: ``path`` is a run directory or its steps.jsonl.
+
+    Each line is checked (:func:`~funcgrad.core.backward.check_step_trace`); a bad line
+    is a CheckpointError naming the file and line. A run without steps.jsonl has none.
+    """
+    from funcgrad.core.serialize import from_data
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "steps.jsonl"
+    if not path.exists():
+        return ()
+    out = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = from_data(orjson.loads(line))
+            if not isinstance(value, StepTrace):
+                raise TypeError(f"a {type(value).__name__}, not a StepTrace")
+            out.append(check_step_trace(value))
+        except Exception as exc:  # any malformed line: name it
+            raise CheckpointError(f"{path}:{n}: not a funcgrad step line ({type(exc).__name__}: {exc})") from None
+    return tuple(out)

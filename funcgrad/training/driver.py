@@ -1,0 +1,122 @@
+"""The driver: performs a strategy's effect program and records every effect.
+
+:func:`drive` runs the generator returned by ``strategy.update``: it performs each
+yielded batch concurrently — critic/optimizer :class:`~funcgrad.core.effects.Call`
+effects through the (metered, cached) critic engine, ``Validate``/``Rerun`` through
+the callbacks the training loop provides — and sends the answers back in order.
+Every request, response and effect is recorded, numbered in the order the
+strategy asked, with the round (batch) it was in, so the backward pass becomes a
+:class:`~funcgrad.core.backward.StepTrace` as inspectable as a forward trace.
+
+Failures are not answers: a call that fails for good (an ``EngineError`` after the
+engine's retries, a budget, a replay miss) is raised to the caller, never turned
+into "no update" (docs/engines.md, failure policy).
+
+Users with their own loop call :func:`drive` directly:
+
+>>> from funcgrad.core.effects import Call, Validate
+>>> from funcgrad.core.calls import Request
+>>> from funcgrad.engines.scripted import ScriptedEngine
+>>> def program():
+...     a, b = yield (Call(Request(messages=(("user", "1"),), role="backward")),
+...                   Call(Request(messages=(("user", "2"),), role="backward")))
+...     return a.text + b.text
+>>> done = drive(program(), strategy="demo", critic=ScriptedEngine(lambda r: r.messages[0].content))
+>>> done.value, [c.request.messages[0].content for c in done.calls], [e.round for e in done.effects]
+('12', ['1', '2'], [0, 0])
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from funcgrad.core.backward import CallLog, EffectLog
+from funcgrad.core.calls import Engine, Response
+from funcgrad.core.effects import Call, Program, Rerun, Validate, check_batch
+from funcgrad.core.errors import StrategyError
+from funcgrad.core.run import Result, mean_score
+from funcgrad.core.state import PromptState
+
+
+@attrs.frozen
+class Driven:
+    """What :func:`drive` returns: the program's ``value`` and the record of its effects."""
+
+    value: Any
+    calls: tuple[CallLog, ...] = ()
+    effects: tuple[EffectLog, ...] = ()
+
+
+def _no_runs(what: str):
+    def refuse(*args):
+        raise StrategyError(f"this driver was given no {what} callback, but the strategy asked for one")
+
+    return refuse
+
+
+def drive(
+    program: Program[Any],
+    *,
+    strategy: str,
+    critic: Engine,
+    validate: Callable[[PromptState, int], Sequence[Result]] | None = None,
+    rerun: Callable[[PromptState], Sequence[Result]] | None = None,
+    concurrency: int | None = None,
+) -> Driven:
+    """Run ``program`` to its end, performing each batch of effects concurrently.
+
+    ``critic`` answers Call effects; ``validate(state, seed)`` and ``rerun(state)``
+    answer Validate and Rerun effects with Results. ``concurrency`` bounds the
+    effects of one batch in flight (default: the critic engine's ``concurrency``).
+    Raises StrategyError (naming ``strategy``) when the program yields something
+    that is not a batch of effects, and re-raises the first failure of a batch.
+    """
+    validate = validate or _no_runs("validate")
+    rerun = rerun or _no_runs("rerun")
+    calls: list[CallLog] = []
+    effects: list[EffectLog] = []
+
+    def perform(effect):
+        if isinstance(effect, Call):
+            response = critic.complete(effect.request)
+            if not isinstance(response, Response):
+                raise StrategyError(f"the critic engine returned {type(response).__name__}, not a Response")
+            return response
+        if isinstance(effect, Validate):
+            return tuple(validate(effect.state, effect.seed))
+        return tuple(rerun(effect.state))
+
+    workers = max(1, concurrency or getattr(critic, "concurrency", 1))
+    round_no = 0
+    try:
+        batch = next(program)
+        while True:
+            batch = check_batch(batch, strategy)
+            if workers == 1 or len(batch) == 1:
+                answers = tuple(perform(e) for e in batch)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(batch))) as pool:
+                    futures = [pool.submit(perform, e) for e in batch]
+                    try:
+                        answers = tuple(f.result() for f in futures)
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+            for effect, answer in zip(batch, answers):
+                if isinstance(effect, Call):
+                    calls.append(CallLog(len(calls), effect.request, answer))
+                    effects.append(EffectLog(len(effects), "call", round_no, call=len(calls) - 1))
+                else:
+                    kind = "validate" if isinstance(effect, Validate) else "rerun"
+                    seed = effect.seed if isinstance(effect, Validate) else None
+                    effects.append(EffectLog(len(effects), kind, round_no, seed=seed,
+                                             examples=tuple(r.example.id for r in answer), score=mean_score(answer)))
+            round_no += 1
+            batch = program.send(answers)
+    except StopIteration as stop:
+        return Driven(stop.value, tuple(calls), tuple(effects))
