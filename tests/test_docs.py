@@ -12,6 +12,10 @@ opening fence changes what happens to it:
 * ``<!-- not-run: REASON -->``: not run, with the reason. Keep these few: the list is
   pinned in ``NOT_RUN`` below, so adding one is a visible decision.
 
+The knob lists of docs/strategies.md (the ``**Knobs.**`` paragraph of each
+strategy) must name exactly the fields of the strategy's knobs class, with their
+defaults (:func:`test_the_knob_lists_in_docs_strategies_match_the_knob_classes`).
+
 The real-model part of docs/tutorial-pipeline.md runs the page's kbqa.py and
 kbqa.toml through ``funcgrad optimize`` on the embedded 0.5B model
 (:func:`test_tutorial_optimizes_on_the_embedded_model`).
@@ -179,3 +183,38 @@ def test_tutorial_optimizes_on_the_embedded_model(local_engine, tmp_path, monkey
     assert "### Step 1, proposal 1: " in report and "## Calls and tokens" in report
     assert "step 1/1 forward" in err and "step 1/1 optimizer" in err
     print(report)
+
+
+KNOBS = re.compile(r"`(\w+)=([^`]*)`")
+
+
+def documented_knobs() -> dict[str, dict[str, str]]:
+    """strategy name -> {knob: documented default} from the **Knobs.** paragraph of each docs/strategies.md section."""
+    out, name = {}, None
+    for para in (ROOT / "docs" / "strategies.md").read_text(encoding="utf-8").split("\n\n"):
+        head = re.match(r"## `(\w+)\(", para.strip())
+        if head:
+            name = head.group(1)
+        elif para.strip().startswith("**Knobs.**") and name:
+            out[name] = dict(KNOBS.findall(para))
+    return out
+
+
+def test_the_knob_lists_in_docs_strategies_match_the_knob_classes():
+    import ast
+    import inspect
+    from importlib.metadata import entry_points
+
+    documented = documented_knobs()
+    factories = {ep.name: ep.load() for ep in entry_points(group="funcgrad.strategies") if ep.name in documented}
+    assert set(factories) == set(documented) == {"backprop", "whole_trace", "sampled_momentum"}
+    for name, factory in factories.items():
+        module = inspect.getmodule(factory)
+        (cls,) = [c for n, c in vars(module).items() if n.endswith("Knobs") and attrs.has(c) and c.__module__ == module.__name__]
+        fields = {f.name: f.default for f in attrs.fields(cls)}
+        assert set(documented[name]) == set(fields), (
+            f"docs/strategies.md {name}: missing {sorted(set(fields) - set(documented[name]))}, "
+            f"not knobs {sorted(set(documented[name]) - set(fields))}"
+        )
+        for knob, text in documented[name].items():
+            assert ast.literal_eval(text) == fields[knob], f"docs/strategies.md says {name} {knob}={text}, the default is {fields[knob]!r}"
