@@ -167,3 +167,15 @@ def test_trace_graph_draws_every_record_once_and_escapes_names(trace):
     assert sorted(int(i) for i in re.findall(r'<g id="p-n(\d+)"', svg)) == sorted(r.id for r in trace.records)
     assert svg.count("<a ") == len(trace.records)  # every node links to its record
     ElementTree.fromstring(svg)  # well-formed XML whatever the node names hold
+
+
+def test_a_run_still_going_is_not_blamed_for_its_end_files(counting_dir, tmp_path):
+    run = _copy(counting_dir, tmp_path / "run")
+    doc = orjson.loads((run / "checkpoint.json").read_bytes())
+    doc["fit"]["stopped"] = ""
+    (run / "checkpoint.json").write_bytes(orjson.dumps(doc))
+    (run / "final_state.json").unlink()
+    page = _page(run)
+    assert "still running (or killed): 3 step(s) checkpointed" in page
+    assert "final_state.json is missing" not in page and "history.tsv is missing" not in page
+    assert "Answer the question. Think carefully and count each item once." in page  # the checkpoint's prompts

@@ -108,6 +108,7 @@ def curve_svg(curve: Curve) -> str:
     top.set_ylabel("accuracy")
     top.grid(alpha=0.3)
     top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    steps = sorted(set(steps).union(*(per_step for per_step in curve.calls.values())))  # a step still running too
     base = [0] * len(steps)
     for phase, per_step in curve.calls.items():
         heights = [per_step.get(s, 0) for s in steps]

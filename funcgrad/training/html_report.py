@@ -364,9 +364,16 @@ def _steps_view(view: RunView, attempts: Mapping[tuple[int, int], StepTrace], in
     return out
 
 
+# Files a run writes only when it ends.
+END_FILES = ("history.tsv", "final_state.json")
+
+
 def _problems(view: RunView) -> list[str]:
     notes = []
+    running = view.fit is not None and not view.fit.stopped
     for f in view.files:
+        if f.status == "missing" and running and (f.name in END_FILES or (f.name == "steps.jsonl" and view.fit.step == 0)):
+            continue  # not written yet: the summary says the run is still going
         if f.status == "missing" and f.name == "steps.jsonl":
             notes.append("steps.jsonl is missing: the backward pass was not recorded; the steps below come from the "
                          "checkpoint's step log (proposals and verdicts, no critiques).")
