@@ -37,7 +37,9 @@ from funcgrad import Note, PromptState, Request, Strategy, Update, reverse_topol
 from funcgrad.core.backward import Candidate, Gradient
 from funcgrad.core.effects import Call, ask, gather, numbered
 from funcgrad.core.strategy import make_knobs
+from funcgrad.core.run import mean_score
 from funcgrad.strategies import proposals as P
+from funcgrad.strategies import sampling
 from funcgrad.strategies.prompts import backprop as T
 from funcgrad.strategies.prompts import shared as S
 
@@ -76,6 +78,8 @@ class BackpropKnobs:
     optimizer_model: str = ""
     json_schema: bool = True
     time_stamps: bool = True
+    n_candidates: int = attrs.field(default=1, validator=_pos_int)
+    sample_temperature: float = attrs.field(default=0.7, validator=_temp)
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
 
@@ -437,6 +441,10 @@ def backprop(**knobs: Any) -> Strategy:
     repeat it). ``time_stamps=False`` is the ablation without time-stamped gradients:
     prompts no longer say a node ran several times, list its calls in order, or mark
     which call a critique is about. ``skip_guards``: guards switched off (ablation).
+    ``n_candidates``: optimizer samples per param (at ``sample_temperature`` or more,
+    distinct sample indices, one batch); the guarded survivors are checked on the
+    minibatch in one batch of ``Rerun`` effects and only the best is proposed
+    (:mod:`funcgrad.strategies.sampling`).
 
     Calls per step: backward = LLM records that reach a trainable param, over the
     examples scoring < tau (all examples if not ``errors_only``), one round per
@@ -468,15 +476,24 @@ def backprop(**knobs: Any) -> Strategy:
             asks.append((name, real, optimizer_request(name, state, real, results, context, k)))
         if not grads:
             notes.append(Note("", "no_update", "no trainable parameter received feedback (is any param read by an LLM node upstream of the output?)"))
+        n = k.n_candidates
+        asks = [(name, real, r) for name, real, req in asks for r in sampling.samples(req, n, context.attempt, k.sample_temperature)]
         stats["calls"] = P.bump(stats["calls"], "optimizer", len(asks))
         responses = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
-        values, candidates = {}, []
+        options: list[dict[str, str]] = [{} for _ in range(n)]
+        candidates = []
         for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
             candidate, note = read_proposal(name, state, real, results, context, k, response, len(requests) + pos, stats)
             candidates.append(candidate)
             notes.append(note)
             if not candidate.guard and candidate.value is not None:
-                values[name] = candidate.value
+                options[pos % n][name] = candidate.value
+        options = [o for i, o in enumerate(options) if o and o not in options[:i]]
+        values = options[0] if options else {}
+        if len(options) > 1:
+            best, _, why = yield from sampling.best_on_minibatch(state, options, mean_score(results))
+            values = options[best]
+            notes.append(Note("", "proposed", why))
         return Update(values, notes, grads, candidates), P.freeze_state(stats)
 
     return Strategy("backprop", init, update, k)

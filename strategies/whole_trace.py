@@ -26,9 +26,11 @@ import attrs
 
 from funcgrad import Note, PromptState, Request, Strategy, Update
 from funcgrad.core.backward import Candidate, Gradient
-from funcgrad.core.effects import ask
+from funcgrad.core.effects import Call
 from funcgrad.core.strategy import make_knobs
+from funcgrad.core.run import mean_score
 from funcgrad.strategies import proposals as P
+from funcgrad.strategies import sampling
 from funcgrad.strategies.prompts import shared as S
 from funcgrad.strategies.prompts import whole_trace as T
 
@@ -55,6 +57,8 @@ class WholeTraceKnobs:
     retry_temperature: float = attrs.field(default=0.7, validator=_temp)
     optimizer_model: str = ""
     json_schema: bool = True
+    n_candidates: int = attrs.field(default=1, validator=_pos_int)
+    sample_temperature: float = attrs.field(default=0.7, validator=_temp)
     skip_if_perfect: bool = True
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
@@ -230,9 +234,12 @@ def whole_trace(**knobs: Any) -> Strategy:
     greedy retry would repeat it). ``json_schema``: ask the server for
     schema-constrained JSON (the reply is parsed robustly either way).
     ``skip_if_perfect``: no call when every example scored 1.0. ``skip_guards``:
-    guards switched off (ablation).
+    guards switched off (ablation). ``n_candidates``: optimizer samples asked at once
+    (at ``sample_temperature`` or more, distinct sample indices), each guarded; the
+    survivors are checked on the minibatch in one batch of ``Rerun`` effects and only
+    the best is proposed (:mod:`funcgrad.strategies.sampling`).
 
-    Calls per step: 1 optimizer call (0 when all examples are perfect and
+    Calls per step: ``n_candidates`` optimizer calls in one batch (0 when all examples are perfect and
     ``skip_if_perfect``); no backward calls. Its gradients are the loss feedback
     of each example (source ``loss``).
 
@@ -262,10 +269,22 @@ def whole_trace(**knobs: Any) -> Strategy:
             max_tokens=k.optimizer_max_tokens, seed=P.derive_seed(context.seed, context.step), sample=context.attempt,
             json_schema=_schema(names, k.max_value_chars) if k.json_schema else None, role="optimizer",
         )
-        stats["calls"] = P.bump(stats["calls"], "optimizer")
-        response = yield from ask(request)
+        requests = sampling.samples(request, k.n_candidates, context.attempt, k.sample_temperature)
+        stats["calls"] = P.bump(stats["calls"], "optimizer", len(requests))
+        responses = yield tuple(Call(r) for r in requests)
         grads = _loss_gradients(results, names)
-        values, candidates, notes = read_suggestion(response, state, names, results, context, k, grads, stats)
+        options, candidates, notes = [], [], []
+        for i, response in enumerate(responses):
+            values, cands, ns = read_suggestion(response, state, names, results, context, k, grads, stats)
+            candidates += [attrs.evolve(c, call=i) for c in cands]
+            notes += ns
+            if values and values not in options:
+                options.append(values)
+        values = options[0] if options else {}
+        if len(options) > 1:
+            best, _, why = yield from sampling.best_on_minibatch(state, options, mean_score(results))
+            values = options[best]
+            notes.append(Note("", "proposed", why))
         return done(Update(values, notes, grads, candidates))
 
     return Strategy("whole_trace", init, update, k)

@@ -516,6 +516,10 @@ def live_prompts() -> list[str]:
         texts.append(problem_text(results, state, wk, context)[0])
     _, _, answers = step(whole_trace(), results, state, answers=Answers(optimizer="{}"), context=context)
     texts += [m.content for r in answers.calls() for m in r.messages]
+    g_s = None
+    for _ in ("p", "instr"):  # GEPA reflects on one component per step, round robin
+        _, g_s, answers = step(funcgrad.strategies.gepa(), results, state, s=g_s, answers=Answers(), context=context)
+        texts += [m.content for r in answers.calls() for m in r.messages]
     texts.append(P.clip("x" * 50, 10))
     return texts
 

@@ -79,7 +79,7 @@ _ENGINE_TYPES = {
     "model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int,
     "timeout": (int, float), "deadline": (int, float), "retries": int,
 }
-_TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)}
+_TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)} | {"accept": str, "alpha": float}
 _BUDGET_TYPES = {"max_calls": int, "max_tokens": int}
 _RUN_TYPES = {"dir": str, "cache": str}
 _LOSS_TYPES = {"rubric": str, "scale": list, "model": str, "max_tokens": int, "output_key": str, "json_schema": bool}

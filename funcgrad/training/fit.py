@@ -31,6 +31,7 @@ with nothing lost and nothing repeated.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,7 +69,11 @@ class FitSettings:
     proposal (None = never); ``concurrency``: examples (and effects of one batch) in
     flight (None = the engine's); ``seed``: the run's seed, from which every random
     stream derives (minibatch order, validation minibatches, strategy sampling and
-    the sample index of non-greedy calls).
+    the sample index of non-greedy calls). ``accept``: the validation rule of stage 2
+    (:data:`ACCEPT_RULES`): ``mean`` — the mean must beat the current one; ``sign``
+    — paired per-example wins and losses against the current state, accepted when
+    wins > losses and a one-sided exact sign test gives p <= ``alpha``; ``margin`` —
+    wins - losses >= ``margin`` (docs/cli.md, the trade-off).
     """
 
     steps: int = attrs.field(default=8, validator=_positive)
@@ -79,6 +84,40 @@ class FitSettings:
     patience: int | None = attrs.field(default=None, validator=_positive)
     concurrency: int | None = attrs.field(default=None, validator=_positive)
     seed: int = 0
+    accept: str = attrs.field(default="mean", validator=lambda i, a, v: _accept_rule(v))
+    alpha: float = attrs.field(default=0.1, validator=lambda i, a, v: _alpha(v))
+    margin: int = attrs.field(default=2, validator=_positive)
+
+
+ACCEPT_RULES = ("mean", "sign", "margin")
+
+
+def _accept_rule(value) -> None:
+    if value not in ACCEPT_RULES:
+        raise ConfigError(f"accept={value!r} must be one of {', '.join(ACCEPT_RULES)}")
+
+
+def _alpha(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"alpha={value!r} must be a number strictly between 0 and 1")
+
+
+def paired_gain(new: dict[str, float], old: dict[str, float], settings: FitSettings) -> tuple[bool, str]:
+    """Whether per-example validation scores ``new`` beat ``old`` under ``settings.accept`` (paired rules), and why.
+
+    >>> paired_gain({"a": 1, "b": 1, "c": 0}, {"a": 0, "b": 0, "c": 0}, FitSettings(accept="margin", margin=2))
+    (True, '2 wins, 0 losses on 3 paired validation examples (margin 2)')
+    >>> paired_gain({"a": 1, "b": 1, "c": 0}, {"a": 0, "b": 0, "c": 0}, FitSettings(accept="sign", alpha=0.1))[0]
+    False
+    """
+    common = [k for k in new if k in old]
+    wins = sum(new[k] > old[k] + 1e-12 for k in common)
+    losses = sum(new[k] < old[k] - 1e-12 for k in common)
+    head = f"{wins} wins, {losses} losses on {len(common)} paired validation examples"
+    if settings.accept == "margin":
+        return wins - losses >= settings.margin, f"{head} (margin {settings.margin})"
+    p = 0.5 ** (wins + losses) * sum(math.comb(wins + losses, j) for j in range(wins, wins + losses + 1))
+    return wins > losses and p <= settings.alpha, f"{head} (one-sided sign test p={p:.3f}, alpha {settings.alpha})"
 
 
 @attrs.frozen
@@ -123,7 +162,8 @@ class FitState:
 
     ``step`` counts completed steps. ``attempts`` are accepted values with their
     validation scores (shown to strategies as ``context.history``). ``stopped`` says
-    why the run ended ("" while it is running).
+    why the run ended ("" while it is running). ``val_scores``: the current state's
+    score on each validation example (by id), for the paired acceptance rules.
     """
 
     step: int
@@ -137,6 +177,7 @@ class FitState:
     steps_since_improvement: int = 0
     log: tuple[StepLog, ...] = ()
     stopped: str = ""
+    val_scores: FrozenDict = attrs.field(factory=FrozenDict, converter=lambda v: FrozenDict({str(k): float(x) for k, x in dict(v).items()}))
 
 
 Event = Callable[[str, dict], None]
@@ -228,10 +269,15 @@ class _Loop:
 
 def start(task: Task, strategy: Strategy, loop: _Loop) -> FitState:
     loop.emit("phase", {"name": "initial evaluation"})
-    val = loop.score(task.state, task.val, 0, "val") if task.val else 0.0
+    val_results = loop.batch(task.state, task.val, 0, "val") if task.val else ()
+    val = mean_score(val_results) if task.val else 0.0
     test = loop.score(task.state, task.test, 0, "test") if task.test else None
     loop.emit("eval", {"step": 0, "val": val, "test": test})
-    return FitState(0, task.state, freeze(strategy.init(task.state)), val, val, test)
+    return FitState(0, task.state, freeze(strategy.init(task.state)), val, val, test, val_scores=_per_example(val_results))
+
+
+def _per_example(results) -> dict[str, float]:
+    return {r.example.id: r.loss.score for r in results}
 
 
 def step_once(fs: FitState, loop: _Loop) -> FitState:
@@ -242,7 +288,7 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
     train_score = mean_score(results)
     loop.emit("phase", {"name": f"step {step + 1}: proposing", "train": train_score})
     strategy_state, rejected, proposals = fs.strategy_state, [], []
-    accepted_state, val_score = None, fs.val_score
+    accepted_state, val_score, val_scores = None, fs.val_score, fs.val_scores
     name = loop.strategy.name
     for attempt in range(settings.proposals_per_step):
         context = StepContext(
@@ -256,7 +302,7 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
             concurrency=settings.concurrency,
         )
         update, strategy_state = check_result(driven.value, name)
-        proposal, candidate = _judge(update, fs, results, batch, loop, step)
+        proposal, candidate, scores = _judge(update, fs, results, batch, loop, step)
         proposals.append(proposal)
         loop.log_step(StepTrace(
             step + 1, attempt, name, tuple(e.id for e in batch), driven.calls, driven.effects, update.gradients,
@@ -266,9 +312,9 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
                                "verdict": proposal.verdict.value, "reason": proposal.reason,
                                "values": dict(proposal.values), "minibatch": proposal.minibatch, "val": proposal.val})
         if proposal.accepted:
-            accepted_state, val_score = candidate, proposal.val
+            accepted_state, val_score, val_scores = candidate, proposal.val, scores
             break
-        if not update.values:
+        if not update.values and not driven.calls:  # nothing was asked: a retry would repeat it
             break
         rejected.append(Attempt(update.values, proposal.val if proposal.val is not None else proposal.minibatch, False, proposal.reason))
     improved = accepted_state is not None
@@ -276,7 +322,7 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
     attempts = fs.attempts + ((Attempt(accepted_state.values(), val_score, True, ""),) if improved else ())
     return attrs.evolve(
         fs, step=step + 1, state=accepted_state if improved else fs.state, strategy_state=strategy_state,
-        val_score=val_score, attempts=attempts, log=fs.log + (log,),
+        val_score=val_score, val_scores=val_scores, attempts=attempts, log=fs.log + (log,),
         steps_since_improvement=0 if improved else fs.steps_since_improvement + 1,
     )
 
@@ -288,26 +334,35 @@ def _candidates(update: Update, state: PromptState) -> tuple[Candidate, ...]:
     return tuple(Candidate(n, state[n].value if n in state else "", v) for n, v in update.values.items())
 
 
-def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int) -> tuple[Proposal, PromptState | None]:
-    """Two-stage validation of one proposal: ``(Proposal, candidate state if accepted)``."""
+def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int) -> tuple[Proposal, PromptState | None, dict]:
+    """Two-stage validation of one proposal: ``(Proposal, candidate state if accepted, its per-example val scores)``."""
     base = Proposal(update.values, update.notes)
     if not update.values:
         why = "; ".join(n.reason for n in update.notes if n.reason) or "the strategy proposed nothing"
-        return attrs.evolve(base, verdict=Verdict.NO_UPDATE, reason=f"no update: {why}"), None
+        return attrs.evolve(base, verdict=Verdict.NO_UPDATE, reason=f"no update: {why}"), None, {}
     try:
         candidate = apply_updates(fs.state, update.values)
     except StateError as exc:
-        return attrs.evolve(base, verdict=Verdict.INVALID, reason=f"invalid update: {exc}"), None
+        return attrs.evolve(base, verdict=Verdict.INVALID, reason=f"invalid update: {exc}"), None, {}
     before = mean_score(results)
     after = loop.score(candidate, batch, step + 1, "minibatch")
     if after < before:
         return attrs.evolve(base, minibatch=after, verdict=Verdict.LOST_MINIBATCH,
-                            reason=f"lost on the training minibatch ({after:.3f} < {before:.3f})"), None
-    val = loop.score(candidate, loop.task.val, step + 1, "val") if loop.task.val else after
-    if loop.task.val and val <= fs.val_score:
+                            reason=f"lost on the training minibatch ({after:.3f} < {before:.3f})"), None, {}
+    val_results = loop.batch(candidate, loop.task.val, step + 1, "val") if loop.task.val else ()
+    val, scores = (mean_score(val_results) if loop.task.val else after), _per_example(val_results)
+    settings, why = loop.settings, "accepted"
+    if loop.task.val and settings.accept == "mean" and val <= fs.val_score:
         return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.NO_VAL_GAIN,
-                            reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})"), None
-    return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.ACCEPTED, reason="accepted"), candidate
+                            reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})"), None, {}
+    if loop.task.val and settings.accept != "mean":
+        current = fs.val_scores or _per_example(loop.batch(fs.state, loop.task.val, step + 1, "val"))
+        gained, why = paired_gain(scores, current, settings)
+        if not gained:
+            return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.NO_VAL_GAIN,
+                                reason=f"no paired validation gain: {why}"), None, {}
+        why = f"accepted: {why}"
+    return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.ACCEPTED, reason=why), candidate, scores
 
 
 def fit(
@@ -373,7 +428,7 @@ def fit_state_to_data(fs: FitState) -> dict:
         "val_score": fs.val_score, "initial_val": fs.initial_val, "initial_test": fs.initial_test,
         "final_test": fs.final_test, "attempts": to_data(fs.attempts),
         "steps_since_improvement": fs.steps_since_improvement,
-        "log": [_step_log_data(entry) for entry in fs.log], "stopped": fs.stopped,
+        "log": [_step_log_data(entry) for entry in fs.log], "stopped": fs.stopped, "val_scores": dict(fs.val_scores),
     }
 
 
@@ -398,6 +453,7 @@ def fit_state_from_data(data: dict) -> FitState:
         val_score=data["val_score"], initial_val=data["initial_val"], initial_test=data["initial_test"],
         final_test=data["final_test"], attempts=from_data(data["attempts"]),
         steps_since_improvement=data["steps_since_improvement"], log=log, stopped=data["stopped"],
+        val_scores=data.get("val_scores", {}),
     )
 
 

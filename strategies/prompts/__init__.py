@@ -3,7 +3,8 @@
 :mod:`~funcgrad.strategies.prompts.shared` (fenced values, history and rejected
 proposals, cut markers), :mod:`~funcgrad.strategies.prompts.backprop` (critic and
 optimizer of per-node backpropagation), :mod:`~funcgrad.strategies.prompts.whole_trace`
-(the OptoPrime-style problem). Strategy code only fills in these templates.
+(the OptoPrime-style problem), :mod:`~funcgrad.strategies.prompts.gepa` (the
+reflection call of the GEPA-style strategy). Strategy code only fills in these templates.
 
 The tag-leak guard's phrase list is derived from these same texts
 (:func:`guarded_phrases`): a proposed value that contains one of them, and whose
@@ -18,9 +19,9 @@ from __future__ import annotations
 import re
 import string
 
-from funcgrad.strategies.prompts import backprop, shared, whole_trace
+from funcgrad.strategies.prompts import backprop, gepa, shared, whole_trace
 
-FAMILIES = (shared, backprop, whole_trace)
+FAMILIES = (shared, backprop, whole_trace, gepa)
 
 _SENTENCE = re.compile(r"[.:;!?()\n]|\s-\s")
 MIN_WORDS = 4
