@@ -35,12 +35,21 @@ BASE = {"task": {"name": "train_fixtures:tiny_task"}, "strategy": {"name": "trai
         ({"strategy": {}}, "[strategy] needs name"),
         ({"task": {"name": 3}}, "[task] needs name"),
         ({"run": {"directory": "x"}}, "[run] has unknown key 'directory'"),
+        ({"engine": {"retries": -1}}, "[engine] retries = -1: must be >= 0 (0 = no retries)"),
+        ({"engine": {"retries": 1.5}}, "[engine] retries = 1.5: must be a int"),
+        ({"engine": {"deadline": 0}}, "[engine] deadline = 0: must be > 0"),
     ],
 )
 def test_each_bad_config_key_or_value_gives_one_clear_message(change, message):
     with pytest.raises(ConfigError) as info:
         parse_config({**BASE, **change})
     assert message in str(info.value)
+
+
+def test_retries_and_deadline_are_engine_settings():
+    cfg = parse_config({**BASE, "engine": {"retries": 0, "deadline": 90}})
+    assert (cfg.engine.retries, cfg.engine.deadline) == (0, 90)
+    assert (parse_config(BASE).engine.retries, parse_config(BASE).engine.deadline) == (None, None)
 
 
 def test_missing_and_invalid_toml_files(tmp_path):
@@ -164,6 +173,7 @@ def test_replay_reproduces_a_finished_run_without_a_server(tmp_path, monkeypatch
     with StubServer(respond_body) as stub:
         cfg = _config(tmp_path, stub.base_url, strategy_extra="first_try_bad = true\n")
         assert main(["optimize", str(cfg), "--quiet"]) == 0
+        recorded_url = stub.base_url  # answers are cached under the server that gave them
     capsys.readouterr()
     # the server is gone; the replayed run must reproduce every step from the cache alone
     assert main(["optimize", str(cfg), "--quiet", "--replay", "--run-dir", str(tmp_path / "again")]) == 0
@@ -173,7 +183,7 @@ def test_replay_reproduces_a_finished_run_without_a_server(tmp_path, monkeypatch
     assert "test accuracy 0.0% -> 100.0%" in capsys.readouterr().out
     # a request the cache never saw (a larger task: new questions) is named, not answered
     (tmp_path / "other").mkdir()
-    other = _config(tmp_path / "other", "http://127.0.0.1:9/v1")
+    other = _config(tmp_path / "other", recorded_url)
     other.write_text(other.read_text().replace("n = 12", "n = 15").replace('cache = "cache"', f'cache = "{tmp_path / "cache"}"'))
     assert main(["optimize", str(other), "--quiet", "--replay"]) == 3  # a run failure, not bad input
     err = capsys.readouterr().err

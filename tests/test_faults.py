@@ -154,6 +154,38 @@ def test_a_request_over_the_context_window_names_the_example(tmp_path, capsys):
     assert asked.count("q5") == 1  # a 400 is not retried
 
 
+@pytest.mark.parametrize("rate, status", [(0.25, 0), (0.2, 3)])
+def test_a_failure_rate_threshold_from_the_config(tmp_path, capsys, rate, status):
+    def faults(index, body):  # one of the 4 test examples always fails
+        return "500" if body["messages"][-1]["content"] == "q9" else None
+
+    with StubServer(respond_body, faults=faults) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        cfg.write_text(cfg.read_text().replace("seed = 1\n", f"seed = 1\nmax_failure_rate = {rate}\n"))
+        assert main(["optimize", str(cfg), "--quiet"]) == status
+    captured = capsys.readouterr()
+    if status:
+        assert "1 of 4 examples failed instead of being answered (no failure is allowed)" in _one_error_line(captured.err)
+        return
+    fs = _checkpoint(tmp_path / "run")
+    assert fs["initial_test"] == 0.0 and fs["final_test"] == 1.0  # the means of the 3 answered examples
+    logged = [orjson.loads(x)["result"] for x in (tmp_path / "run" / "traces.jsonl").read_bytes().splitlines()]
+    failed = [r for r in logged if r["failure"] is not None]
+    assert failed and {r["example"]["id"] for r in failed} == {"e9"} and all(r["loss"] is None for r in failed)
+
+
+@pytest.mark.parametrize("fault", ["500", "400"])
+def test_a_failing_critic_call_stops_the_run_not_no_update(tmp_path, capsys, fault):
+    def faults(index, body):
+        return fault if "[optimizer]" in body["messages"][-1]["content"] else None
+
+    with StubServer(respond_body, faults=faults) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 3
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"HTTP {fault}" in line and "during 'step 1: proposing' with its checkpoint at step 0" in line
+    assert _checkpoint(tmp_path / "run")["step"] == 0 and _checkpoint(tmp_path / "run")["log"] == []
+
+
 def test_evaluate_against_a_dead_server_fails_instead_of_reporting_zero(tmp_path, capsys):
     with StubServer() as stub:
         dead = stub.base_url
@@ -254,13 +286,13 @@ def test_resume_rewrites_the_files_a_kill_after_the_final_checkpoint_lost(tmp_pa
         assert main(["optimize", str(cfg), "--quiet"]) == 0
         run = tmp_path / "run"
         report = (run / "report.md").read_text()
-        for name in ("report.md", "learning_curve.png", "history.tsv"):
+        for name in ("report.md", "learning_curve.png", "history.tsv", "report.html"):
             (run / name).unlink()
         calls = len(stub.requests)
         assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 0
         assert len(stub.requests) == calls  # nothing re-asked
     assert (run / "report.md").read_text().split("## Usage")[0] == report.split("## Usage")[0]
-    assert (run / "learning_curve.png").stat().st_size > 0 and (run / "history.tsv").exists()
+    assert (run / "learning_curve.png").stat().st_size > 0 and (run / "history.tsv").exists() and (run / "report.html").exists()
 
 
 def test_a_fresh_start_never_appends_to_a_previous_starts_files(tmp_path, capsys):
@@ -375,3 +407,38 @@ def test_two_servers_with_the_same_model_name_do_not_share_answers(tmp_path, cap
         assert main(["evaluate", str(cfg_b), "--quiet"]) == 0
         capsys.readouterr()
         assert len(b.requests) == 4  # B was asked every test question itself
+
+
+# ---------------------------------------------------------------- the embedded model behind injected faults
+
+
+@pytest.mark.real_model
+def test_the_embedded_model_behind_faults_answers_every_example_once(local_engine, tmp_path):
+    """A fault-injecting proxy in front of the real model: every example still gets the model's own answer."""
+    from funcgrad.core.calls import Request
+    from funcgrad.core.run import run_batch
+    from funcgrad.engines.cache import CachedEngine
+    from funcgrad.engines.local import model_identity
+    from funcgrad.engines.openai import OpenAIEngine, RetryPolicy
+    from funcgrad.tasks.arithmetic import arithmetic
+
+    assert local_engine.identity == model_identity("qwen2.5-coder-0.5b")  # the file's sha256, not the random port
+    seen = {}
+
+    def proxy(body):
+        request = Request(messages=[(m["role"], m["content"]) for m in body["messages"]], max_tokens=body["max_tokens"])
+        return local_engine.complete(request).text
+
+    def first_attempt_fails(index, body):
+        key = body["messages"][-1]["content"]
+        seen[key] = seen.get(key, 0) + 1
+        return ("500", "reset", "429")[index % 3] if seen[key] == 1 else None
+
+    task = arithmetic(seed=3, n_train=1, n_val=1, n_test=3)
+    with StubServer(proxy, faults=first_attempt_fails) as stub:
+        fast = RetryPolicy(base_delay=0.01, max_delay=0.05)
+        with OpenAIEngine("proxied", base_url=stub.base_url, api_key="", timeout=300, concurrency=2, retry=fast) as engine:
+            results = run_batch(task.pipeline, task.state, task.test, engine=CachedEngine(engine, tmp_path), loss=task.loss)
+    assert all(not r.failed for r in results) and len(results) == 3
+    assert sorted(seen.values()) == [2, 2, 2]  # each problem: one injected fault, one real answer
+    assert all(r.trace.records[1].output and r.trace.loss.output["feedback"] for r in results)

@@ -79,8 +79,9 @@ _ENGINE_TYPES = {
     "model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int,
     "timeout": (int, float), "deadline": (int, float), "retries": int,
 }
-_TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)} | {"accept": str, "alpha": float}
+_TRAIN_TYPES = {f.name: int for f in attrs.fields(FitSettings)} | {"accept": str, "alpha": float, "max_failure_rate": (int, float)}
 _BUDGET_TYPES = {"max_calls": int, "max_tokens": int}
+_ZERO_OK = {"retries": "0 = no retries", "max_failure_rate": "0 = the first failed example stops the run"}
 _RUN_TYPES = {"dir": str, "cache": str}
 _LOSS_TYPES = {"rubric": str, "scale": list, "model": str, "max_tokens": int, "output_key": str, "json_schema": bool}
 
@@ -101,9 +102,9 @@ def _typed(section: str, table: Mapping, types: Mapping[str, Any]) -> dict:
         if isinstance(value, bool) or not isinstance(value, want):
             names = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
             raise ConfigError(f"[{section}] {key} = {value!r}: must be a {names}")
-        if key == "retries" and value < 0:
-            raise ConfigError(f"[{section}] {key} = {value!r}: must be >= 0 (0 = no retries)")
-        if isinstance(value, (int, float)) and value <= 0 and key != "retries":
+        if key in _ZERO_OK and value < 0:
+            raise ConfigError(f"[{section}] {key} = {value!r}: must be >= 0 ({_ZERO_OK[key]})")
+        if isinstance(value, (int, float)) and value <= 0 and key not in _ZERO_OK:
             raise ConfigError(f"[{section}] {key} = {value!r}: must be > 0")
         out[key] = value
     return out
@@ -167,7 +168,8 @@ def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
     try:
         train = FitSettings(**_typed("train", train_table, _TRAIN_TYPES), seed=seed)
     except ConfigError as exc:
-        raise ConfigError(f"[train] {exc}") from None
+        message = str(exc)
+        raise ConfigError(message if message.startswith("[train]") else f"[train] {message}") from None
     budget = _typed("budget", _table(data, "budget"), _BUDGET_TYPES)
     run = _typed("run", _table(data, "run"), _RUN_TYPES)
     base = base_dir or Path.cwd()

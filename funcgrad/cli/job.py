@@ -176,12 +176,14 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
         def on_event(kind, data):
             if kind == "phase":
                 saved["phase"] = data["name"]
+            elif kind == "step":  # until the next phase event, the run is in the next step's minibatch
+                saved["phase"] = f"step {data['step'] + 1}"
             reporter(kind, data, meter.report())
 
         try:
             fs = fit(
                 task, strategy, engine=reporter.watch(engines.task), critic=reporter.watch(engines.critic), settings=config.train, resume_from=resume_from,
-                checkpoint=save, on_event=on_event, log_results=rd.log_results,
+                checkpoint=save, on_event=on_event, log_results=rd.log_results, log_step=rd.log_step,
             )
         except BudgetExceeded:
             raise

@@ -41,7 +41,7 @@ import orjson
 
 from funcgrad.core.calls import Engine
 from funcgrad.core.errors import BudgetExceeded, ConfigError, StateError
-from funcgrad.core.run import Example, Result, mean_score, run_batch
+from funcgrad.core.run import Example, Result, mean_score, raise_on_failures, run_batch
 from funcgrad.core.serialize import from_data, to_data
 from funcgrad.core.state import PromptState, apply_updates
 from funcgrad.core.backward import Candidate, StepTrace, Verdict
@@ -73,7 +73,10 @@ class FitSettings:
     (:data:`ACCEPT_RULES`): ``mean`` — the mean must beat the current one; ``sign``
     — paired per-example wins and losses against the current state, accepted when
     wins > losses and a one-sided exact sign test gives p <= ``alpha``; ``margin`` —
-    wins - losses >= ``margin`` (docs/cli.md, the trade-off).
+    wins - losses >= ``margin`` (docs/cli.md, the trade-off). ``max_failure_rate``: the
+    share of a batch's examples that may fail (a model call, the pipeline or the loss
+    did not work) before the run stops with RunFailed (default 0: the first failure);
+    failed examples within it are logged but left out of every score and update.
     """
 
     steps: int = attrs.field(default=8, validator=_positive)
@@ -87,6 +90,12 @@ class FitSettings:
     accept: str = attrs.field(default="mean", validator=lambda i, a, v: _accept_rule(v))
     alpha: float = attrs.field(default=0.1, validator=lambda i, a, v: _alpha(v))
     margin: int = attrs.field(default=2, validator=_positive)
+    max_failure_rate: float = attrs.field(default=0.0, validator=lambda i, a, v: _failure_rate(v))
+
+
+def _failure_rate(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"max_failure_rate={value!r} must be a number in [0, 1] (0: the first failed example stops the run)")
 
 
 ACCEPT_RULES = ("mean", "sign", "margin")
@@ -243,14 +252,16 @@ class _Loop:
 
         def progress(result):
             done[0] += 1
-            self.emit("example", {"phase": phase, "done": done[0], "total": len(examples), "score": result.loss.score})
+            score = None if result.failed else result.loss.score
+            self.emit("example", {"phase": phase, "done": done[0], "total": len(examples), "score": score})
 
+        rate = self.settings.max_failure_rate
         results = run_batch(
             self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
-            concurrency=self.settings.concurrency, on_result=progress,
+            concurrency=self.settings.concurrency, on_result=progress, max_failure_rate=rate,
         )
         self.log_results(step, phase, results)
-        return results
+        return raise_on_failures(results, max_failure_rate=rate)  # only answers are scored or optimized
 
     def score(self, state, examples, step, phase) -> float:
         return mean_score(self.batch(state, examples, step, phase))
