@@ -39,8 +39,10 @@ from funcgrad.core.effects import Call, ask, gather, numbered
 from funcgrad.core.strategy import make_knobs
 from funcgrad.core.run import mean_score
 from funcgrad.strategies import proposals as P
+from funcgrad.strategies import edits as E
 from funcgrad.strategies import sampling
 from funcgrad.strategies.prompts import backprop as T
+from funcgrad.strategies.prompts import edits as ET
 from funcgrad.strategies.prompts import shared as S
 
 FIXED = T.FIXED
@@ -79,6 +81,7 @@ class BackpropKnobs:
     json_schema: bool = True
     time_stamps: bool = True
     n_candidates: int = attrs.field(default=1, validator=_pos_int)
+    edits: bool = False
     sample_temperature: float = attrs.field(default=0.7, validator=_temp)
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
@@ -341,7 +344,7 @@ def optimizer_prompt(name, state, grads, results, context, knobs) -> tuple[str, 
     current value and the reply instructions always survive.
     """
     chars, param = knobs.max_chars, state[name]
-    system = T.OPTIMIZER_SYSTEM.format(open=P.OPEN, close=P.CLOSE)
+    system = ET.SYSTEM if knobs.edits else T.OPTIMIZER_SYSTEM.format(open=P.OPEN, close=P.CLOSE)
     by_example = toolz.groupby(lambda g: g.example_id, grads)
     order = sorted(by_example, key=lambda e: min(g.score for g in by_example[e]))
     shown = order[: knobs.max_examples]
@@ -381,7 +384,11 @@ def optimizer_prompt(name, state, grads, results, context, knobs) -> tuple[str, 
     if since:
         tail.append(S.SINCE_IMPROVEMENT.format(n=since) + (S.BOLDER if since >= 2 else ""))
     tail.append(T.RULES.format(max_chars=knobs.max_value_chars))
-    tail.append(T.OPTIMIZER_REPLY.format(name=name, open=P.OPEN, close=P.CLOSE))
+    if knobs.edits:
+        tail += [ET.SENTENCES, *(ET.SENTENCE_LINE.format(text=s) for s in E.sentences(param.value))]
+        tail.append(ET.REPLY.format(name=name))
+    else:
+        tail.append(T.OPTIMIZER_REPLY.format(name=name, open=P.OPEN, close=P.CLOSE))
     return system, P.fit_prompt(head, blocks, tail, knobs.max_prompt_chars)
 
 
@@ -392,7 +399,7 @@ def optimizer_request(name, state, grads, results, context, knobs) -> Request:
         messages=(("system", system), ("user", body)), model=knobs.optimizer_model,
         temperature=P.attempt_temperature(context, knobs.optimizer_temperature, knobs.retry_temperature),
         max_tokens=knobs.optimizer_max_tokens, seed=P.derive_seed(context.seed, context.step),
-        sample=context.attempt, role="optimizer",
+        sample=context.attempt, role="optimizer", json_schema=E.schema(knobs.critique_chars) if knobs.edits else None,
     )
 
 
@@ -400,11 +407,14 @@ def read_proposal(name, state, grads, results, context, knobs, response, call: i
     """The candidate (value or the guard that dropped it) in an optimizer ``response`` for ``name``."""
     old = state[name].value
     used = tuple(g.id for g in grads)
-    value, guard = P.extract_fenced(response.text, finish_reason=response.finish_reason)
-    reason = ""
+    if knobs.edits:
+        value, guard, reason = _read_edit(response, old)
+    else:
+        value, guard = P.extract_fenced(response.text, finish_reason=response.finish_reason)
+        reason = ""
     if value is None:
-        reason = {"no_tags": f"optimizer reply had no {P.OPEN} tag",
-                  "truncated": "optimizer reply was cut by the token cap before the closing tag"}[guard]
+        reason = reason or {"no_tags": f"optimizer reply had no {P.OPEN} tag",
+                            "truncated": "optimizer reply was cut by the token cap before the closing tag"}[guard]
     else:
         guard, reason = P.check_value(
             value, old,
@@ -421,6 +431,19 @@ def read_proposal(name, state, grads, results, context, knobs, response, call: i
         return Candidate(name, old, value, guard, reason, used, call), Note(name, "no_update", f"{guard}: {reason}")
     n_ex = len({g.example_id for g in grads})
     return Candidate(name, old, value, "", "", used, call), Note(name, "proposed", f"from {len(grads)} gradients on {n_ex} examples")
+
+
+def _read_edit(response, old: str) -> tuple[str | None, str, str]:
+    """``(new value, guard, reason)`` from an edit reply (:mod:`funcgrad.strategies.edits`)."""
+    try:
+        data = P.parse_json_reply(response.text)
+        if not isinstance(data, dict) or not all(isinstance(data.get(f, ""), str) for f in ("op", "old", "new")):
+            raise ValueError("not an edit object")
+    except ValueError:
+        guard = "truncated" if response.finish_reason == "length" else "invalid_json"
+        return None, guard, f"the edit reply is not a JSON edit object: {P.one_line(response.text, 80)!r}"
+    value, why = E.apply_edit(old, data.get("op", ""), data.get("old", ""), data.get("new", ""))
+    return value, ("invalid_json" if value is None else ""), why
 
 
 def backprop(**knobs: Any) -> Strategy:
@@ -444,7 +467,9 @@ def backprop(**knobs: Any) -> Strategy:
     ``n_candidates``: optimizer samples per param (at ``sample_temperature`` or more,
     distinct sample indices, one batch); the guarded survivors are checked on the
     minibatch in one batch of ``Rerun`` effects and only the best is proposed
-    (:mod:`funcgrad.strategies.sampling`).
+    (:mod:`funcgrad.strategies.sampling`). ``edits=True``: the optimizer proposes an
+    edit (add, replace or delete ONE sentence, schema-constrained JSON) instead of a
+    whole rewrite; the edited text passes the same guards (:mod:`funcgrad.strategies.edits`).
 
     Calls per step: backward = LLM records that reach a trainable param, over the
     examples scoring < tau (all examples if not ``errors_only``), one round per

@@ -431,3 +431,40 @@ def test_config_exposes_the_acceptance_rule():
     assert (cfg.train.accept, cfg.train.alpha) == ("sign", 0.05)
     with pytest.raises(ConfigError, match=r"\[train\] accept='best' must be one of mean, sign, margin"):
         parse_config({"task": {"name": "object_counting"}, "strategy": {"name": "gepa"}, "train": {"accept": "best"}})
+
+
+@pytest.mark.parametrize("make", [lambda: gepa(), lambda: backprop(n_candidates=2), lambda: whole_trace(n_candidates=2)],
+                         ids=["gepa", "backprop(n_candidates=2)", "whole_trace(n_candidates=2)"])
+def test_new_strategies_run_in_the_training_loop(make):
+    from tests.test_strategies import LOOP_EXAMPLES, count_pipeline, smart_engine
+
+    task = Task("count", count_pipeline, STATE, exact_match, train=LOOP_EXAMPLES[:6], val=LOOP_EXAMPLES[6:], test=LOOP_EXAMPLES[6:])
+    steps = []
+    fs = fit(task, make(), engine=smart_engine(), settings=FitSettings(steps=2, batch_size=3, val_batch=3), log_step=steps.append)
+    assert fs.state["sys"].value.startswith(NEW) and fs.val_score == 1.0 and fs.final_test == 1.0
+    assert funcgrad.loads(funcgrad.dumps(fs.strategy_state)) == fs.strategy_state
+    assert all(funcgrad.check_step_trace(s) is s and funcgrad.loads(funcgrad.dumps(s)) == s for s in steps)
+    assert sum(s.verdict == funcgrad.Verdict.ACCEPTED for s in steps) == 1
+
+
+# ---------------------------------------------------------------- proposals as edits
+
+
+@pytest.mark.parametrize("edit,value", [
+    ({"op": "add", "old": "", "new": "List each object first."}, "Count the objects. Answer with a number. List each object first."),
+    ({"op": "replace", "old": "answer with a number.", "new": "End with 'Answer: N'."}, "Count the objects. End with 'Answer: N'."),
+    ({"op": "delete", "old": "Answer with a number.", "new": ""}, "Count the objects."),
+    ({"op": "delete", "old": "Not there.", "new": ""}, None),
+    ({"op": "rewrite", "old": "", "new": "x"}, None),
+])
+def test_backprop_edits_change_one_sentence_and_pass_the_guards(edit, value):
+    reply = json.dumps({"pattern": "it answered 0", **edit})
+    update, s, answers = run_update(backprop(edits=True), run_counting(), STATE, answers=Answers(optimizer=reply))
+    (request,) = answers.calls("optimizer")
+    body = request.messages[-1].content
+    assert "- Count the objects.\n- Answer with a number." in body and json.loads(request.json_schema)["properties"]["op"]["enum"] == ["add", "replace", "delete"]
+    assert "<NEW_VALUE>" not in request.messages[0].content
+    assert update.values.get("sys") == value
+    if value is None:
+        (c,) = update.candidates
+        assert c.guard in ("invalid_json", "too_short") and c.reason

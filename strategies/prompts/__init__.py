@@ -4,7 +4,8 @@
 proposals, cut markers), :mod:`~funcgrad.strategies.prompts.backprop` (critic and
 optimizer of per-node backpropagation), :mod:`~funcgrad.strategies.prompts.whole_trace`
 (the OptoPrime-style problem), :mod:`~funcgrad.strategies.prompts.gepa` (the
-reflection call of the GEPA-style strategy). Strategy code only fills in these templates.
+reflection call of the GEPA-style strategy), :mod:`~funcgrad.strategies.prompts.edits`
+(proposals as one-sentence edits). Strategy code only fills in these templates.
 
 The tag-leak guard's phrase list is derived from these same texts
 (:func:`guarded_phrases`): a proposed value that contains one of them, and whose
@@ -19,9 +20,9 @@ from __future__ import annotations
 import re
 import string
 
-from funcgrad.strategies.prompts import backprop, gepa, shared, whole_trace
+from funcgrad.strategies.prompts import backprop, edits, gepa, shared, whole_trace
 
-FAMILIES = (shared, backprop, whole_trace, gepa)
+FAMILIES = (shared, backprop, whole_trace, gepa, edits)
 
 _SENTENCE = re.compile(r"[.:;!?()\n]|\s-\s")
 MIN_WORDS = 4
