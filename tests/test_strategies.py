@@ -149,6 +149,8 @@ def test_backward_calls_of_a_minibatch_are_in_flight_together():
 
 
 def test_a_bad_yield_or_a_malformed_result_is_a_strategy_error_naming_the_strategy():
+    from funcgrad.core.strategy import check_result
+
     def yields_text(results, state, s, context):
         yield "please call the critic"
 
@@ -156,16 +158,17 @@ def test_a_bad_yield_or_a_malformed_result_is_a_strategy_error_naming_the_strate
         return {"sys": "x"}, s
         yield
 
-    for update in (yields_text, returns_dict):
-        bad = Strategy("mine", lambda s: None, update)
-        with pytest.raises(StrategyError, match="'mine'"):
-            drive(bad.update((), STATE, None, StepContext()), strategy="mine", critic=ScriptedEngine(lambda r: "x")).value
-            from funcgrad.core.strategy import check_result
-            check_result(run_program(bad.update((), STATE, None, StepContext()), lambda e: None), "mine")
-    from funcgrad.core.strategy import check_result
-
-    with pytest.raises(StrategyError, match="strategy 'mine' returned"):
-        check_result(run_program(returns_dict((), STATE, None, StepContext()), lambda e: None), "mine")
+    critic = ScriptedEngine(lambda r: "x")
+    with pytest.raises(StrategyError, match="strategy 'mine' yielded 'please call the critic'"):
+        drive(yields_text((), STATE, None, StepContext()), strategy="mine", critic=critic)
+    with pytest.raises(StrategyError, match="strategy 'mine' yielded 'please call the critic'"):
+        run_program(yields_text((), STATE, None, StepContext()), lambda e: None, strategy="mine")
+    with pytest.raises(StrategyError, match=r"strategy 'mine' returned \(\{'sys': 'x'\}, None\)"):
+        check_result(drive(returns_dict((), STATE, None, StepContext()), strategy="mine", critic=critic).value, "mine")
+    fit_task = funcgrad.Task("t", count_pipeline, STATE, exact_match, EXAMPLES[:2], EXAMPLES[2:3], EXAMPLES[3:4])
+    with pytest.raises(StrategyError, match="strategy 'mine' returned"):  # the training loop checks it too
+        funcgrad.fit(fit_task, Strategy("mine", lambda s: None, returns_dict), engine=forward(),
+                     settings=funcgrad.FitSettings(steps=1, batch_size=2))
 
 
 def test_knobs_are_validated_values_that_round_trip_through_json():
