@@ -468,3 +468,27 @@ def test_backprop_edits_change_one_sentence_and_pass_the_guards(edit, value):
     if value is None:
         (c,) = update.candidates
         assert c.guard in ("invalid_json", "too_short") and c.reason
+
+
+def test_successive_halving_scores_the_rest_of_validation_only_for_promising_proposals():
+    from funcgrad.training.fit import _halving_subset
+
+    task, engine = _gain_task()  # the proposal wins e4 and e5 of e4..e13 and loses none
+    phases = []
+    log = lambda step, phase, results: phases.append((phase, len(results)))  # noqa: E731
+    for seed, halving, subset, val_runs, accepted in (
+        (0, 3, ["e6", "e9", "e13"], [10, 3], False),     # no win in the subset: stopped after 3 examples
+        (1, 3, ["e4", "e6", "e11"], [10, 3, 7], True),   # a win in the subset: the other 7 are scored
+        (0, None, [], [10, 10], True),                   # off: the whole validation set at once
+    ):
+        phases.clear()
+        settings = FitSettings(steps=1, batch_size=3, proposals_per_step=1, halving=halving, seed=seed)
+        assert [e.id for e in _halving_subset(task.val, settings)] == subset
+        fs = fit(task, backprop(), engine=engine, log_results=log, settings=settings)
+        assert [n for phase, n in phases if phase == "val"] == val_runs
+        assert fs.log[0].accepted is accepted
+        if accepted:
+            assert fs.log[0].val_score == 0.2 and set(fs.val_scores) == {e.id for e in task.val}
+        else:
+            assert fs.log[0].proposals[0].reason == ("successive halving: no gain on the first 3 validation examples "
+                                                     "(0.000 <= 0.000)")

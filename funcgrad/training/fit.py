@@ -73,7 +73,10 @@ class FitSettings:
     (:data:`ACCEPT_RULES`): ``mean`` — the mean must beat the current one; ``sign``
     — paired per-example wins and losses against the current state, accepted when
     wins > losses and a one-sided exact sign test gives p <= ``alpha``; ``margin`` —
-    wins - losses >= ``margin`` (docs/cli.md, the trade-off). ``max_failure_rate``: the
+    wins - losses >= ``margin`` (docs/cli.md, the trade-off). ``halving``: successive
+    halving — score a proposal on this many validation examples first (a fixed seeded
+    subset) and on the rest only when it beats the current state there (None = off).
+    ``max_failure_rate``: the
     share of a batch's examples that may fail (a model call, the pipeline or the loss
     did not work) before the run stops with RunFailed (default 0: the first failure);
     failed examples within it are logged but left out of every score and update.
@@ -90,6 +93,7 @@ class FitSettings:
     accept: str = attrs.field(default="mean", validator=lambda i, a, v: _accept_rule(v))
     alpha: float = attrs.field(default=0.1, validator=lambda i, a, v: _alpha(v))
     margin: int = attrs.field(default=2, validator=_positive)
+    halving: int | None = attrs.field(default=None, validator=_positive)
     max_failure_rate: float = attrs.field(default=0.0, validator=lambda i, a, v: _failure_rate(v))
 
 
@@ -287,6 +291,14 @@ def start(task: Task, strategy: Strategy, loop: _Loop) -> FitState:
     return FitState(0, task.state, freeze(strategy.init(task.state)), val, val, test, val_scores=_per_example(val_results))
 
 
+def _halving_subset(val: Sequence[Example], settings: FitSettings) -> list[Example]:
+    """The validation examples successive halving scores first (a seeded subset, in split order); [] when off."""
+    if not settings.halving or len(val) <= settings.halving:
+        return []
+    keep = set(sorted(range(len(val)), key=lambda i: _derive(settings.seed, "halving", i))[: settings.halving])
+    return [e for i, e in enumerate(val) if i in keep]
+
+
 def _per_example(results) -> dict[str, float]:
     return {r.example.id: r.loss.score for r in results}
 
@@ -360,9 +372,23 @@ def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int)
     if after < before:
         return attrs.evolve(base, minibatch=after, verdict=Verdict.LOST_MINIBATCH,
                             reason=f"lost on the training minibatch ({after:.3f} < {before:.3f})"), None, {}
-    val_results = loop.batch(candidate, loop.task.val, step + 1, "val") if loop.task.val else ()
-    val, scores = (mean_score(val_results) if loop.task.val else after), _per_example(val_results)
     settings, why = loop.settings, "accepted"
+    val_set = loop.task.val
+    first = _halving_subset(val_set, settings)
+    val_results = loop.batch(candidate, first, step + 1, "val") if first else ()
+    if first:
+        current = fs.val_scores or _per_example(loop.batch(fs.state, val_set, step + 1, "val"))
+        sub, base_sub = mean_score(val_results), sum(current.get(e.id, 0.0) for e in first) / len(first)
+        if sub <= base_sub:
+            return attrs.evolve(base, minibatch=after, val=sub, verdict=Verdict.NO_VAL_GAIN,
+                                reason=f"successive halving: no gain on the first {len(first)} validation examples "
+                                       f"({sub:.3f} <= {base_sub:.3f})"), None, {}
+    if val_set:
+        done = {r.example.id for r in val_results}
+        rest = loop.batch(candidate, [e for e in val_set if e.id not in done], step + 1, "val")
+        by_id = {r.example.id: r for r in (*val_results, *rest)}
+        val_results = tuple(by_id[e.id] for e in val_set if e.id in by_id)  # failed examples were left out
+    val, scores = (mean_score(val_results) if val_set else after), _per_example(val_results)
     if loop.task.val and settings.accept == "mean" and val <= fs.val_score:
         return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.NO_VAL_GAIN,
                             reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})"), None, {}
