@@ -71,15 +71,18 @@ def test_a_step_shows_each_phase_once_and_a_slow_call_as_a_steady_heartbeat():
         critic.complete(_req("backward"))
         reporter.tick()                                      # nothing new within the interval: no line
         critic.complete(_req("optimizer"))
-        task.complete(_req("forward"))                       # scoring the proposal
+        task.complete(_req("validation"))                    # scoring the proposal
+        critic.complete(_req("judge"))                       # an LLM loss: counted, not a phase of its own
         report("example", {"phase": "minibatch", "done": 1, "total": 3, "score": 1.0})
+        clock.now += 30
+        reporter.tick()                                      # 30 s later: a heartbeat
         report("proposal", {"step": 2, "accepted": False, "reason": "lost on the training minibatch (0.3 < 0.5)"})
         report("step", {"step": 2, "total": 4, "val": 0.5})
         assert reporter.status.step_label == "step 3/4"
         report("step", {"step": 4, "total": 4, "val": 0.5})
         assert reporter.status.step_label == "after step 4/4"
         report("phase", {"name": "final test evaluation"})
-    assert seen == ["backward", "optimizer"]
+    assert seen == ["backward", "optimizer", "judge"]
     assert out.getvalue().splitlines() == [
         "[t] training from step 1 to at most 4",
         "[t] step 2/4 forward: 0 calls done, 1 running (longest 0 s); phase 0 s, total 0 s",
@@ -89,10 +92,11 @@ def test_a_step_shows_each_phase_once_and_a_slow_call_as_a_steady_heartbeat():
         "[t] step 2/4 backward: 0 calls done, 1 running (longest 1m35s); phase 1m35s, total 1m41s",
         "[t] step 2/4 optimizer: 0 calls done, 1 running (longest 0 s); phase 0 s, total 1m41s",
         "[t] step 2/4 validation: 0 calls done, 1 running (longest 0 s); phase 0 s, total 1m41s",
+        "[t] step 2/4 validation: 2 calls done, examples 1/3; phase 30 s, total 2m11s",
         "[t] step 2: proposal rejected: lost on the training minibatch (0.3 < 0.5)",
         "[t] step 2/4: validation 50.0%; 0 calls, 0 tokens",
         "[t] step 4/4: validation 50.0%; 0 calls, 0 tokens",
-        "[t] final test test: 0 calls done; phase 0 s, total 1m41s",
+        "[t] final test test: 0 calls done; phase 0 s, total 2m11s",
     ]
 
 

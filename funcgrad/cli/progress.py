@@ -6,9 +6,14 @@ events. ``reporter.watch(engine)`` wraps an engine so the reporter also sees eve
 model call start and end; from both it knows the current *step* and *phase*:
 
 * ``forward`` — the training minibatch runs on the current prompts,
-* ``backward`` / ``optimizer`` — the strategy's critic calls (by ``Request.role``),
+* ``backward`` / ``optimizer`` — the strategy's critic calls,
 * ``validation`` — a proposal is scored (minibatch, validation set, strategy checks),
 * ``test`` — the initial or final test evaluation.
+
+The phase of a call is its ``Request.role`` (fit labels the pipeline calls of each
+phase: ``validation``, ``evaluation`` for the test set); a plain ``forward`` call is
+the training minibatch, or a rerun of it after the critic. Judge calls (an LLM
+loss) belong to the phase they score in.
 
 Without a terminal (logs, CI, ``nohup``) it prints to stderr one line per phase
 change and, while a phase lasts, one line every ``interval`` seconds (30 by default)
@@ -32,7 +37,9 @@ from typing import Any
 
 from funcgrad.core.calls import Request, Response
 
-CRITIC_ROLES = ("backward", "optimizer", "judge")
+CRITIC_ROLES = ("backward", "optimizer")
+# Request.role -> phase: fit relabels the pipeline calls of each phase (funcgrad.training.fit.PHASE_ROLES).
+ROLE_PHASES = {"validation": "validation", "evaluation": "test", "backward": "backward", "optimizer": "optimizer"}
 # fit's batch names (the "phase" of an "example" event) -> the phase shown
 BATCH_PHASES = {
     "train": "forward", "rerun": "forward", "minibatch": "validation", "val": "validation",
@@ -118,7 +125,7 @@ class Status:
         self.step_label = "initial evaluation"
         self.total: int | None = None
         self.phase = ""
-        self.expect = "validation"  # the phase a pipeline (forward-role) call starts in
+        self.expect = "forward"  # the phase a plain (forward-role) pipeline call starts
         self.phase_started = self.started
         self.calls_done = 0
         self.running: dict[tuple[int, int], float] = {}
@@ -133,7 +140,7 @@ class Status:
     def event(self, kind: str, data: dict) -> bool:
         with self.lock:
             if kind == "phase" and data.get("name") == "initial evaluation":
-                self.step_label, self.expect = "initial evaluation", "validation"
+                self.step_label = "initial evaluation"
             elif kind == "phase" and "final test" in str(data.get("name", "")):
                 self.step_label, self.expect = "final test", "test"
                 return self._enter("test")
@@ -156,10 +163,9 @@ class Status:
                     self.calls_done += 1
                 return False
             self.running[key] = self.clock()
-            if request.role in CRITIC_ROLES:
-                self.expect = "validation"  # after the critic, pipeline calls score its proposal
-                return self._enter(request.role)
-            if self.phase in CRITIC_ROLES or not self.phase:
+            if request.role in ROLE_PHASES:
+                return self._enter(ROLE_PHASES[request.role])
+            if request.role == "forward" and (self.phase in CRITIC_ROLES or not self.phase):
                 return self._enter(self.expect)
             return False
 
