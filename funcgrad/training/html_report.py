@@ -260,7 +260,7 @@ def _record_view(trace, r, gradients) -> dict:
     return {
         "id": r.id, "label": node_label(trace, r.id), "kind": r.kind, "params": r.params,
         "inputs": [(name, node_label(trace, i), i) for name, i in zip(r.input_names, r.inputs)],
-        "consts": [(k, _clip(v)) for k, v in getattr(r, "consts", {}).items()],
+        "consts": [(k, _clip(v)) for k, v in r.consts.items()],
         "messages": messages, "output": _clip(r.output), "error": r.error, "gradients": gradients,
         "tokens": (r.usage.prompt_tokens, r.usage.completion_tokens),
     }
@@ -308,7 +308,7 @@ def _attempt_view(number: int, st: StepTrace | None, proposal: Any, current: Pro
     if st is None:
         for param, value in (proposal.values.items() if proposal is not None else ()):
             old = current[param].value if current is not None and param in current else None
-            view["candidates"].append({"param": param, "guard": "", "reason": "", "value": value,
+            view["candidates"].append({"param": param, "guard": "", "reason": "", "value": value, "gradients": (), "call": None,
                                        "diff": text_diff(old, value) if old is not None else None})
         return view
     rounds = {e.call: e.round for e in st.effects if e.kind == "call"}
