@@ -179,3 +179,10 @@ def test_a_run_still_going_is_not_blamed_for_its_end_files(counting_dir, tmp_pat
     assert "still running (or killed): 3 step(s) checkpointed" in page
     assert "final_state.json is missing" not in page and "history.tsv is missing" not in page
     assert "Answer the question. Think carefully and count each item once." in page  # the checkpoint's prompts
+
+
+def test_trace_graph_escapes_node_names():
+    trace = fg.Trace((fg.Record(0, "x", "input"), fg.Record(1, "</svg><script>alert(1)</script>", "fn", inputs=(0,), input_names=("a",))))
+    svg = trace_graph_svg(trace, prefix="e")
+    assert "<script" not in svg and "&lt;/svg&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in svg
+    ElementTree.fromstring(svg)
