@@ -56,7 +56,7 @@ def test_two_hop_trace_shows_both_time_stamped_query_calls_in_order():
     q0 = next(i for i, line in enumerate(lines) if "llm query#0(" in line)
     q1 = next(i for i, line in enumerate(lines) if "llm query#1(" in line)
     assert q0 < q1
-    assert re.search(r"%1 = llm query#0\(question=%0\) reads \[query_sys\].*-> 'who directed Alien'", lines[2])
+    assert re.search(r"%1 = llm query#0\(question=%0, notes='\(nothing yet\)'\) reads \[query_sys\].*-> 'who directed Alien'", lines[2])
     assert re.search(r"%3 = llm query#1\(question=%0, notes=%2\) reads \[query_sys\].*-> 'where was Ridley Scott born'", lines[4])
     assert "%2 = retrieve search#0(q=%1)" in lines[3] and "%4 = retrieve search#1(q=%3)" in lines[5]
     assert "%5 = llm answer#0(question=%0, hop1=%2, hop2=%4) reads [answer_sys]" in lines[6] and "-> 'South Shields'" in lines[6]
