@@ -5,7 +5,7 @@ import concurrent.futures
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from funcgrad.engines.cache import CachedEngine
@@ -101,6 +101,7 @@ grids = st.lists(st.tuples(st.sampled_from(["q1", "q2", "q3", "q4"]), st.sampled
                  max_size=12)
 
 
+@settings(deadline=None, max_examples=50)
 @given(grids, grids, st.integers(0, 8))
 def test_charges_do_not_depend_on_what_the_cache_holds(tmp_path_factory, cell, before, limit):
     """A cell spends the same budget with a cold cache, after other cells, and after itself."""
@@ -112,6 +113,7 @@ def test_charges_do_not_depend_on_what_the_cache_holds(tmp_path_factory, cell, b
     assert _charged(cell, cache, Budget(max_calls=limit)) == cold  # fully warm
 
 
+@settings(deadline=None, max_examples=50)
 @given(st.lists(st.sampled_from(["q1", "q2", "q3", "q4", "q5"]), min_size=1, max_size=12), st.data())
 def test_a_killed_and_resumed_run_is_charged_each_answer_once(tmp_path_factory, texts, data):
     """Checkpoint after ``saved`` requests, killed after ``lost`` more; the resumed run redoes those."""
