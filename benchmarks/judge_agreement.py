@@ -4,11 +4,13 @@ Run from the repo root (about 15 minutes on 2 CPU cores with the 1.5B model)::
 
     python benchmarks/judge_agreement.py [--model qwen2.5-coder-1.5b --n 100]
 
-The task model answers ``--n`` arithmetic test problems with a number-only format
-(so there is a mix of right and wrong answers at ~1 s each); the judge (same model)
+The task model answers ``--n`` arithmetic test problems with a number-only format and
+a 12-token cap (a mix of right and wrong answers at ~1 s each); the judge (same model)
 grades each raw reply against the reference with the rubric below. It prints how
 often the judge's verdict (score >= the scale midpoint) agrees with exact match,
-the confusion counts, judge failures, and the judge's tokens and seconds per example.
+the confusion counts, judge failures, and the judge's tokens and seconds per example
+(call latency as measured when the answer was made; answers are cached, so a rerun
+continues where an interrupted one stopped).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funcgrad import apply_updates, run_batch  # noqa: E402
+from funcgrad import LLM, apply_updates, run_batch  # noqa: E402
 from funcgrad.core.judge import Judge  # noqa: E402
-from funcgrad.engines.local import serve  # noqa: E402
+from funcgrad.engines.cache import CachedEngine  # noqa: E402
+from funcgrad.engines.local import cache_root, serve  # noqa: E402
 from funcgrad.engines.meter import MeteredEngine  # noqa: E402
 from funcgrad.tasks import load_task  # noqa: E402
+from funcgrad.tasks.arithmetic import parse  # noqa: E402
 from funcgrad.tasks.parsing import integer_loss  # noqa: E402
 
 RUBRIC = (
@@ -33,6 +37,11 @@ RUBRIC = (
     "If they are equal, the score is 5. If they differ, the score is 1."
 )
 NUMBER_ONLY = "Reply with the final answer as an integer only."
+short_solve = LLM("solve", system=("solve_system",), user="{question}", max_tokens=12)  # the task's node, capped
+
+
+def short_pipeline(prompts, x):
+    return parse(short_solve(prompts, question=x))
 
 
 def _progress(r) -> None:
@@ -41,7 +50,8 @@ def _progress(r) -> None:
     record = r.trace.records[-1]
     judged = None if r.failed else r.loss.score >= 0.5
     print(f"example {r.example.id} exact={exact} judge={judged} judge_tokens={record.usage.prompt_tokens}+"
-          f"{record.usage.completion_tokens} judge_s={record.usage.latency_s:.2f}", flush=True)
+          f"{record.usage.completion_tokens} judge_s={record.usage.latency_s:.2f} target={r.example.target} "
+          f"raw={(r.output or {}).get('raw')!r} reply={record.output.get('reply')!r}", flush=True)
 
 
 def main() -> None:
@@ -54,9 +64,9 @@ def main() -> None:
     state = apply_updates(task.state, {"solve_format": NUMBER_ONLY})
     judge = Judge(RUBRIC, scale=(1, 5), max_tokens=64, output_key="raw")
     with serve(args.model, n_ctx=4096, n_parallel=2) as local:
-        engine = MeteredEngine(local)
+        engine = MeteredEngine(CachedEngine(local, cache_root() / "llm"))  # a rerun continues where it stopped
         started = time.monotonic()
-        results = run_batch(task.pipeline, state, task.test, engine=engine, loss=judge, on_result=_progress,
+        results = run_batch(short_pipeline, state, task.test, engine=engine, loss=judge, on_result=_progress,
                             max_failure_rate=1.0)
         wall = time.monotonic() - started
     report = engine.meter.report()

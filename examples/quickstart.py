@@ -47,7 +47,7 @@ def main():
         print(fg.format_trace(trace))                      # one line per record; repeated calls show #0, #1, ...
         strategy = whole_trace()                           # the one-line swap: backprop() / sampled_momentum(backprop())
         out = fit(task, strategy, engine=engine, settings=FitSettings(steps=1, batch_size=3, proposals_per_step=1))
-        print(f"test accuracy {out.initial_test:.2f} -> {out.final_test:.2f}; {out.log[0].proposals[0]['reason']}")
+        print(f"test accuracy {out.initial_test:.2f} -> {out.final_test:.2f}; {out.log[0].proposals[0].reason}")
         print(fg.format_state(out.state))
 
 

@@ -149,3 +149,33 @@ def test_sampled_momentum_one_step(local_engine, minibatch):
     assert engine.calls("optimizer") <= 1 and engine.calls("backward") == 0
     assert engine.calls("forward") in (4, 4 + len(TRAIN))  # + a re-run when p* is the past state
     check_outcome(update, STATE)
+
+
+BROKEN = PromptState.of(sys=Param("Always answer 0.", role="system prompt of the object counter"))
+EASY_VAL = (
+    Example("e1", "I have a cat and a dog. How many animals do I have?", "2"),
+    Example("e2", "I have an apple. How many fruits do I have?", "1"),
+    Example("e3", "I have a drum and a flute. How many musical instruments do I have?", "2"),
+)
+
+
+@pytest.mark.parametrize("make", [lambda: whole_trace(**SMALL), lambda: backprop(backward_max_tokens=120, critique_words=30, critique_chars=200, **SMALL)],
+                         ids=["whole_trace", "backprop"])
+def test_one_step_repairs_a_deliberately_broken_prompt(local_engine, large_local_engine, make):
+    """"Always answer 0." scores 0 everywhere; one step must propose a value without it that validation accepts.
+
+    Task model 0.5B, critic and optimizer 1.5B: the 0.5B as its own optimizer mostly copies a
+    training input into the prompt, which the input_copy guard rejects.
+    """
+    from funcgrad import Task
+    from funcgrad.training.fit import FitSettings, fit
+
+    task = Task("broken_counting", pipeline, BROKEN, exact_match, train=TRAIN, val=EASY_VAL, test=EASY_VAL[:1])
+    out = fit(task, make(), engine=local_engine, critic=large_local_engine,
+              settings=FitSettings(steps=1, batch_size=3, proposals_per_step=2, val_batch=3))
+    for p in out.log[0].proposals:
+        print(f"  {p.verdict.value}: {dict(p.values)} minibatch={p.minibatch} val={p.val} ({p.reason[:120]})")
+    assert out.initial_val == 0.0 and out.log[0].train_score == 0.0
+    assert out.log[0].accepted, [p.reason for p in out.log[0].proposals]
+    assert "always answer 0" not in out.state["sys"].value.lower()
+    assert out.val_score > out.initial_val

@@ -39,6 +39,7 @@ SYSTEM = (
 )
 USER = "Question:\n{question}\n\nReference answer:\n{target}\n\nAnswer to grade:\n{output}"
 FEEDBACK = "judge score {score}/{high}: {critique}"
+MIN_TOKENS = 32
 
 
 class JudgeError(EngineError):
@@ -61,9 +62,9 @@ def _rubric(instance, attribute, value):
         raise ConfigError(f"Judge.rubric = {value!r}: must be a non-empty text saying what a good answer is")
 
 
-def _positive(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"Judge.{attribute.name} = {value!r}: must be a whole number >= 1")
+def _enough_tokens(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_TOKENS:
+        raise ConfigError(f"Judge.{attribute.name} = {value!r}: must be a whole number >= {MIN_TOKENS} (room for a critique and a score)")
 
 
 def _tuple_or_none(value):
@@ -77,13 +78,14 @@ class Judge:
     ``model`` is the model the request names ("" = the engine's own model);
     ``output_key`` grades one field of a dict output (e.g. ``"raw"`` for the built-in
     parse nodes) instead of the whole value; ``json_schema`` asks the server for
-    schema-constrained JSON. Bad values raise ConfigError at construction, before any call.
+    schema-constrained JSON; the schema caps the critique at :meth:`critique_chars` so the
+    score still fits in ``max_tokens``. Bad values raise ConfigError at construction, before any call.
     """
 
     rubric: str = attrs.field(validator=_rubric)
     scale: tuple[int, int] = attrs.field(default=None, converter=_tuple_or_none, validator=_scale)
     model: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    max_tokens: int = attrs.field(default=96, validator=_positive)
+    max_tokens: int = attrs.field(default=96, validator=_enough_tokens)
     output_key: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     json_schema: bool = True
 
@@ -99,13 +101,21 @@ class Judge:
             json_schema=self.schema() if self.json_schema else None, role="judge",
         )
 
+    def critique_chars(self) -> int:
+        """The critique's length cap: about 3 characters per token left after the JSON and the score.
+
+        >>> Judge("r", scale=(1, 5), max_tokens=64).critique_chars()
+        144
+        """
+        return 3 * (self.max_tokens - 16)
+
     def schema(self) -> str:
-        """The JSON Schema of a reply: a critique, then an integer score on the scale."""
+        """The JSON Schema of a reply: a critique (at most :meth:`critique_chars`), then an integer score on the scale."""
         low, high = self.scale
         return orjson.dumps({
             "type": "object",
             "properties": {
-                "critique": {"type": "string", "maxLength": 300},
+                "critique": {"type": "string", "maxLength": self.critique_chars()},
                 "score": {"type": "integer", "minimum": low, "maximum": high},
             },
             "required": ["critique", "score"],
