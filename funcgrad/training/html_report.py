@@ -90,6 +90,7 @@ class RunView:
     final_state: PromptState | None = None
 
     def status(self, name: str) -> FileStatus:
+        """The status of file ``name`` (a key of :data:`RUN_FILES`)."""
         return next(f for f in self.files if f.name == name)
 
 
