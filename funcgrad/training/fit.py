@@ -399,6 +399,8 @@ def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int)
             return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.NO_VAL_GAIN,
                                 reason=f"no paired validation gain: {why}"), None, {}
         why = f"accepted: {why}"
+    elif loop.task.val:
+        why = f"beat the validation score ({val:.3f} > {fs.val_score:.3f})"
     return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.ACCEPTED, reason=why), candidate, scores
 
 
