@@ -1,12 +1,13 @@
 """LLM-as-judge vs exact match on arithmetic outputs, and what the judge costs per example.
 
-Run from the repo root (about 15 minutes on 2 CPU cores with the 1.5B model)::
+Run from the repo root (about 40 minutes on 2 idle CPU cores with the 1.5B model)::
 
     python benchmarks/judge_agreement.py [--model qwen2.5-coder-1.5b --n 100]
 
-The task model answers ``--n`` arithmetic test problems with a number-only format and
-a 12-token cap (a mix of right and wrong answers at ~1 s each); the judge (same model)
-grades each raw reply against the reference with the rubric below. It prints how
+The task model answers ``--n`` arithmetic test problems with the task's own pipeline
+and starting prompts (reasoning allowed, 256-token cap: a mix of right and wrong
+answers); the judge (same model) grades each raw reply against the reference with
+the rubric below. It prints how
 often the judge's verdict (score >= the scale midpoint) agrees with exact match,
 the confusion counts, judge failures, and the judge's tokens and seconds per example
 (call latency as measured when the answer was made; answers are cached, so a rerun
@@ -23,25 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funcgrad import LLM, apply_updates, run_batch  # noqa: E402
+from funcgrad import run_batch  # noqa: E402
 from funcgrad.core.judge import Judge  # noqa: E402
 from funcgrad.engines.cache import CachedEngine  # noqa: E402
 from funcgrad.engines.local import cache_root, serve  # noqa: E402
 from funcgrad.engines.meter import MeteredEngine  # noqa: E402
 from funcgrad.tasks import load_task  # noqa: E402
-from funcgrad.tasks.arithmetic import parse  # noqa: E402
 from funcgrad.tasks.parsing import integer_loss  # noqa: E402
 
 RUBRIC = (
     "Compare the final number in the answer with the reference number. "
     "If they are equal, the score is 5. If they differ, the score is 1."
 )
-NUMBER_ONLY = "Reply with the final answer as an integer only."
-short_solve = LLM("solve", system=("solve_system",), user="{question}", max_tokens=12)  # the task's node, capped
-
-
-def short_pipeline(prompts, x):
-    return parse(short_solve(prompts, question=x))
 
 
 def _progress(r) -> None:
@@ -61,12 +55,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     task = load_task("arithmetic", seed=args.seed, n_train=0, n_val=0, n_test=args.n)
-    state = apply_updates(task.state, {"solve_format": NUMBER_ONLY})
     judge = Judge(RUBRIC, scale=(1, 5), max_tokens=64, output_key="raw")
     with serve(args.model, n_ctx=4096, n_parallel=2) as local:
         engine = MeteredEngine(CachedEngine(local, cache_root() / "llm"))  # a rerun continues where it stopped
         started = time.monotonic()
-        results = run_batch(short_pipeline, state, task.test, engine=engine, loss=judge, on_result=_progress,
+        results = run_batch(task.pipeline, task.state, task.test, engine=engine, loss=judge, on_result=_progress,
                             max_failure_rate=1.0)
         wall = time.monotonic() - started
     report = engine.meter.report()
@@ -79,7 +72,7 @@ def main() -> None:
     prompt = sum(rec.usage.prompt_tokens for rec in records) / len(records)
     completion = sum(rec.usage.completion_tokens for rec in records) / len(records)
     seconds = sum(rec.usage.latency_s for rec in records) / len(records)
-    print(f"model {args.model}, {len(results)} arithmetic test examples (seed {args.seed}), number-only answers")
+    print(f"model {args.model}, {len(results)} arithmetic test examples (seed {args.seed}), the task's starting prompts")
     print(f"exact match accuracy {(table[True, True] + table[False, True]) / max(1, len(judged)):.2f}")
     print(f"judge failures (unreadable reply or failed call): {len(results) - len(judged)}")
     print(f"agreement judge vs exact match: {agree}/{len(judged)} = {agree / max(1, len(judged)):.2f}")
