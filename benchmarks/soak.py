@@ -25,6 +25,7 @@ would meet one such call, and the run then stops with RunFailed instead of scori
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import hashlib
 import sys
@@ -89,26 +90,27 @@ def model_proxy(engine):
     """
     from funcgrad.core.calls import Request
 
-    answers: dict[str, str] = {}
+    answers: dict[str, concurrent.futures.Future] = {}
     lock = threading.Lock()
 
     def respond(body) -> str:
         key = repr(body["messages"])
-        with lock:
-            if key in answers:
-                return answers[key]
-        request = Request(messages=[(m["role"], m["content"]) for m in body["messages"]],
-                          max_tokens=body.get("max_tokens", 256), temperature=body.get("temperature", 0.0))
-        text = engine.complete(request).text
-        with lock:
-            return answers.setdefault(key, text)
+        with lock:  # a retried request waits for the model's first answer instead of asking again
+            future, first = answers.get(key), key not in answers
+            if first:
+                future = answers[key] = concurrent.futures.Future()
+        if first:
+            request = Request(messages=[(m["role"], m["content"]) for m in body["messages"]],
+                              max_tokens=body.get("max_tokens", 256), temperature=body.get("temperature", 0.0))
+            future.set_result(engine.complete(request).text)
+        return future.result()
 
     return respond
 
 
-def evaluate(task, examples, server: StubServer, concurrency: int, retries: int) -> dict:
+def evaluate(task, examples, server: StubServer, concurrency: int, retries: int, timeout: float) -> dict:
     engine = OpenAIEngine(
-        "soak", base_url=server.base_url, api_key="", timeout=120.0, concurrency=concurrency,
+        "soak", base_url=server.base_url, api_key="", timeout=timeout, concurrency=concurrency,
         retry=RetryPolicy(max_attempts=retries + 1),
     )
     started = time.monotonic()
@@ -131,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--retries", type=int, default=4, help="retries after the first attempt (default policy: 4)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per read (CPU generation under load is slow)")
     args = ap.parse_args(argv)
 
     task = arithmetic(seed=args.seed, n_train=1, n_val=1, n_test=args.examples)
@@ -144,10 +147,10 @@ def main(argv=None) -> int:
         else:
             respond = scripted(examples)
         clean_server = stack.enter_context(StubServer(respond))
-        clean = evaluate(task, examples, clean_server, args.concurrency, args.retries)
+        clean = evaluate(task, examples, clean_server, args.concurrency, args.retries, args.timeout)
         faults = Faults(args.fault_rate, args.seed)
         faulty_server = stack.enter_context(StubServer(respond, faults=faults))
-        faulty = evaluate(task, examples, faulty_server, args.concurrency, args.retries)
+        faulty = evaluate(task, examples, faulty_server, args.concurrency, args.retries, args.timeout)
 
     source = f"embedded {args.model}" if args.model else "scripted answers"
     print(f"soak: {len(examples)} arithmetic problems, {source}, concurrency {args.concurrency}, "

@@ -415,12 +415,11 @@ def test_two_servers_with_the_same_model_name_do_not_share_answers(tmp_path, cap
 @pytest.mark.real_model
 def test_the_embedded_model_behind_faults_answers_every_example_once(local_engine, tmp_path):
     """A fault-injecting proxy in front of the real model: every example still gets the model's own answer."""
+    import funcgrad as fg
     from funcgrad.core.calls import Request
-    from funcgrad.core.run import run_batch
     from funcgrad.engines.cache import CachedEngine
     from funcgrad.engines.local import model_identity
     from funcgrad.engines.openai import OpenAIEngine, RetryPolicy
-    from funcgrad.tasks.arithmetic import arithmetic
 
     assert local_engine.identity == model_identity("qwen2.5-coder-0.5b")  # the file's sha256, not the random port
     seen = {}
@@ -432,13 +431,15 @@ def test_the_embedded_model_behind_faults_answers_every_example_once(local_engin
     def first_attempt_fails(index, body):
         key = body["messages"][-1]["content"]
         seen[key] = seen.get(key, 0) + 1
-        return ("500", "reset", "429")[index % 3] if seen[key] == 1 else None
+        return ("500", "reset", "429")[len(seen) % 3] if seen[key] == 1 else None
 
-    task = arithmetic(seed=3, n_train=1, n_val=1, n_test=3)
+    node = fg.LLM("answer", system=("sys",), user="{q}", max_tokens=6)
+    state = fg.PromptState.of(sys=fg.Param("Reply with the number only."))
+    examples = [fg.Example(f"e{a}", f"What is {a} + {a}?", str(2 * a)) for a in (1, 2, 3)]
     with StubServer(proxy, faults=first_attempt_fails) as stub:
         fast = RetryPolicy(base_delay=0.01, max_delay=0.05)
-        with OpenAIEngine("proxied", base_url=stub.base_url, api_key="", timeout=300, concurrency=2, retry=fast) as engine:
-            results = run_batch(task.pipeline, task.state, task.test, engine=CachedEngine(engine, tmp_path), loss=task.loss)
-    assert all(not r.failed for r in results) and len(results) == 3
-    assert sorted(seen.values()) == [2, 2, 2]  # each problem: one injected fault, one real answer
-    assert all(r.trace.records[1].output and r.trace.loss.output["feedback"] for r in results)
+        with OpenAIEngine("proxied", base_url=stub.base_url, api_key="", timeout=600, concurrency=2, retry=fast) as engine:
+            results = fg.run_batch(lambda p, x: node(p, q=x), state, examples, engine=CachedEngine(engine, tmp_path), loss=fg.exact_match)
+    assert [r.failed for r in results] == [False] * 3
+    assert sorted(seen.values()) == [2, 2, 2]  # each question: one injected fault, then the model's answer
+    assert all(r.trace.records[1].output.strip() and r.trace.records[1].error is None for r in results)
