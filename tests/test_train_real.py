@@ -21,7 +21,7 @@ def test_one_real_step_of_fit_with_backprop(local_engine):
     report = engine.report().by_role()
     step = out.log[0]
     failing = round(3 * (1 - step.train_score))
-    print(f"\ntest {out.initial_test} -> {out.final_test}; calls {report}; proposal: {step.proposals[0]['reason']}")
+    print(f"\ntest {out.initial_test} -> {out.final_test}; calls {report}; proposal: {step.proposals[0].reason}")
     assert out.step == 1 and out.stopped == "done"
     assert 0.0 <= out.initial_test <= 1.0 and 0.0 <= out.final_test <= 1.0
     assert report.get("backward", 0) == failing  # one critique per failing example, none for correct ones
