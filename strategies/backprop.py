@@ -48,8 +48,6 @@ from funcgrad.strategies.prompts import shared as S
 FIXED = T.FIXED
 INPUTS_KEY = "(inputs)"
 
-_pos_int = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
-_temp = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0)]
 
 
 @attrs.frozen
@@ -62,27 +60,27 @@ class BackpropKnobs:
 
     errors_only: bool = True
     tau: float = attrs.field(default=0.99, validator=[attrs.validators.instance_of((int, float)), attrs.validators.le(1)])
-    max_examples: int = attrs.field(default=4, validator=_pos_int)
-    max_chars: int = attrs.field(default=400, validator=_pos_int)
-    max_feedback: int = attrs.field(default=6, validator=_pos_int)
-    max_calls_listed: int = attrs.field(default=6, validator=_pos_int)
+    max_examples: int = attrs.field(default=4, validator=P.POSITIVE_INT)
+    max_chars: int = attrs.field(default=400, validator=P.POSITIVE_INT)
+    max_feedback: int = attrs.field(default=6, validator=P.POSITIVE_INT)
+    max_calls_listed: int = attrs.field(default=6, validator=P.POSITIVE_INT)
     max_history: int = attrs.field(default=2, validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
-    max_value_chars: int = attrs.field(default=1500, validator=_pos_int)
+    max_value_chars: int = attrs.field(default=1500, validator=P.POSITIVE_INT)
     max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
-    critique_chars: int = attrs.field(default=300, validator=_pos_int)
-    critique_words: int = attrs.field(default=40, validator=_pos_int)
-    backward_max_tokens: int = attrs.field(default=150, validator=_pos_int)
-    optimizer_max_tokens: int = attrs.field(default=250, validator=_pos_int)
-    backward_temperature: float = attrs.field(default=0.0, validator=_temp)
-    optimizer_temperature: float = attrs.field(default=0.0, validator=_temp)
-    retry_temperature: float = attrs.field(default=0.7, validator=_temp)
+    critique_chars: int = attrs.field(default=300, validator=P.POSITIVE_INT)
+    critique_words: int = attrs.field(default=40, validator=P.POSITIVE_INT)
+    backward_max_tokens: int = attrs.field(default=150, validator=P.POSITIVE_INT)
+    optimizer_max_tokens: int = attrs.field(default=250, validator=P.POSITIVE_INT)
+    backward_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
+    retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
     backward_model: str = ""
     optimizer_model: str = ""
     json_schema: bool = True
     time_stamps: bool = True
-    n_candidates: int = attrs.field(default=1, validator=_pos_int)
+    n_candidates: int = attrs.field(default=1, validator=P.POSITIVE_INT)
     edits: bool = False
-    sample_temperature: float = attrs.field(default=0.7, validator=_temp)
+    sample_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
 
@@ -416,14 +414,9 @@ def read_proposal(name, state, grads, results, context, knobs, response, call: i
         reason = reason or {"no_tags": f"optimizer reply had no {P.OPEN} tag",
                             "truncated": "optimizer reply was cut by the token cap before the closing tag"}[guard]
     else:
-        guard, reason = P.check_value(
-            value, old,
-            targets=P.failing_targets(results, knobs.tau),
-            critiques=[g.text for g in grads] + [r.loss.feedback for r in results],
-            inputs=P.example_inputs(results, min_chars=1),
-            replies=P.model_replies(results),
-            names=state.names, role=state[name].role,
-            rejected=P.rejected_values(context, name),
+        guard, reason = P.check_proposal(
+            value, old, results, tau=knobs.tau, critiques=[g.text for g in grads],
+            names=state.names, role=state[name].role, rejected=P.rejected_values(context, name),
             max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
         )
     if guard:

@@ -32,7 +32,6 @@ from funcgrad.core.strategy import make_knobs
 from funcgrad.strategies import proposals as P
 from funcgrad.strategies.prompts import demos as T
 
-_pos_int = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
 
 
 @attrs.frozen
@@ -43,11 +42,11 @@ class DemosKnobs:
     2
     """
 
-    k: int = attrs.field(default=3, validator=_pos_int)
-    n_sets: int = attrs.field(default=4, validator=_pos_int)
+    k: int = attrs.field(default=3, validator=P.POSITIVE_INT)
+    n_sets: int = attrs.field(default=4, validator=P.POSITIVE_INT)
     tau: float = attrs.field(default=1.0, validator=[attrs.validators.instance_of((int, float)), attrs.validators.le(1)])
-    max_pool: int = attrs.field(default=60, validator=_pos_int)
-    max_chars: int = attrs.field(default=700, validator=_pos_int)
+    max_pool: int = attrs.field(default=60, validator=P.POSITIVE_INT)
+    max_chars: int = attrs.field(default=700, validator=P.POSITIVE_INT)
 
 
 def user_text(record) -> str:

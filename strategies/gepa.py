@@ -42,8 +42,6 @@ from funcgrad.strategies import proposals as P
 from funcgrad.strategies.demos import user_text
 from funcgrad.strategies.prompts import gepa as T
 
-_pos_int = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
-_temp = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0)]
 
 
 @attrs.frozen
@@ -54,14 +52,14 @@ class GepaKnobs:
     4
     """
 
-    pool_size: int = attrs.field(default=8, validator=_pos_int)
-    max_examples: int = attrs.field(default=4, validator=_pos_int)
-    max_chars: int = attrs.field(default=300, validator=_pos_int)
-    max_value_chars: int = attrs.field(default=1500, validator=_pos_int)
+    pool_size: int = attrs.field(default=8, validator=P.POSITIVE_INT)
+    max_examples: int = attrs.field(default=4, validator=P.POSITIVE_INT)
+    max_chars: int = attrs.field(default=300, validator=P.POSITIVE_INT)
+    max_value_chars: int = attrs.field(default=1500, validator=P.POSITIVE_INT)
     max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
-    optimizer_max_tokens: int = attrs.field(default=300, validator=_pos_int)
-    optimizer_temperature: float = attrs.field(default=0.0, validator=_temp)
-    retry_temperature: float = attrs.field(default=0.7, validator=_temp)
+    optimizer_max_tokens: int = attrs.field(default=300, validator=P.POSITIVE_INT)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
+    retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
     optimizer_model: str = ""
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
@@ -202,11 +200,8 @@ def gepa(**knobs: Any) -> Strategy:
             value, guard = P.extract_fenced(response.text, finish_reason=response.finish_reason)
             reason = "optimizer reply had no value between the tags" if value is None else ""
             if value is not None:
-                guard, reason = P.check_value(
-                    value, old, targets=P.failing_targets(parent_results),
-                    critiques=[r.loss.feedback for r in parent_results],
-                    inputs=P.example_inputs(parent_results, min_chars=1), replies=P.model_replies(parent_results),
-                    names=state.names, role=state[name].role,
+                guard, reason = P.check_proposal(
+                    value, old, parent_results, names=state.names, role=state[name].role,
                     rejected=[e["values"].get(name, "") for e in pool if e["values"].get(name) != old],
                     max_value_chars=k.max_value_chars, skip=k.skip_guards,
                 )

@@ -89,7 +89,7 @@ class SampledMomentumKnobs:
     3
     """
 
-    k: int = attrs.field(default=5, validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)])
+    k: int = attrs.field(default=5, validator=P.POSITIVE_INT)
     temperature: float = attrs.field(default=0.6, validator=[attrs.validators.instance_of((int, float)), attrs.validators.gt(0)])
     c: float = attrs.field(default=0.4, validator=[attrs.validators.instance_of((int, float)), attrs.validators.ge(0)])
     max_history: int = attrs.field(default=30, validator=[attrs.validators.instance_of(int), attrs.validators.ge(2)])

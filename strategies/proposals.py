@@ -54,6 +54,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from funcgrad import as_text
 from funcgrad.core.values import freeze, thaw
 from funcgrad.strategies.prompts import guarded_phrases
@@ -382,6 +384,28 @@ def check_value(
     return "", ""
 
 
+def check_proposal(
+    new: str, old: str, results: Sequence[Any], *, tau: float = 1.0, critiques: Iterable[str] = (),
+    names: Iterable[str] = (), role: str = "", rejected: Iterable[str] = (), max_value_chars: int = 2000,
+    skip: Iterable[str] = (),
+) -> tuple[str, str]:
+    """:func:`check_value` against the evidence of a minibatch's ``results``.
+
+    The expected answers of the examples scoring below ``tau``, the training inputs,
+    the model's replies and the loss feedback (besides the ``critiques`` given) are
+    what a proposal must not copy.
+
+    >>> check_proposal("List the items, then count them.", "Count items.", ())
+    ('', '')
+    """
+    return check_value(
+        new, old, targets=failing_targets(results, tau),
+        critiques=[*critiques, *(r.loss.feedback for r in results)],
+        inputs=example_inputs(results, min_chars=1), replies=model_replies(results),
+        names=names, role=role, rejected=rejected, max_value_chars=max_value_chars, skip=skip,
+    )
+
+
 def _checks(new, old, targets, critiques, inputs, replies, names, role, rejected, max_value_chars, skip):
     """Yield ``(guard, reason)`` for every guard ``new`` fails, cheapest first (lazily)."""
     if not new.strip():
@@ -491,6 +515,11 @@ def model_replies(results: Sequence[Any]) -> tuple[str, ...]:
             if rec.kind == "llm" and rec.output is not None:
                 out[as_text(rec.output)] = None
     return tuple(out)
+
+
+# attrs validators shared by the knobs classes of the built-in strategies
+POSITIVE_INT = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
+NON_NEGATIVE = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0)]
 
 
 def check_skip_guards(instance, attribute, value) -> None:

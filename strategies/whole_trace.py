@@ -34,8 +34,6 @@ from funcgrad.strategies import sampling
 from funcgrad.strategies.prompts import shared as S
 from funcgrad.strategies.prompts import whole_trace as T
 
-_pos_int = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
-_temp = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0)]
 
 
 @attrs.frozen
@@ -46,19 +44,19 @@ class WholeTraceKnobs:
     2
     """
 
-    max_examples: int = attrs.field(default=4, validator=_pos_int)
-    max_chars: int = attrs.field(default=300, validator=_pos_int)
-    max_records: int = attrs.field(default=12, validator=_pos_int)
+    max_examples: int = attrs.field(default=4, validator=P.POSITIVE_INT)
+    max_chars: int = attrs.field(default=300, validator=P.POSITIVE_INT)
+    max_records: int = attrs.field(default=12, validator=P.POSITIVE_INT)
     max_history: int = attrs.field(default=2, validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
-    max_value_chars: int = attrs.field(default=1500, validator=_pos_int)
+    max_value_chars: int = attrs.field(default=1500, validator=P.POSITIVE_INT)
     max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
-    optimizer_max_tokens: int = attrs.field(default=250, validator=_pos_int)
-    optimizer_temperature: float = attrs.field(default=0.0, validator=_temp)
-    retry_temperature: float = attrs.field(default=0.7, validator=_temp)
+    optimizer_max_tokens: int = attrs.field(default=250, validator=P.POSITIVE_INT)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
+    retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
     optimizer_model: str = ""
     json_schema: bool = True
-    n_candidates: int = attrs.field(default=1, validator=_pos_int)
-    sample_temperature: float = attrs.field(default=0.7, validator=_temp)
+    n_candidates: int = attrs.field(default=1, validator=P.POSITIVE_INT)
+    sample_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
     skip_if_perfect: bool = True
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
@@ -190,8 +188,7 @@ def read_suggestion(response, state, names, results, context, knobs, grads, stat
     if not isinstance(suggestion, dict):
         stats["rejections"] = P.bump(stats["rejections"], "invalid_json")
         return values, candidates, [Note("", "no_update", "invalid_json: 'suggestion' is not an object")]
-    targets, inputs, replies = P.failing_targets(results), P.example_inputs(results, min_chars=1), P.model_replies(results)
-    critiques = [r.loss.feedback for r in results] + ([reasoning] if reasoning else [])
+    critiques = [reasoning] if reasoning else []
     for key, value in suggestion.items():
         if key not in names:
             stats["rejections"] = P.bump(stats["rejections"], "unknown_param")
@@ -205,9 +202,9 @@ def read_suggestion(response, state, names, results, context, knobs, grads, stat
             notes.append(Note(key, "no_update", "invalid_json: the suggested value is not a string"))
             continue
         value = P._unwrap(value)
-        guard, reason = P.check_value(value, old, targets=targets, critiques=critiques, inputs=inputs, replies=replies,
-                                      names=state.names, role=state[key].role, rejected=P.rejected_values(context, key),
-                                      max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards)
+        guard, reason = P.check_proposal(value, old, results, critiques=critiques, names=state.names, role=state[key].role,
+                                         rejected=P.rejected_values(context, key), max_value_chars=knobs.max_value_chars,
+                                         skip=knobs.skip_guards)
         candidates.append(Candidate(key, old, value, guard, reason, used, 0))
         if guard:
             stats["rejections"] = P.bump(stats["rejections"], guard)

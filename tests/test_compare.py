@@ -14,49 +14,9 @@ from funcgrad.cli.main import main
 from funcgrad.cli.compare import plan, read_test_outcomes
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
-from train_fixtures import respond_body
+from train_fixtures import grid_config, respond_body, results_without_wall
 
 TESTS = Path(__file__).parent
-
-
-def _config(tmp_path, base_url, *, strategies=("hint", "hint_bad_first"), seeds=(0, 1), run_dir="grid", extra="", name="compare.toml"):
-    path = tmp_path / name
-    path.write_text(
-        f"""
-[grid]
-tasks = ["tiny"]
-strategies = {list(strategies)!r}
-seeds = {list(seeds)!r}
-[tasks.tiny]
-name = "train_fixtures:tiny_task"
-[strategies.hint]
-name = "train_fixtures:hint_strategy"
-[strategies.hint_bad_first]
-name = "train_fixtures:hint_strategy"
-first_try_bad = true
-[engine]
-base_url = "{base_url}"
-model = "stub"
-timeout = 10
-[train]
-steps = 2
-batch_size = 2
-[run]
-dir = "{run_dir}"
-cache = "cache"
-{extra}
-"""
-    )
-    return path
-
-
-def _without_wall(path):
-    """results.json without wall times (the only figures that may differ between equivalent runs)."""
-    data = orjson.loads(path.read_bytes())
-    for task in data.values():
-        for row in task["rows"]:
-            row.pop("wall_s")
-    return data
 
 
 def test_plan_expands_the_grid_and_names_bad_keys(tmp_path):
@@ -89,7 +49,7 @@ def test_bad_grid_input_is_one_error_before_any_model_call(tmp_path, monkeypatch
             (("hint", "missing_strategy"), "", "[grid] strategies: 'missing_strategy': unknown strategy"),
             (("hint",), '[executor]\nkind = "ray"\naddress = "127.0.0.1:9"', "[executor] address = '127.0.0.1:9'"),
         ]:
-            cfg = _config(tmp_path, stub.base_url, strategies=strategies, extra=extra)
+            cfg = grid_config(tmp_path, stub.base_url, strategies=strategies, extra=extra)
             assert main(["compare", str(cfg), "--quiet"]) == 2
             err = capsys.readouterr().err
             assert err.startswith("funcgrad: error: ") and message in err and err.count("\n") == 1
@@ -113,7 +73,7 @@ def test_read_test_outcomes_takes_the_first_and_last_test_blocks(tmp_path):
 def test_compare_writes_table_and_skips_finished_cells(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(TESTS))
     with StubServer(respond_body) as stub:
-        cfg = _config(tmp_path, stub.base_url)
+        cfg = grid_config(tmp_path, stub.base_url)
         assert main(["compare", str(cfg), "--quiet"]) == 0
         out = capsys.readouterr().out
         assert "| no optimization | 4 cells | 0.0 (0.0, 0.0, 0.0, 0.0) | 0.0 (0.0, 0.0, 0.0, 0.0) |" in out
@@ -136,13 +96,13 @@ def test_tables_do_not_depend_on_cell_order_or_a_warm_cache(tmp_path, monkeypatc
     monkeypatch.syspath_prepend(str(TESTS))
     budget = "[budget]\nmax_calls = 9"
     with StubServer(respond_body) as stub:
-        first = _config(tmp_path, stub.base_url, seeds=[1], run_dir="a", extra=budget, name="a.toml")
-        swapped = _config(tmp_path, stub.base_url, strategies=("hint_bad_first", "hint"), seeds=[1], run_dir="b", extra=budget,
+        first = grid_config(tmp_path, stub.base_url, seeds=[1], run_dir="a", extra=budget, name="a.toml")
+        swapped = grid_config(tmp_path, stub.base_url, strategies=("hint_bad_first", "hint"), seeds=[1], run_dir="b", extra=budget,
                           name="b.toml")
-        again = _config(tmp_path, stub.base_url, seeds=[1], run_dir="c", extra=budget, name="c.toml")
+        again = grid_config(tmp_path, stub.base_url, seeds=[1], run_dir="c", extra=budget, name="c.toml")
         for cfg in (first, swapped, again):  # the second and third run with the cache the first one filled
             assert main(["compare", str(cfg), "--quiet"]) == 0
-    a, b, c = (_without_wall(tmp_path / d / "results.json") for d in "abc")
+    a, b, c = (results_without_wall(tmp_path / d / "results.json") for d in "abc")
     assert a == c
     assert {r["strategy"]: r for r in a["tiny"]["rows"]} == {r["strategy"]: r for r in b["tiny"]["rows"]}
     stopped = {s for r in a["tiny"]["rows"] for s in r["stopped"]}
@@ -153,7 +113,7 @@ def test_tables_do_not_depend_on_cell_order_or_a_warm_cache(tmp_path, monkeypatc
 def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with StubServer(respond_body, latency=0.03) as stub:
-        cfg = _config(tmp_path, stub.base_url)
+        cfg = grid_config(tmp_path, stub.base_url)
         proc = subprocess.Popen([sys.executable, "-m", "funcgrad.cli.main", "compare", str(cfg), "--quiet"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         first = tmp_path / "grid" / "cells" / "tiny--hint--seed0" / "checkpoint.json"
@@ -171,8 +131,8 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tmp_path):
     assert first.stat().st_mtime_ns == stamp  # the finished cell was read back, not rerun
     assert "| hint | 2 |" in done.stdout.decode()
     with StubServer(respond_body) as stub:  # the same grid uninterrupted (warm cache): the same table
-        assert main(["compare", str(_config(tmp_path, stub.base_url, run_dir="whole", name="whole.toml")), "--quiet"]) == 0
-    assert _without_wall(tmp_path / "grid" / "results.json") == _without_wall(tmp_path / "whole" / "results.json")
+        assert main(["compare", str(grid_config(tmp_path, stub.base_url, run_dir="whole", name="whole.toml")), "--quiet"]) == 0
+    assert results_without_wall(tmp_path / "grid" / "results.json") == results_without_wall(tmp_path / "whole" / "results.json")
 
 
 def test_engine_urls_spread_the_cells_over_servers(tmp_path, monkeypatch):
@@ -180,7 +140,7 @@ def test_engine_urls_spread_the_cells_over_servers(tmp_path, monkeypatch):
     with StubServer(respond_body) as one, StubServer(respond_body) as two:
         servers = [one.base_url, two.base_url]
         urls = f'[executor]\nengine_urls = ["{servers[0]}", "{servers[1]}"]'
-        cfg = _config(tmp_path, "http://127.0.0.1:9/v1", strategies=("hint",), extra=urls)  # [engine] base_url is replaced
+        cfg = grid_config(tmp_path, "http://127.0.0.1:9/v1", strategies=("hint",), extra=urls)  # [engine] base_url is replaced
         assert main(["compare", str(cfg), "--quiet"]) == 0
         assert len(one.requests) > 0 and len(two.requests) > 0
     cells = sorted(p.name for p in (tmp_path / "grid" / "cells").iterdir())

@@ -122,7 +122,6 @@ def test_shared_local_engine_answers_concurrently(local_engine, tmp_path):
 
 
 @pytest.mark.real_model
-@pytest.mark.xfail(reason='cache key now includes the server identity; replay after restart not yet adapted (issue 13 follow-up)', strict=False)
 def test_record_then_replay_after_the_server_stopped(tmp_path):
     with serve("qwen2.5-coder-0.5b", n_ctx=1024, n_parallel=2) as engine:
         recorder = CachedEngine(engine, tmp_path)
@@ -131,7 +130,8 @@ def test_record_then_replay_after_the_server_stopped(tmp_path):
         base_url = engine.base_url
     with pytest.raises(EngineError):  # the server is really gone
         type(engine)("x", base_url=base_url, api_key="", retry=attrs.evolve(engine.retry, max_attempts=1)).complete(REQUESTS[0])
-    replay = CachedEngine(None, tmp_path, replay=True, model="qwen2.5-coder-0.5b")
+    replay = CachedEngine(None, tmp_path, replay=True, model="qwen2.5-coder-0.5b",
+                          identity=local.model_identity("qwen2.5-coder-0.5b"))  # answers are keyed by the model file
     replayed = [replay.complete(r) for r in REQUESTS]
     assert all(r.cached for r in replayed)
     assert [attrs.evolve(r, cached=False) for r in replayed] == recorded

@@ -9,51 +9,10 @@ import pytest
 from funcgrad.cli.executors import ExecutorConfig, run_cells
 from funcgrad.cli.main import main
 from funcgrad.engines.stub import StubServer
-from train_fixtures import respond_body
+from train_fixtures import grid_config, respond_body, results_without_wall
 
 ray = pytest.importorskip("ray")
 TESTS = Path(__file__).parent
-
-
-def _grid(tmp_path, base_url, run_dir, executor=""):
-    path = tmp_path / f"{run_dir}.toml"
-    path.write_text(
-        f"""
-[grid]
-tasks = ["tiny"]
-strategies = ["hint", "hint_bad_first"]
-seeds = [0]
-[tasks.tiny]
-name = "train_fixtures:tiny_task"
-[strategies.hint]
-name = "train_fixtures:hint_strategy"
-[strategies.hint_bad_first]
-name = "train_fixtures:hint_strategy"
-first_try_bad = true
-[engine]
-base_url = "{base_url}"
-model = "stub"
-timeout = 10
-[train]
-steps = 2
-batch_size = 2
-[budget]
-max_calls = 9
-[run]
-dir = "{run_dir}"
-cache = "cache-{run_dir}"
-{executor}
-"""
-    )
-    return path
-
-
-def _results(path):
-    data = orjson.loads(path.read_bytes())
-    for task in data.values():
-        for row in task["rows"]:
-            row.pop("wall_s")
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +27,15 @@ def local_ray():
 def test_ray_runs_cells_in_workers_and_matches_a_serial_run(local_ray, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(TESTS))
     with StubServer(respond_body) as stub:
-        serial = _grid(tmp_path, stub.base_url, "serial")
-        parallel = _grid(tmp_path, stub.base_url, "ray", '[executor]\nkind = "ray"\ncpus_per_cell = 1')
+        budget = "[budget]\nmax_calls = 9\n"
+        serial = grid_config(tmp_path, stub.base_url, seeds=(0,), run_dir="serial", cache="cache-serial",
+                             extra=budget, name="serial.toml")
+        parallel = grid_config(tmp_path, stub.base_url, seeds=(0,), run_dir="ray", cache="cache-ray",
+                               extra=budget + '[executor]\nkind = "ray"\ncpus_per_cell = 1', name="ray.toml")
         assert main(["compare", str(serial), "--quiet"]) == 0
         assert main(["compare", str(parallel)]) == 0  # separate cold cache: nothing shared with the serial run
     assert "2 cells on ray (local instance, 1 CPU per cell)" in capsys.readouterr().err
-    assert _results(tmp_path / "ray" / "results.json") == _results(tmp_path / "serial" / "results.json")
+    assert results_without_wall(tmp_path / "ray" / "results.json") == results_without_wall(tmp_path / "serial" / "results.json")
     assert ray.is_initialized()  # an instance the grid did not start is left running
 
 

@@ -1,8 +1,11 @@
 """A tiny task and a deterministic strategy for trainer tests (public API only).
 
 The "model" answers correctly only when the system prompt contains the word
-"carefully"; the strategy proposes appending " Think carefully." once.
+"carefully"; the strategy proposes appending " Think carefully." once. `grid_config`
+writes a `funcgrad compare` grid over them.
 """
+
+import orjson
 
 import funcgrad as fg
 
@@ -64,3 +67,45 @@ def hint_strategy(first_try_bad: bool = False) -> fg.Strategy:
         return fg.Update({"instruction": value}), {"calls": s["calls"] + 1}
 
     return fg.Strategy("hint", init, update)
+
+
+def grid_config(tmp_path, base_url, *, strategies=("hint", "hint_bad_first"), seeds=(0, 1), run_dir="grid",
+                cache="cache", extra="", name="compare.toml"):
+    """Write a `funcgrad compare` grid over :func:`tiny_task` and :func:`hint_strategy` against ``base_url``."""
+    path = tmp_path / name
+    path.write_text(
+        f"""
+[grid]
+tasks = ["tiny"]
+strategies = {list(strategies)!r}
+seeds = {list(seeds)!r}
+[tasks.tiny]
+name = "train_fixtures:tiny_task"
+[strategies.hint]
+name = "train_fixtures:hint_strategy"
+[strategies.hint_bad_first]
+name = "train_fixtures:hint_strategy"
+first_try_bad = true
+[engine]
+base_url = "{base_url}"
+model = "stub"
+timeout = 10
+[train]
+steps = 2
+batch_size = 2
+[run]
+dir = "{run_dir}"
+cache = "{cache}"
+{extra}
+"""
+    )
+    return path
+
+
+def results_without_wall(path):
+    """results.json without wall times (the only figures that may differ between equivalent runs)."""
+    data = orjson.loads(path.read_bytes())
+    for task in data.values():
+        for row in task["rows"]:
+            row.pop("wall_s")
+    return data

@@ -35,6 +35,7 @@ import attrs
 
 from funcgrad.core.calls import Request, Response
 from funcgrad.core.errors import TraceError
+from funcgrad.core.printing import escape_line
 
 GRADIENT_SOURCES = ("critique", "passthrough", "skip", "fixed", "loss")
 EFFECT_KINDS = ("call", "validate", "rerun")
@@ -197,13 +198,10 @@ def check_step_trace(st: StepTrace) -> StepTrace:
 
 
 def _one_line(text: object, width: int) -> str:
-    s = _name(" ".join(str(text).split()))
+    s = escape_line(" ".join(str(text).split()))
     return s if len(s) <= width else s[: width - 3] + "..."
 
 
-def _name(text: str) -> str:
-    """``text`` on one line: unprintable characters (newlines, form feeds...) escaped as in repr."""
-    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
@@ -218,7 +216,7 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
       candidate sys from g0 [c1]: 'Count.' -> 'List the items, then count.'
     """
     rounds = len({e.round for e in st.effects})
-    head = (f"step {st.step} attempt {st.attempt} ({_name(st.strategy)}): batch {_name(', '.join(st.batch)) or '-'}; "
+    head = (f"step {st.step} attempt {st.attempt} ({escape_line(st.strategy)}): batch {escape_line(', '.join(st.batch)) or '-'}; "
             f"{len(st.calls)} call{'s' if len(st.calls) != 1 else ''} in {rounds} round{'s' if rounds != 1 else ''}; "
             f"{st.verdict.value}" + (f": {_one_line(st.reason, 2 * width)}" if st.reason else ""))
     scores = [f"minibatch {st.minibatch:.3f}" if st.minibatch is not None else "",
@@ -229,7 +227,7 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
     for c in st.calls:
         r, resp = c.request, c.response
         last = r.messages[-1].content if r.messages else ""
-        lines.append(f"  c{c.id} {r.role} [{resp.usage.total_tokens} tok, {_name(resp.finish_reason) or '-'}]"
+        lines.append(f"  c{c.id} {r.role} [{resp.usage.total_tokens} tok, {escape_line(resp.finish_reason) or '-'}]"
                      f" asked {_one_line(last, width // 2)!r} -> {_one_line(resp.text, width // 2)!r}")
     for e in st.effects:
         if e.kind != "call":
@@ -238,14 +236,14 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
             lines.append(f"  e{e.id} {e.kind} in round {e.round}{seed}: {len(e.examples)} examples{score}")
     for g in st.gradients:
         via = f" c{g.call}" if g.call is not None else ""
-        lines.append(f"  g{g.id} {_name(g.param)} <- {_name(g.node)}#{g.call_index} %{g.record_id} of {_name(g.example_id)} "
+        lines.append(f"  g{g.id} {escape_line(g.param)} <- {escape_line(g.node)}#{g.call_index} %{g.record_id} of {escape_line(g.example_id)} "
                      f"(score {g.score:.2f}) [{g.source}{via}]: {_one_line(g.text, width)!r}")
     for c in st.candidates:
         used = "from " + ",".join(f"g{i}" for i in c.gradients) if c.gradients else "from no gradient"
         via = f" [c{c.call}]" if c.call is not None else ""
         if c.value is None or c.guard:
             verdict = f" dropped by {c.guard}: {_one_line(c.reason, width)}" if c.guard else f" no value: {_one_line(c.reason, width)}"
-            lines.append(f"  candidate {_name(c.param)} {used}{via}:{verdict}")
+            lines.append(f"  candidate {escape_line(c.param)} {used}{via}:{verdict}")
         else:
-            lines.append(f"  candidate {_name(c.param)} {used}{via}: {_one_line(c.old, width // 2)!r} -> {_one_line(c.value, width)!r}")
+            lines.append(f"  candidate {escape_line(c.param)} {used}{via}: {_one_line(c.old, width // 2)!r} -> {_one_line(c.value, width)!r}")
     return "\n".join(lines)

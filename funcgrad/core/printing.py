@@ -18,8 +18,12 @@ def _short(value, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _line(text: str) -> str:
-    """``text`` on one line: unprintable characters (newlines...) escaped as in repr."""
+def escape_line(text: str) -> str:
+    """``text`` on one line: unprintable characters (newlines...) escaped as in repr.
+
+    >>> escape_line("a\\nb")
+    'a\\\\nb'
+    """
     return text if text.isprintable() else repr(text)[1:-1]
 
 
@@ -33,16 +37,16 @@ def format_record(record: Record, *, width: int = 80) -> str:
     """
     args = ", ".join(
         [f"{n}=%{i}" for n, i in zip(record.input_names, record.inputs)]
-        + [f"{_line(n)}={_short(v, 40)}" for n, v in record.consts.items()]
+        + [f"{escape_line(n)}={_short(v, 40)}" for n, v in record.consts.items()]
     )
     stamp = f"#{record.call_index}" if record.kind in ("llm", "fn", "retrieve") else ""
-    node = _line(record.node)
+    node = escape_line(record.node)
     call = f"{node}{stamp}({args})" if record.kind != "input" else node
     reads = f" reads [{', '.join(record.params)}]" if record.params else ""
     tokens = record.usage.total_tokens
     cost = f" [{tokens} tok, {record.usage.latency_s:.2f}s]" if tokens else ""
     if record.error is not None:
-        result = f"  !! error: {_line(record.error[:width])}"
+        result = f"  !! error: {escape_line(record.error[:width])}"
     else:
         result = f"  -> {_short(record.output, width)}"
     return f"%{record.id} = {record.kind} {call}{reads}{cost}{result}"
@@ -54,10 +58,10 @@ def format_trace(trace: Trace, *, width: int = 80) -> str:
     Repeated calls of one node show their call index (``query#0``, ``query#1``).
     """
     n = len(trace.records)
-    head = f"trace {_line(trace.example_id) or '(no id)'}: {n} record{'s' if n != 1 else ''}"
+    head = f"trace {escape_line(trace.example_id) or '(no id)'}: {n} record{'s' if n != 1 else ''}"
     head += f", output %{trace.output}" if trace.output is not None else ", no output"
     if trace.skips:
-        head += f", skip connections to {', '.join(_line(s) for s in trace.skips)}"
+        head += f", skip connections to {', '.join(escape_line(s) for s in trace.skips)}"
     return "\n".join([head] + ["  " + format_record(r, width=width) for r in trace.records])
 
 
