@@ -24,8 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from funcgrad import run_batch  # noqa: E402
-from funcgrad.core.judge import Judge  # noqa: E402
+from funcgrad import Judge, run_batch  # noqa: E402
 from funcgrad.engines.cache import CachedEngine  # noqa: E402
 from funcgrad.engines.local import cache_root, serve  # noqa: E402
 from funcgrad.engines.meter import MeteredEngine  # noqa: E402

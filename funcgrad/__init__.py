@@ -27,11 +27,13 @@ from funcgrad.core.errors import (
     StrategyError,
     TraceError,
 )
+from funcgrad.core.judge import Judge, JudgeError
 from funcgrad.core.nodes import LLM, Fn, Var, as_text, fn, retriever, skip_connection
 from funcgrad.core.printing import format_record, format_state, format_trace
 from funcgrad.core.run import (
     Example, Failure, Loss, Result, exact_match, mean_score, raise_on_failures, run, run_batch, run_example, with_loss,
 )
+from funcgrad.core.seeds import derive_seed
 from funcgrad.core.serialize import dumps, from_data, loads, to_data
 from funcgrad.core.state import PARAM_KINDS, Param, PromptState, apply_updates
 from funcgrad.core.task import Task
@@ -55,11 +57,11 @@ from funcgrad.training.fit import FitSettings, FitState, fit
 
 __all__ = [
     "LLM", "PARAM_KINDS", "Attempt", "BudgetExceeded", "CacheMiss", "CheckpointError", "ConfigError",
-    "Call", "CallLog", "Candidate", "EffectLog", "Engine", "EngineError", "EngineUnavailable", "Example", "Failure", "FitSettings", "FitState", "Fn", "FuncgradError", "Loss", "Message", "Note",
+    "Call", "CallLog", "Candidate", "EffectLog", "Engine", "EngineError", "EngineUnavailable", "Example", "Failure", "FitSettings", "FitState", "Fn", "FuncgradError", "Judge", "JudgeError", "Loss", "Message", "Note",
     "Param", "PipelineError", "PromptState", "Record", "Request", "Response", "Result", "RunFailed",
     "ScriptedEngine", "Gradient", "Rerun", "SerializationError", "StateError", "StepContext", "StepTrace", "Strategy", "StrategyError", "Validate", "Verdict", "Task", "Trace", "TraceError", "Update",
     "Usage", "Var", "add_skip", "ancestors", "apply_updates", "as_text", "ask", "check_step_trace", "check_trace", "consumers",
-    "descendants", "dumps", "exact_match", "fit", "fn", "format_record", "format_state", "format_trace",
+    "derive_seed", "descendants", "dumps", "exact_match", "fit", "fn", "format_record", "format_state", "format_trace",
     "format_step_trace", "freeze_params", "from_data", "gather", "loads", "make_knobs", "numbered", "mean_score", "params_read", "prune", "raise_on_failures", "readers",
     "rename_param", "retriever", "reverse_topological", "run", "run_batch", "run_example", "run_program",
     "skip_connection", "split_param", "subgraph", "to_data", "unfreeze_params", "with_loss",

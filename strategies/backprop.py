@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import toolz
 
-from funcgrad import Note, PromptState, Request, Strategy, Update, reverse_topological
+from funcgrad import Note, PromptState, Request, Strategy, Update, derive_seed, reverse_topological
 from funcgrad.core.backward import Candidate, Gradient
 from funcgrad.core.effects import Call, ask, gather, numbered
 from funcgrad.core.strategy import make_knobs
@@ -396,7 +396,7 @@ def optimizer_request(name, state, grads, results, context, knobs) -> Request:
     return Request(
         messages=(("system", system), ("user", body)), model=knobs.optimizer_model,
         temperature=P.attempt_temperature(context, knobs.optimizer_temperature, knobs.retry_temperature),
-        max_tokens=knobs.optimizer_max_tokens, seed=P.derive_seed(context.seed, context.step),
+        max_tokens=knobs.optimizer_max_tokens, seed=derive_seed(context.seed, context.step),
         sample=context.attempt, role="optimizer", json_schema=E.schema(knobs.critique_chars) if knobs.edits else None,
     )
 

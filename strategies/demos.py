@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Strategy, Update, apply_updates, mean_score
+from funcgrad import Note, PromptState, Strategy, Update, apply_updates, derive_seed, mean_score
 from funcgrad.core.backward import Candidate
 from funcgrad.core.effects import Validate
 from funcgrad.core.strategy import make_knobs
@@ -151,7 +151,7 @@ def bootstrap_demos(**knobs: Any) -> Strategy:
             per_param[p] = have
         if not per_param:
             return done(Update((), notes))
-        rng = random.Random(P.derive_seed("bootstrap_demos", context.seed, context.step, context.attempt))
+        rng = random.Random(derive_seed("bootstrap_demos", context.seed, context.step, context.attempt))
         rejected = {p: set(P.rejected_values(context, p)) for p in per_param}
         sets: list[dict[str, list[dict]]] = []
         seen: set[tuple] = set()

@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import toolz
 
-from funcgrad import Note, PromptState, Request, Strategy, Update, apply_updates, mean_score
+from funcgrad import Note, PromptState, Request, Strategy, Update, apply_updates, derive_seed, mean_score
 from funcgrad.core.backward import Candidate
 from funcgrad.core.effects import Rerun, Validate, ask
 from funcgrad.core.strategy import make_knobs
@@ -157,7 +157,7 @@ def gepa(**knobs: Any) -> Strategy:
         s["steps"] = s.get("steps", 0) + 1
         pool: list[dict] = s["pool"]
         notes: list[Note] = []
-        val_seed = P.derive_seed("gepa-validation", context.seed)
+        val_seed = derive_seed("gepa-validation", context.seed)
         current = _values(state)
         if not any(e["values"] == current for e in pool):
             pool.append({"values": current, "scores": None, "parent": None})
@@ -167,7 +167,7 @@ def gepa(**knobs: Any) -> Strategy:
             for e, res in zip(unscored, answers):
                 e["scores"] = {r.example.id: r.loss.score for r in res}
             s["events"] = P.bump(s["events"], "evaluations", len(unscored))
-        rng = random.Random(P.derive_seed("gepa", context.seed, context.step, context.attempt))
+        rng = random.Random(derive_seed("gepa", context.seed, context.step, context.attempt))
         front = pareto_front(pool)
         ids = sorted(front)
         parent = rng.choices(ids, weights=[front[i] for i in ids])[0] if ids else 0
@@ -191,7 +191,7 @@ def gepa(**knobs: Any) -> Strategy:
             request = Request(
                 messages=(("system", system), ("user", body)), model=k.optimizer_model,
                 temperature=P.attempt_temperature(context, k.optimizer_temperature, k.retry_temperature),
-                max_tokens=k.optimizer_max_tokens, seed=P.derive_seed(context.seed, context.step),
+                max_tokens=k.optimizer_max_tokens, seed=derive_seed(context.seed, context.step),
                 sample=context.attempt, role="optimizer",
             )
             s["calls"] = P.bump(s["calls"], "optimizer")

@@ -24,14 +24,13 @@ the same candidates. Later proposals of the same step (after a rejection) reuse 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Strategy, Update, apply_updates, mean_score
+from funcgrad import Note, PromptState, Strategy, Update, apply_updates, derive_seed, mean_score
 from funcgrad.core.effects import Rerun, Validate
 from funcgrad.core.strategy import make_knobs
 from funcgrad.strategies import proposals as P
@@ -43,8 +42,7 @@ def stream(seed: int, step: int, position: int = 0) -> random.Random:
     >>> a = stream(0, 3); [a.random() for _ in range(2)][1] == stream(0, 3, 1).random()
     True
     """
-    digest = hashlib.sha256(f"funcgrad.sampled_momentum:{seed}:{step}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    rng = random.Random(derive_seed("funcgrad.sampled_momentum", seed, step))
     for _ in range(position):
         rng.random()
     return rng

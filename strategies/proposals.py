@@ -48,7 +48,6 @@ always survive. All helpers are pure functions; counters live in the strategy st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,6 +182,8 @@ _ANNOUNCED = re.compile(r"[^\"\n]{0,160}?\b(?:should be|should read|would be|is)
 
 # "count_instruction: "..."" -- the value prefixed with its parameter's name.
 _NAMED = re.compile(r"`?[A-Za-z]\w*[_.][\w.]*`?\s*[:=]\s*(.+)", re.DOTALL)
+# "format: 'List the items ...'" -- a one-word name, accepted only before a fully quoted value.
+_NAMED_QUOTED = re.compile(r"`?[A-Za-z]\w*`?\s*[:=]\s*([\"'\u201c].+[\"'\u201d])", re.DOTALL)
 
 
 def _unwrap(value: str) -> str:
@@ -192,12 +193,16 @@ def _unwrap(value: str) -> str:
     'Count only the asked category.'
     >>> _unwrap('count_instruction: "Count only the asked category."')
     'Count only the asked category.'
+    >>> _unwrap("format: 'End with Answer: N.'")
+    'End with Answer: N.'
+    >>> _unwrap("Note: count only the asked category.")
+    'Note: count only the asked category.'
     """
     value = value.strip()
     m = re.fullmatch(r"```[a-zA-Z]*\n(.*?)\n?```", value, re.DOTALL)
     if m:
         value = m.group(1).strip()
-    m = _NAMED.fullmatch(value)
+    m = _NAMED.fullmatch(value) or _NAMED_QUOTED.fullmatch(value)
     if m:
         value = m.group(1).strip()
     m = _ANNOUNCED.fullmatch(value)
@@ -495,16 +500,6 @@ def freeze_state(s: Mapping) -> Any:
 def rejected_values(context, name: str) -> tuple[str, ...]:
     """Values of ``name`` proposed and rejected earlier in this step."""
     return tuple(a.values[name] for a in getattr(context, "rejected", ()) or () if name in a.values)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 31-bit seed derived from ``parts`` (the run seed, the step, the attempt, ...), hash-seed free.
-
-    >>> derive_seed(0, 1) == derive_seed(0, 1) != derive_seed(1, 1)
-    True
-    """
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
 
 
 def model_replies(results: Sequence[Any]) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Request, Strategy, Update
+from funcgrad import Note, PromptState, Request, Strategy, Update, derive_seed
 from funcgrad.core.backward import Candidate, Gradient
 from funcgrad.core.effects import Call
 from funcgrad.core.strategy import make_knobs
@@ -263,7 +263,7 @@ def whole_trace(**knobs: Any) -> Strategy:
         request = Request(
             messages=(("system", T.SYSTEM), ("user", body)), model=k.optimizer_model,
             temperature=P.attempt_temperature(context, k.optimizer_temperature, k.retry_temperature),
-            max_tokens=k.optimizer_max_tokens, seed=P.derive_seed(context.seed, context.step), sample=context.attempt,
+            max_tokens=k.optimizer_max_tokens, seed=derive_seed(context.seed, context.step), sample=context.attempt,
             json_schema=_schema(names, k.max_value_chars) if k.json_schema else None, role="optimizer",
         )
         requests = sampling.samples(request, k.n_candidates, context.attempt, k.sample_temperature)

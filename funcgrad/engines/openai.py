@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import os
 import random
 import threading
@@ -39,6 +38,7 @@ import orjson
 
 from funcgrad.core.calls import Request, Response, Usage
 from funcgrad.core.errors import EngineError, EngineUnavailable
+from funcgrad.core.seeds import derive_seed
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -86,8 +86,7 @@ def sample_seed(seed: int | None, sample: int) -> int | None:
     """
     if seed is None or sample == 0:
         return seed
-    digest = hashlib.sha256(f"{seed}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+    return derive_seed(seed, sample)
 
 
 def request_body(request: Request, model: str) -> bytes:

@@ -41,6 +41,7 @@ import orjson
 
 from funcgrad.core.calls import Engine
 from funcgrad.core.errors import BudgetExceeded, ConfigError, StateError
+from funcgrad.core.seeds import derive_seed
 from funcgrad.core.run import Example, Result, mean_score, raise_on_failures, run_batch
 from funcgrad.core.serialize import from_data, to_data
 from funcgrad.core.state import PromptState, apply_updates
@@ -196,21 +197,16 @@ class FitState:
 Event = Callable[[str, dict], None]
 
 
-def _derive(*parts: Any) -> int:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
 def batch_ids(train: Sequence[Example], settings: FitSettings, step: int) -> tuple[int, ...]:
     """Indices into ``train`` of the minibatch of ``step``: seeded shuffles per epoch.
 
     >>> batch_ids([Example(str(i), i) for i in range(4)], FitSettings(batch_size=2, seed=1), 0)
-    (1, 2)
+    (0, 2)
     """
     per_epoch = -(-len(train) // settings.batch_size)
     epoch, index = divmod(step, per_epoch)
     order = list(range(len(train)))
-    random.Random(_derive(settings.seed, "epoch", epoch)).shuffle(order)
+    random.Random(derive_seed(settings.seed, "epoch", epoch)).shuffle(order)
     return tuple(order[index * settings.batch_size : (index + 1) * settings.batch_size])
 
 
@@ -276,7 +272,7 @@ class _Loop:
 
         def validate(state: PromptState, seed: int) -> tuple[Result, ...]:
             k = min(self.settings.val_batch, len(val))
-            picked = random.Random(_derive("val", self.settings.seed, seed)).sample(range(len(val)), k)
+            picked = random.Random(derive_seed("val", self.settings.seed, seed)).sample(range(len(val)), k)
             return self.batch(state, [val[i] for i in sorted(picked)], step, "strategy-eval")
 
         return validate
@@ -295,7 +291,7 @@ def _halving_subset(val: Sequence[Example], settings: FitSettings) -> list[Examp
     """The validation examples successive halving scores first (a seeded subset, in split order); [] when off."""
     if not settings.halving or len(val) <= settings.halving:
         return []
-    keep = set(sorted(range(len(val)), key=lambda i: _derive(settings.seed, "halving", i))[: settings.halving])
+    keep = set(sorted(range(len(val)), key=lambda i: derive_seed(settings.seed, "halving", i))[: settings.halving])
     return [e for i, e in enumerate(val) if i in keep]
 
 
