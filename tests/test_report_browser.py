@@ -6,7 +6,8 @@ here. Marked ``browser``: ``python -m pytest -m "not browser"`` skips them.
 
 ``FUNCGRAD_SHOTS=DIR`` keeps the screenshots in DIR (docs/img holds the ones in the
 docs); ``FUNCGRAD_MAIN_RUN=RUN_DIR`` also checks (and screenshots) the report of a
-real main-job run directory.
+real main-job run directory; ``FUNCGRAD_MULTIHOP_RUN=RUN_DIR`` the trace view of a real
+multihop run (a cell of examples/compare_multihop.toml).
 """
 
 from __future__ import annotations
@@ -176,4 +177,22 @@ def test_main_job_report(browser, tmp_path):
     if view.fit.log:
         _shot(v.page.locator("section.step").first, "main-job-step.png", tmp_path)
     _shot(v.page.locator("details.trace-view").first, "main-job-trace.png", tmp_path)
+    v.page.close()
+
+
+@pytest.mark.skipif(not os.environ.get("FUNCGRAD_MULTIHOP_RUN"), reason="set FUNCGRAD_MULTIHOP_RUN=RUN_DIR to check a real multihop run's report")
+def test_real_multihop_trace_view(browser, tmp_path):
+    """A real multihop run (e.g. a cell of examples/compare_multihop.toml): its first training trace, query called per hop."""
+    run = Path(os.environ["FUNCGRAD_MULTIHOP_RUN"])
+    trace = next(r.trace for _, phase, r in read_run(run).traces if phase == "train")
+    v = Visit(browser, run / "report.html", width=1100)
+    assert v.errors == [] and v.others() == []
+    view = v.page.locator("details.trace-view").first
+    if not view.evaluate("d => d.open"):
+        view.locator(":scope > summary").click()
+    nodes = view.locator("svg g[id^='t0-n']")
+    assert nodes.count() == len(trace.records)
+    labels = [t.strip().split()[0] for t in view.locator("svg g[id^='t0-n'] text").all_text_contents()]
+    assert "query#0" in labels and "query#1" in labels, labels
+    _shot(view, "multihop-real-trace.png", tmp_path)
     v.page.close()
