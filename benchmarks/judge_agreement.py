@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     task = load_task("arithmetic", seed=args.seed, n_train=0, n_val=0, n_test=args.n)
-    judge = Judge(RUBRIC, scale=(1, 5), max_tokens=64, output_key="raw")
+    judge = Judge(RUBRIC, scale=(1, 5), output_key="raw")
     with serve(args.model, n_ctx=4096, n_parallel=2) as local:
         engine = MeteredEngine(CachedEngine(local, cache_root() / "llm"))  # a rerun continues where it stopped
         started = time.monotonic()

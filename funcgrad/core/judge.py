@@ -32,14 +32,20 @@ from funcgrad.core.nodes import as_text
 from funcgrad.core.run import Example, Loss
 
 SYSTEM = (
-    "You grade an answer to a question against a reference answer.\n"
+    "You grade an answer to a question against a reference answer. The reference answer is correct.\n"
     "Rubric: {rubric}\n"
     "Give a score from {low} (worst) to {high} (best).\n"
-    'Reply with JSON only: {{"critique": "<one short sentence saying what is right or wrong>", "score": <integer>}}'
+    'Reply with JSON only: {{"answer_says": "<the final answer the graded answer gives, copied>", '
+    '"reference_says": "<the reference answer, copied>", '
+    '"critique": "<one short sentence saying what is right or wrong>", "score": <integer>}}'
 )
 USER = "Question:\n{question}\n\nReference answer:\n{target}\n\nAnswer to grade:\n{output}"
 FEEDBACK = "judge score {score}/{high}: {critique}"
-MIN_TOKENS = 32
+# The two copied fields come first: a small judge that has written down what the answer
+# and the reference say compares them; asked for a critique at once, the 1.5B model
+# passed wrong answers and failed right ones (docs/results.md, section 7).
+QUOTE_CHARS = 40
+MIN_TOKENS = 64
 
 
 class JudgeError(EngineError):
@@ -102,23 +108,27 @@ class Judge:
         )
 
     def critique_chars(self) -> int:
-        """The critique's length cap: about 3 characters per token left after the JSON and the score.
+        """The critique's length cap: about 3 characters per token left after the JSON keys, the two copied fields and the score.
 
-        >>> Judge("r", scale=(1, 5), max_tokens=64).critique_chars()
-        144
+        >>> Judge("r", scale=(1, 5), max_tokens=96).critique_chars()
+        136
         """
-        return 3 * (self.max_tokens - 16)
+        return 3 * (self.max_tokens - 24) - 2 * QUOTE_CHARS
 
     def schema(self) -> str:
-        """The JSON Schema of a reply: a critique (at most :meth:`critique_chars`), then an integer score on the scale."""
+        """The JSON Schema of a reply: what the answer and the reference say (copied, at most
+        ``QUOTE_CHARS`` each), a critique (at most :meth:`critique_chars`), then an integer score on the scale."""
         low, high = self.scale
+        quote = {"type": "string", "maxLength": QUOTE_CHARS}
         return orjson.dumps({
             "type": "object",
             "properties": {
+                "answer_says": quote,
+                "reference_says": quote,
                 "critique": {"type": "string", "maxLength": self.critique_chars()},
                 "score": {"type": "integer", "minimum": low, "maximum": high},
             },
-            "required": ["critique", "score"],
+            "required": ["answer_says", "reference_says", "critique", "score"],
         }).decode()
 
     def read(self, reply: str, example: Example) -> Loss:
