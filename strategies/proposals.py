@@ -340,9 +340,14 @@ def _specifics(new: str, known: str, sources: Iterable[str]) -> str:
 
 
 def _role_copy(new: str, old: str, role: str) -> str:
-    """A sentence of the role (4+ words), or a run of ROLE_RUN of its words, copied into ``new``, or ""."""
+    """A sentence or a quoted phrase of the role (4+ words), or a run of ROLE_RUN of its words, copied into ``new``, or "".
+
+    A quoted phrase is what a role uses to describe the node's input (e.g. its question
+    template "How many <category> do I have?"): copied into the value, it is an echo.
+    """
     n_new, n_old = _norm(new), _norm(old)
-    for sentence in re.split(r"(?<=[.!?;:])\s+", role):
+    quoted = re.findall(r"'([^']+)'|\"([^\"]+)\"", role)
+    for sentence in [*re.split(r"(?<=[.!?;:])\s+", role), *(a or b for a, b in quoted)]:
         s = _norm(sentence).strip(" .!?;:")
         if len(s.split()) >= 4 and s in n_new and s not in n_old:
             return s

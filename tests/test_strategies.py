@@ -416,6 +416,10 @@ def test_role_copy_and_specifics_copy():
     new = "Count carefully. The instruction should make the model count exactly the items of the asked category."
     assert check_value(new, "Count.", role=role)[0] == "role_copy"
     assert check_value("Count only the items of the asked category.", "Count.", role=role) == ("", "")
+    quoting = "Its input is a sentence followed by a question 'How many <category> do I have?'. Make it count."
+    echo = "How many <category> do I have? Please provide the number only."  # accepted in a real run, 2026-12-02
+    assert check_value(echo, "Answer the question.", role=quoting)[0] == "role_copy"
+    assert check_value("Count the items of the asked category.", "Answer.", role=quoting) == ("", "")
     q = "In which country was Ulvira born in Mirelund?"
     assert check_value("Name the country of the town in the question.", "Answer.", inputs=[q]) == ("", "")
     assert check_value("Answer with the country. Mirelund is in Ostria.", "Answer.", inputs=[q])[0] == "specifics_copy"
