@@ -51,13 +51,13 @@ def canned(body: dict) -> str:
 
 
 @contextlib.contextmanager
-def engine_for(model: str, stub_latency: float | None):
-    """A freshly started local server with 2 slots, or a stub answering after ``stub_latency`` seconds."""
+def engine_for(model: str, stub_latency: float | None, respond=canned):
+    """A freshly started local server with 2 slots, or a stub answering ``respond(body)`` after ``stub_latency`` seconds."""
     if stub_latency is None:
         with serve(model, n_ctx=8192, n_parallel=2) as engine:
             yield engine
     else:
-        with StubServer(canned, latency=stub_latency) as stub, OpenAIEngine("stub", base_url=stub.base_url, api_key="") as engine:
+        with StubServer(respond, latency=stub_latency) as stub, OpenAIEngine("stub", base_url=stub.base_url, api_key="") as engine:
             yield engine
 
 
@@ -81,14 +81,11 @@ def main() -> None:
                         help="drive the step against a stub server answering after S seconds instead of the model")
     args = parser.parse_args()
     task = object_counting(seed=0, n_train=12, n_val=4, n_test=4)
-    if args.stub_latency is None:
-        with serve(args.model, n_ctx=8192, n_parallel=2) as engine:
-            results = failing_examples(task, engine)
-        print(f"model {args.model}, 2 slots; failing examples: {', '.join(r.example.id for r in results)}")
-    else:
-        with StubServer(lambda body: "0") as stub, OpenAIEngine("stub", base_url=stub.base_url, api_key="") as engine:
-            results = failing_examples(task, engine)
-        print(f"stub server, {args.stub_latency} s per answer; failing examples: {', '.join(r.example.id for r in results)}")
+    stub = args.stub_latency is not None
+    with engine_for(args.model, 0.0 if stub else None, respond=lambda body: "0") as engine:  # the stub's task model answers 0
+        results = failing_examples(task, engine)
+    where = f"stub server, {args.stub_latency} s per answer" if stub else f"model {args.model}, 2 slots"
+    print(f"{where}; failing examples: {', '.join(r.example.id for r in results)}")
     serial, t_serial = one_step(args.model, results, task, concurrency=1, stub_latency=args.stub_latency)
     batched, t_batched = one_step(args.model, results, task, concurrency=None, stub_latency=args.stub_latency)
     for name, seconds, trace in (("one call at a time", serial, t_serial), ("batches in flight", batched, t_batched)):

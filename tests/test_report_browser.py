@@ -7,7 +7,7 @@ here. Marked ``browser``: ``python -m pytest -m "not browser"`` skips them.
 ``FUNCGRAD_SHOTS=DIR`` keeps the screenshots in DIR (docs/img holds the ones in the
 docs); ``FUNCGRAD_MAIN_RUN=RUN_DIR`` also checks (and screenshots) the report of a
 real main-job run directory; ``FUNCGRAD_MULTIHOP_RUN=RUN_DIR`` the trace view of a real
-multihop run (a cell of examples/compare_multihop.toml).
+multihop run (examples/multihop_trace.toml).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def test_main_job_report(browser, tmp_path):
 
 @pytest.mark.skipif(not os.environ.get("FUNCGRAD_MULTIHOP_RUN"), reason="set FUNCGRAD_MULTIHOP_RUN=RUN_DIR to check a real multihop run's report")
 def test_real_multihop_trace_view(browser, tmp_path):
-    """A real multihop run (e.g. a cell of examples/compare_multihop.toml): its first training trace, query called per hop."""
+    """A real multihop run (examples/multihop_trace.toml, or a cell of examples/compare_multihop.toml): its first training trace, query called per hop."""
     run = Path(os.environ["FUNCGRAD_MULTIHOP_RUN"])
     trace = next(r.trace for _, phase, r in read_run(run).traces if phase == "train")
     v = Visit(browser, run / "report.html", width=1100)
