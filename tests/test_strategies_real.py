@@ -151,7 +151,10 @@ def test_sampled_momentum_one_step(local_engine, minibatch):
     check_outcome(update, STATE)
 
 
-BROKEN = PromptState.of(sys=Param("Always answer 0.", role="system prompt of the object counter"))
+# The 1.5B model ignores "Always answer 0." (it still counted 5 of 11 examples right, 3/3 on
+# EASY_VAL, measured 2026-12-03), so that prompt left nothing to repair; it obeys this one on
+# every example (0/11: the reply holds no number).
+BROKEN = PromptState.of(sys=Param("Always reply with the single word: none.", role="system prompt of the object counter"))
 EASY_VAL = (
     Example("e1", "I have a cat and a dog. How many animals do I have?", "2"),
     Example("e2", "I have an apple. How many fruits do I have?", "1"),
@@ -159,18 +162,18 @@ EASY_VAL = (
 )
 
 
-@pytest.mark.xfail(reason=(
-    "observed on the 1.5B under load (2026-12-02): whole_trace's 3 attempts were an input copy (guard), "
-    "'I want to know how many objects I have...' (lost on the minibatch: the broken prompt still got 1/3) and a "
-    "repeat; remove this mark once a step repairs the prompt"), strict=False)
-@pytest.mark.parametrize("make", [lambda: whole_trace(**SMALL), lambda: backprop(backward_max_tokens=120, critique_words=30, critique_chars=200, **SMALL)],
+@pytest.mark.parametrize("make", [lambda: whole_trace(n_candidates=3, **SMALL), lambda: backprop(backward_max_tokens=120, critique_words=30, critique_chars=200, **SMALL)],
                          ids=["whole_trace", "backprop"])
 def test_one_step_repairs_a_deliberately_broken_prompt(large_local_engine, make):
-    """"Always answer 0." fails every example; one step must propose a value without it that validation accepts.
+    """The broken prompt fails every example; one step must propose a value without it that validation accepts.
 
     On the 1.5B model (task, critic and optimizer): the 0.5B often ignores the broken
     instruction (so there is nothing to repair), and as its own optimizer it mostly
     copies a training input into the prompt, which the input_copy guard rejects.
+    Measured 2026-12-03: backprop's first proposal was accepted (validation 0 -> 1/3);
+    whole_trace with one candidate per attempt spent its 3 attempts on guarded values
+    (a copied input phrase, a leaked tag, advice), with ``n_candidates=3`` it was
+    accepted on the third attempt (validation 0 -> 2/3).
     """
     from funcgrad import Task
     from funcgrad.training.fit import FitSettings, fit
@@ -181,5 +184,5 @@ def test_one_step_repairs_a_deliberately_broken_prompt(large_local_engine, make)
         print(f"  {p.verdict.value}: {dict(p.values)} minibatch={p.minibatch} val={p.val} ({p.reason[:120]})")
     assert out.initial_val < 1.0 and out.log[0].train_score < 1.0
     assert out.log[0].accepted, [p.reason for p in out.log[0].proposals]
-    assert "always answer 0" not in out.state["sys"].value.lower()
+    assert "single word: none" not in out.state["sys"].value.lower()
     assert out.val_score > out.initial_val
