@@ -171,9 +171,10 @@ def test_one_step_repairs_a_deliberately_broken_prompt(large_local_engine, make)
     instruction (so there is nothing to repair), and as its own optimizer it mostly
     copies a training input into the prompt, which the input_copy guard rejects.
     Measured 2026-12-03: backprop's first proposal was accepted (validation 0 -> 1/3);
-    whole_trace with one candidate per attempt spent its 3 attempts on guarded values
-    (a copied input phrase, a leaked tag, advice), with ``n_candidates=3`` it was
-    accepted on the third attempt (validation 0 -> 2/3).
+    whole_trace with one candidate per attempt spent its 3 attempts on two guarded values
+    (a copied input phrase, a leaked tag) and advice about the prompt that gained
+    nothing; with ``n_candidates=3`` it was accepted on the third attempt (validation
+    0 -> 2/3).
     """
     from funcgrad import Task
     from funcgrad.training.fit import FitSettings, fit
