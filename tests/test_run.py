@@ -1,5 +1,7 @@
 """Running generated pipelines: valid traces, call-index order, purity/replay, batches, failures."""
 
+import time
+
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -221,6 +223,24 @@ def test_run_batch_stops_on_a_failure_and_the_error_names_it(concurrency):
         run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, concurrency=concurrency, on_result=seen.append)
     assert [r.example.id for r in info.value.results if r.failed] == ["e0"]
     assert all(not r.failed for r in seen)  # a failure is never reported as a scored result
+
+
+@pytest.mark.parametrize("error", [EngineError("HTTP 500 after retries"), funcgrad.EngineUnavailable("HTTP 401")])
+def test_once_a_batch_must_stop_no_worker_starts_another_example(error):
+    node = LLM("answer", user="{q}")
+    started = []
+
+    def respond(request):
+        started.append(request.messages[-1].content)
+        if request.messages[-1].content == "0":
+            raise error
+        time.sleep(0.02)  # the other workers are mid-call when the failure lands
+        return "ok"
+
+    examples = tuple(Example(f"e{i}", str(i), "ok") for i in range(30))
+    with pytest.raises((RunFailed, funcgrad.EngineUnavailable)):
+        run_batch(lambda p, x: node(p, q=x), PromptState(), examples, engine=ScriptedEngine(respond), loss=funcgrad.exact_match, concurrency=3)
+    assert len(started) <= 3  # only the examples already in flight when "0" failed
 
 
 @given(st.integers(0, 10), st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]))

@@ -26,7 +26,9 @@ check a training loop makes before handing results to an optimizer.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -329,11 +331,27 @@ def run_batch(
         for ex in examples:
             take(run_example(pipeline, state, ex, engine=engine, loss=loss))
         return tuple(finished)
+    stopping = threading.Event()  # set by the worker that hit the stop, so no worker starts another example
+    failures = itertools.count(1)
+
+    def guarded(ex: Example) -> Result | None:
+        if stopping.is_set():
+            return None
+        try:
+            result = run_example(pipeline, state, ex, engine=engine, loss=loss)
+        except BaseException:
+            stopping.set()
+            raise
+        if result.failed and next(failures) > allowed:
+            stopping.set()
+        return result
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_example, pipeline, state, ex, engine=engine, loss=loss) for ex in examples]
+        futures = [pool.submit(guarded, ex) for ex in examples]
         try:
             for fut in concurrent.futures.as_completed(futures):
-                take(fut.result())
+                if (result := fut.result()) is not None:
+                    take(result)
             return tuple(f.result() for f in futures)
         except BaseException:
             for f in futures:
