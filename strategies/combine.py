@@ -31,7 +31,7 @@ def _combined(name: str, parts: tuple[Strategy, ...], pick: Callable[[int], int]
         value = yield from part.update(results, state, inner_s, context)
         upd, inner_s = check_result(value, part.name)
         s["parts"][i] = P.thaw_state(inner_s) if inner_s is not None else None
-        notes = (Note("", "proposed" if upd.values else "no_update", f"step {context.step}: {part.name}'s turn"), *upd.notes)
+        notes = (Note("", "proposed" if upd.values else "no_update", f"step {context.step + 1}: {part.name}'s turn"), *upd.notes)
         return Update(upd.values, notes, upd.gradients, upd.candidates), P.freeze_state(s)
 
     return Strategy(name, init, update, config)

@@ -91,6 +91,20 @@ def test_compare_writes_table_and_skips_finished_cells(tmp_path, monkeypatch, ca
     assert (tmp_path / "grid" / "results.png").stat().st_size > 0
 
 
+def test_a_long_cell_shows_its_progress_under_its_own_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TESTS))
+    with StubServer(respond_body) as stub:
+        cfg = grid_config(tmp_path, stub.base_url)
+        assert main(["compare", str(cfg)]) == 0
+        err = capsys.readouterr().err.splitlines()
+        (tmp_path / "grid").rename(tmp_path / "first")
+        assert main(["compare", str(cfg), "--quiet"]) == 0
+        assert capsys.readouterr().err == ""
+    for name in ("tiny / hint / seed 0", "tiny / hint_bad_first / seed 1"):
+        lines = [line for line in err if line.startswith(f"[{name}] ")]
+        assert any(" step 1/" in line for line in lines) and any("done at step" in line for line in lines), err
+
+
 def test_tables_do_not_depend_on_cell_order_or_a_warm_cache(tmp_path, monkeypatch):
     """The budget binds mid-step; cached answers are charged, so every cell stops at the same point."""
     monkeypatch.syspath_prepend(str(TESTS))

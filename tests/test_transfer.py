@@ -185,7 +185,7 @@ def test_chain_steps_delegates_by_step_and_keeps_both_states():
     assert [type(e) for e in a1.effects] == [Call] and u1.values == {"plan_instruction": "List each item, then count."}
     assert s1["parts"][0] == s0["parts"][0] and s1["parts"][1]["steps"] == 1  # both states, each its own
     assert funcgrad.loads(funcgrad.dumps(s1)) == s1
-    assert "whole_trace's turn" in u1.notes[0].reason
+    assert u1.notes[0].reason == "step 2: whole_trace's turn"  # steps are counted from 1, as in the report
 
 
 def test_alternate_and_demos_then_pick_by_step():

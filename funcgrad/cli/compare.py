@@ -75,8 +75,9 @@ class Cell:
     def name(self) -> str:
         return f"{self.task} / {self.strategy} / seed {self.seed}"
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(attrs.asdict(self))
+    def to_json(self, *, progress: bool = False) -> bytes:
+        """The executor's payload; ``progress``: the cell prints its progress lines (stderr), prefixed with its name."""
+        return orjson.dumps({**attrs.asdict(self), "name": self.name, "progress": progress})
 
 
 def _entries(section: str, names: Any, table: Mapping) -> list[tuple[str, dict]]:
@@ -198,7 +199,7 @@ def run_cell(payload: bytes) -> bytes:
     try:
         config = parse_config(cell["config"], base_dir=Path(cell["base_dir"]))
         task = build_task(config.task, config.task_args, config_dir=config.config_dir)
-        job = optimize(config, resume=RunDir(config.run_dir).has_checkpoint(), quiet=True)
+        job = optimize(config, resume=RunDir(config.run_dir).has_checkpoint(), quiet=not cell["progress"], label=cell["name"])
     except FuncgradError as exc:
         return orjson.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}})
     fs = job.fit_state
@@ -416,7 +417,7 @@ def run_compare(config_path: str | Path, *, quiet: bool = False) -> int:
         done[0] += 1
         say(f"cell {done[0]}/{len(cells)} done: {cells[i].name}")
 
-    results = run_cells(run_cell, [c.to_json() for c in cells], executor, on_done=finished)
+    results = run_cells(run_cell, [c.to_json(progress=not quiet) for c in cells], executor, on_done=finished)
     summaries = []
     for cell, raw in zip(cells, results):
         summary = orjson.loads(raw)

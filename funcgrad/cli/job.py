@@ -128,13 +128,15 @@ class JobResult:
 
 def optimize(
     config: RunConfig, *, resume: bool = False, quiet: bool = False, config_file: str | None = None, replay: bool = False,
+    label: str | None = None,
 ) -> JobResult:
     """Run (or, with ``resume``, continue) the job of ``config``; write its run directory.
 
     Raises ConfigError if the run directory already holds a run and ``resume`` is False,
     or if another process is writing it. With ``replay``, answers come only from the
     cache (see :func:`open_engines`). A failure raises RunFailed or EngineError saying
-    which step the checkpoint keeps.
+    which step the checkpoint keeps. ``label`` prefixes the progress lines (default:
+    ``"task / strategy"``; compare passes the cell's name).
     """
     task = build_task(config.task, config.task_args, config_dir=config.config_dir)
     task = attrs.evolve(task, loss=config.judge) if config.judge is not None else task  # [loss] table
@@ -142,10 +144,11 @@ def optimize(
     title = f"{task.name} / {strategy.name}"
     rd = RunDir(config.run_dir)
     with rd.locked():
-        return _optimize(config, task, strategy, title, rd, resume=resume, quiet=quiet, config_file=config_file, replay=replay)
+        return _optimize(config, task, strategy, title, rd, resume=resume, quiet=quiet, config_file=config_file, replay=replay,
+                         label=label or title)
 
 
-def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, config_file, replay) -> JobResult:
+def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, config_file, replay, label) -> JobResult:
     fp = fingerprint(config)
     resume_from, usage, wall_before = None, None, 0.0
     if rd.has_checkpoint() and not resume:
@@ -163,7 +166,7 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
         source = orjson.loads(orjson.dumps(config.source, default=dict))
         rd.write_json("config.json", {"config_file": str(Path(config_file).resolve()) if config_file else None, "config": source})
     started = time.monotonic()
-    reporter = make_reporter(quiet=quiet, title=title)
+    reporter = make_reporter(quiet=quiet, title=label)
     saved = {"step": None if resume_from is None else resume_from.step, "phase": "initial evaluation"}
     with open_engines(config, usage, replay=replay) as engines, reporter:
         meter = engines.meter
