@@ -15,8 +15,10 @@ are scored on the same examples: paired). Each step:
    the parent is the current state); skip the step when it is perfect there;
 4. reflect: ONE optimizer call (role ``optimizer``) shows the parent's text of one
    component (round robin over the trainable params the traces read), the node's
-   inputs and replies and the feedback, and asks for the improved text between
-   ``<NEW_VALUE>`` tags; the shared guards (:func:`~funcgrad.strategies.proposals.check_value`) apply;
+   inputs and replies and the feedback, and asks for the improved text as
+   schema-constrained JSON ``{"diagnosis", "text"}`` (``json_schema=False``: between
+   ``<NEW_VALUE>`` tags; the 1.5B model often stops after its diagnosis and writes no
+   tagged value, docs/results.md §11); the shared guards (:func:`~funcgrad.strategies.proposals.check_value`) apply;
 5. keep the child only if it strictly improves the parent's minibatch score (``Rerun``),
    then score it on the validation minibatch and add it to the pool (at most
    ``pool_size`` entries: the lowest mean goes, never the best);
@@ -28,6 +30,7 @@ Every prompt text lives in :mod:`funcgrad.strategies.prompts.gepa`.
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -61,6 +64,7 @@ class GepaKnobs:
     optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
     retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
     optimizer_model: str = ""
+    json_schema: bool = True
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
 
 
@@ -123,8 +127,37 @@ def reflection_prompt(name: str, state: PromptState, results, knobs: GepaKnobs) 
                 block.append(T.REPLY.format(node=r.node, text=P.one_line(r.output if r.error is None else "ERROR: " + r.error, knobs.max_chars)))
         block.append(T.FEEDBACK.format(text=P.one_line(res.loss.feedback or f"score {res.loss.score:.2f}", knobs.max_chars)))
         blocks.append(block)
-    tail = [T.ASK.format(name=name, max_chars=knobs.max_value_chars, open=P.OPEN, close=P.CLOSE)]
+    ask = T.ASK_JSON if knobs.json_schema else T.ASK
+    tail = [ask.format(name=name, max_chars=knobs.max_value_chars, open=P.OPEN, close=P.CLOSE)]
     return T.SYSTEM, P.fit_prompt(head, blocks, tail, knobs.max_prompt_chars)
+
+
+def _schema(max_len: int) -> str:
+    text = {"type": "string", "maxLength": max_len}
+    props = {"diagnosis": {"type": "string", "maxLength": 300}, "text": text}
+    return json.dumps({"type": "object", "properties": props, "required": list(props), "additionalProperties": False})
+
+
+def reply_value(text: str, finish_reason: str, json_schema: bool) -> tuple[str | None, str, str]:
+    """``(value, guard, reason)`` of a reflection reply: the JSON ``text`` field, or the tagged value.
+
+    >>> reply_value('{"diagnosis": "d", "text": "Count."}', "stop", True)
+    ('Count.', '', '')
+    >>> reply_value('{"diagnosis": "they overcount"', "length", True)[1]
+    'truncated'
+    """
+    if not json_schema:
+        value, guard = P.extract_fenced(text, finish_reason=finish_reason)
+        return value, guard, "optimizer reply had no value between the tags" if value is None else ""
+    try:
+        data = P.parse_json_reply(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("text"), str):
+        return data["text"].strip(), "", ""
+    if finish_reason == "length":
+        return None, "truncated", "optimizer reply was cut by the token cap"
+    return None, "invalid_json", "optimizer reply is not JSON with a string 'text'"
 
 
 def gepa(**knobs: Any) -> Strategy:
@@ -135,7 +168,9 @@ def gepa(**knobs: Any) -> Strategy:
     ``max_prompt_chars``: the reflection prompt's bounds; ``max_value_chars``: the
     longest text accepted; ``optimizer_max_tokens``, ``optimizer_temperature``,
     ``retry_temperature`` (once a proposal of the step was rejected),
-    ``optimizer_model``: the reflection call; ``skip_guards``: guards switched off.
+    ``optimizer_model``: the reflection call; ``json_schema``: ask for
+    schema-constrained JSON (default) instead of tags; ``skip_guards``: guards
+    switched off.
 
     Effects per step: Validate for each unscored pool entry (first step: the initial
     state), a Rerun of the parent when it is not the current state, 1 reflection
@@ -192,13 +227,12 @@ def gepa(**knobs: Any) -> Strategy:
                 messages=(("system", system), ("user", body)), model=k.optimizer_model,
                 temperature=P.attempt_temperature(context, k.optimizer_temperature, k.retry_temperature),
                 max_tokens=k.optimizer_max_tokens, seed=derive_seed(context.seed, context.step),
-                sample=context.attempt, role="optimizer",
+                sample=context.attempt, role="optimizer", json_schema=_schema(k.max_value_chars) if k.json_schema else None,
             )
             s["calls"] = P.bump(s["calls"], "optimizer")
             response = yield from ask(request)
             old = parent_state[name].value
-            value, guard = P.extract_fenced(response.text, finish_reason=response.finish_reason)
-            reason = "optimizer reply had no value between the tags" if value is None else ""
+            value, guard, reason = reply_value(response.text, response.finish_reason, k.json_schema)
             if value is not None:
                 guard, reason = P.check_proposal(
                     value, old, parent_results, names=state.names, role=state[name].role,

@@ -525,9 +525,10 @@ def live_prompts() -> list[str]:
     texts += [m.content for r in answers.calls() for m in r.messages]
     texts += list(optimizer_prompt("instr", state, (), results, context, BackpropKnobs(edits=True)))
     g_s = None
-    for _ in ("p", "instr"):  # GEPA reflects on one component per step, round robin
-        _, g_s, answers = step(funcgrad.strategies.gepa(), results, state, s=g_s, answers=Answers(), context=context)
-        texts += [m.content for r in answers.calls() for m in r.messages]
+    for json_schema in (True, False):
+        for _ in ("p", "instr"):  # GEPA reflects on one component per step, round robin
+            _, g_s, answers = step(funcgrad.strategies.gepa(json_schema=json_schema), results, state, s=g_s, answers=Answers(), context=context)
+            texts += [m.content for r in answers.calls() for m in r.messages]
     texts.append(P.clip("x" * 50, 10))
     return texts
 
@@ -688,6 +689,8 @@ def smart_engine():
         if request.role in ("backward", "optimizer"):
             if request.role == "backward":
                 return json.dumps({"mistake": "said 0", "feedback": [{"param": k, "feedback": "list them first"} for k in keys_of(request)]})
+            if request.json_schema and '"diagnosis"' in request.json_schema:  # gepa's reflection
+                return json.dumps({"diagnosis": "it miscounted", "text": f"{NEW} Answer with a number."})
             if request.json_schema and "suggestion" in request.json_schema:
                 return json.dumps({"reasoning": "it miscounted", "suggestion": {"sys": f"{NEW} Answer with a number."}})
             return smart_optimizer(0)

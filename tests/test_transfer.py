@@ -245,7 +245,7 @@ GEPA_STATE = PromptState(params={"pa": Param("Plan the count."), "sys": Param("C
                          groups={})
 
 
-def gepa_answers(child_gain=True, reply=f"The replies said 0.\n<NEW_VALUE>{NEW}</NEW_VALUE>"):
+def gepa_answers(child_gain=True, reply=json.dumps({"diagnosis": "The replies said 0.", "text": NEW}), finish="stop"):
     def score_of(state):
         return 1.0 if NEW in state.values().values() else 0.0
 
@@ -254,7 +254,7 @@ def gepa_answers(child_gain=True, reply=f"The replies said 0.\n<NEW_VALUE>{NEW}<
                      for i in ids)
 
     return Answers(optimizer=reply, validate=lambda state, seed: scored(state, ("v1", "v2")),
-                   rerun=lambda state: scored(state, ("e1", "e2", "e3")))
+                   rerun=lambda state: scored(state, ("e1", "e2", "e3")), finish=finish)
 
 
 def test_gepa_step_reflects_keeps_an_improving_child_and_proposes_the_best():
@@ -276,11 +276,28 @@ def test_gepa_step_reflects_keeps_an_improving_child_and_proposes_the_best():
 
     fresh = gepa_answers()
     done = drive(strategy.update(results, STATE, strategy.init(STATE), StepContext()), strategy="gepa",
-                 critic=ScriptedEngine(lambda r: f"<NEW_VALUE>{NEW}</NEW_VALUE>"), validate=fresh.validate, rerun=fresh.rerun)
+                 critic=ScriptedEngine(lambda r: json.dumps({"diagnosis": "d", "text": NEW})), validate=fresh.validate, rerun=fresh.rerun)
     traced, _ = done.value
     assert traced == update
     st_ = funcgrad.StepTrace(1, 0, "gepa", calls=done.calls, effects=done.effects, candidates=traced.candidates, verdict="accepted")
     assert funcgrad.check_step_trace(st_) is st_
+
+
+@pytest.mark.parametrize("json_schema, reply, finish, want", [
+    (True, '{"diagnosis": "said 0", "text": "NEWTEXT"}', "stop", ("NEWTEXT", "")),
+    (True, "The replies said 0.", "stop", (None, "invalid_json")),  # the 1.5B's typical tagless reply
+    (True, '{"diagnosis": "said 0", "text": "Count', "length", (None, "truncated")),
+    (False, "The replies said 0.\n<NEW_VALUE>NEWTEXT</NEW_VALUE>", "stop", ("NEWTEXT", "")),
+    (False, "The replies said 0.", "stop", (None, "no_tags")),
+])
+def test_gepa_reads_a_json_reply_by_default_and_tags_when_asked(json_schema, reply, finish, want):
+    update, _, answers = run_update(gepa(json_schema=json_schema), run_counting(), STATE,
+                                    answers=gepa_answers(reply=reply.replace("NEWTEXT", NEW), child_gain=False, finish=finish))
+    (call,) = answers.calls("optimizer")
+    assert (call.json_schema is not None) == json_schema
+    assert ("<NEW_VALUE>" in call.messages[-1].content) == (not json_schema)
+    cand = update.candidates[0]
+    assert (cand.value, cand.guard) == (want[0] and want[0].replace("NEWTEXT", NEW), want[1])
 
 
 def test_gepa_drops_a_child_that_does_not_improve_the_minibatch():
@@ -298,7 +315,7 @@ def test_gepa_guards_the_child_and_rounds_robin_over_components():
     strategy = gepa()
     s, seen = None, []
     for t in range(3):
-        answers = gepa_answers(reply="<NEW_VALUE>Count. The answer is 1.</NEW_VALUE>")
+        answers = gepa_answers(reply=json.dumps({"diagnosis": "d", "text": "Count. The answer is 1."}))
         update, s, _ = run_update(strategy, results, two, s=s, answers=answers, context=StepContext(step=t))
         seen.append(update.candidates[0].param)
         assert update.candidates[0].guard == "label_leak" and update.values == {}

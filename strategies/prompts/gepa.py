@@ -19,5 +19,10 @@ ASK = (
     "`{name}` (at most {max_chars} characters) between {open} and {close}."
 )
 
+ASK_JSON = (
+    "Reply with JSON only: {{\"diagnosis\": \"<one sentence: what the replies got wrong>\", "
+    "\"text\": \"<the whole improved text of `{name}`, at most {max_chars} characters>\"}}."
+)
+
 MARKERS = ("## Reflection example",)
-TEMPLATES = (SYSTEM, TARGET, ROLE, RUNS, ASK)
+TEMPLATES = (SYSTEM, TARGET, ROLE, RUNS, ASK, ASK_JSON)
