@@ -115,7 +115,9 @@ def reflection_prompt(name: str, state: PromptState, results, knobs: GepaKnobs) 
     head = [T.TARGET.format(name=name, kind=param.kind, nodes=nodes or "the program")]
     if param.role:
         head.append(T.ROLE.format(role=P.clip(param.role, 300)))
-    head += [T.CURRENT, P.fence(P.clip(param.value, knobs.max_value_chars), P.CURRENT_TAG)]
+    current = P.clip(param.value, knobs.max_value_chars)
+    # a JSON reply quotes the current text as a JSON string; the 1.5B copied a <CURRENT_VALUE> fence as its "text"
+    head += [T.CURRENT, json.dumps(current) if knobs.json_schema else P.fence(current, P.CURRENT_TAG)]
     order = sorted(results, key=lambda r: r.loss.score)[: knobs.max_examples]
     head.append(T.RUNS.format(shown=len(order)))
     blocks = []
