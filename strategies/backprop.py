@@ -428,12 +428,9 @@ def read_proposal(name, state, grads, results, context, knobs, response, call: i
 
 def _read_edit(response, old: str) -> tuple[str | None, str, str]:
     """``(new value, guard, reason)`` from an edit reply (:mod:`funcgrad.strategies.edits`)."""
-    try:
-        data = P.parse_json_reply(response.text)
-        if not isinstance(data, dict) or not all(isinstance(data.get(f, ""), str) for f in ("op", "old", "new")):
-            raise ValueError("not an edit object")
-    except ValueError:
-        guard = "truncated" if response.finish_reason == "length" else "invalid_json"
+    data, guard = P.json_object(response.text, response.finish_reason,
+                                lambda d: all(isinstance(d.get(f, ""), str) for f in ("op", "old", "new")))
+    if data is None:
         return None, guard, f"the edit reply is not a JSON edit object: {P.one_line(response.text, 80)!r}"
     value, why = E.apply_edit(old, data.get("op", ""), data.get("old", ""), data.get("new", ""))
     return value, ("invalid_json" if value is None else ""), why

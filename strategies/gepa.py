@@ -151,15 +151,12 @@ def reply_value(text: str, finish_reason: str, json_schema: bool) -> tuple[str |
     if not json_schema:
         value, guard = P.extract_fenced(text, finish_reason=finish_reason)
         return value, guard, "optimizer reply had no value between the tags" if value is None else ""
-    try:
-        data = P.parse_json_reply(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("text"), str):
+    data, guard = P.json_object(text, finish_reason, lambda d: isinstance(d.get("text"), str))
+    if data is not None:
         return data["text"].strip(), "", ""
-    if finish_reason == "length":
-        return None, "truncated", "optimizer reply was cut by the token cap"
-    return None, "invalid_json", "optimizer reply is not JSON with a string 'text'"
+    if guard == "truncated":
+        return None, guard, "optimizer reply was cut by the token cap"
+    return None, guard, "optimizer reply is not JSON with a string 'text'"
 
 
 def gepa(**knobs: Any) -> Strategy:

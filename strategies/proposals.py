@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -238,6 +238,23 @@ def extract_fenced(reply: str, *, finish_reason: str = "stop", tag: str = VALUE_
     else:
         body = body[:end]
     return _unwrap(body), ""
+
+
+def json_object(reply: str, finish_reason: str, valid: Callable[[dict], bool] | None = None) -> tuple[dict | None, str]:
+    """``(object, "")`` from a reply holding a JSON object (that ``valid`` accepts), else ``(None, guard)``.
+
+    The guard is ``truncated`` when the reply stopped on the token cap, ``invalid_json`` otherwise.
+
+    >>> json_object('{"a": 1}', "stop"), json_object('{"a": 1', "length"), json_object("[1]", "stop")
+    (({'a': 1}, ''), (None, 'truncated'), (None, 'invalid_json'))
+    """
+    try:
+        data = parse_json_reply(reply)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and (valid is None or valid(data)):
+        return data, ""
+    return None, "truncated" if finish_reason == "length" else "invalid_json"
 
 
 def parse_json_reply(reply: str) -> Any:

@@ -172,12 +172,8 @@ def _loss_gradients(results, names) -> tuple[Gradient, ...]:
 def read_suggestion(response, state, names, results, context, knobs, grads, stats) -> tuple[dict, list, list]:
     """``(values, candidates, notes)`` from the optimizer's JSON reply (every guard applied)."""
     values, candidates, notes = {}, [], []
-    try:
-        data = P.parse_json_reply(response.text)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except ValueError:
-        guard = "truncated" if response.finish_reason == "length" else "invalid_json"
+    data, guard = P.json_object(response.text, response.finish_reason)
+    if data is None:
         stats["rejections"] = P.bump(stats["rejections"], guard)
         why = "cut by the token cap" if guard == "truncated" else "not a JSON object"
         return values, candidates, [Note("", "no_update", f"{guard}: optimizer reply was {why}: {P.one_line(response.text, 80)!r}")]
