@@ -14,7 +14,10 @@ are scored on the same examples: paired). Each step:
 3. run the training minibatch under the parent (``Rerun``; the given results when
    the parent is the current state); skip the step when it is perfect there;
 4. reflect: ONE optimizer call (role ``optimizer``) shows the parent's text of one
-   component (round robin over the trainable params the traces read), the node's
+   component (round robin over the trainable params the traces read, except those of
+   kind ``demos``: worked examples are :func:`~funcgrad.strategies.bootstrap_demos`'s
+   to build; the 1.5B's reflections on them described the param or copied a training
+   example in 4 of 4, docs/results.md §11), the node's
    inputs and replies and the feedback, and asks for the improved text as
    schema-constrained JSON ``{"diagnosis", "text"}`` (``json_schema=False``: between
    ``<NEW_VALUE>`` tags; the 1.5B model often stops after its diagnosis and writes no
@@ -211,11 +214,12 @@ def gepa(**knobs: Any) -> Strategy:
         else:
             (parent_results,) = yield (Rerun(parent_state),)
             s["events"] = P.bump(s["events"], "reruns")
-        names = [n for n in state.trainable_names if any(n in r.params for res in results for r in res.trace.records)]
+        names = [n for n in state.trainable_names if state[n].kind != "demos"
+                 and any(n in r.params for res in results for r in res.trace.records)]
         before = mean_score(parent_results)
         candidates: list[Candidate] = []
         if not names:
-            notes.append(Note("", "no_update", "no trainable parameter is read by these traces"))
+            notes.append(Note("", "no_update", "no trainable text parameter (other than demos) is read by these traces"))
         elif parent_results and all(r.loss.score >= 1.0 for r in parent_results):
             notes.append(Note("", "no_update", f"parent #{parent} is perfect on this minibatch: nothing to reflect on"))
         else:

@@ -322,6 +322,27 @@ def test_gepa_guards_the_child_and_rounds_robin_over_components():
     assert seen == ["pa", "sys", "pa"] and s["rejections"] == {"label_leak": 3}
 
 
+def test_gepa_never_reflects_on_a_demos_param():
+    three = PromptState(params={"pa": Param("Plan the count."), "sys": STATE["sys"], "demos": Param("", kind="demos")})
+    node = LLM("answer3", system=("pa", "sys", "demos"), user="{input}")
+    results = run_batch(lambda p, x: node(p, input=x), three, [Example("e1", "I have 1 apples.", "1")],
+                        engine=ScriptedEngine(lambda r: "0"), loss=exact_match)
+    strategy = gepa()
+    s, seen = None, []
+    for t in range(4):
+        update, s, _ = run_update(strategy, results, three, s=s, answers=gepa_answers(child_gain=False),
+                                  context=StepContext(step=t))
+        seen.append(update.candidates[0].param)
+    assert seen == ["pa", "sys", "pa", "sys"]
+    only_demos = PromptState(params={"pa": Param("Plan.", trainable=False), "demos": Param("", kind="demos")})
+    node = LLM("answer4", system=("pa", "demos"), user="{input}")
+    results = run_batch(lambda p, x: node(p, input=x), only_demos, [Example("e1", "I have 1 apples.", "1")],
+                        engine=ScriptedEngine(lambda r: "0"), loss=exact_match)
+    update, _, answers = run_update(gepa(), results, only_demos, answers=gepa_answers())
+    assert update.values == {} and not answers.calls("optimizer")
+    assert any("other than demos" in n.reason for n in update.notes)
+
+
 def test_gepa_state_is_json_and_resumes_identically():
     results = run_counting()
     strategy = gepa(pool_size=2)
