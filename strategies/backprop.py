@@ -397,7 +397,7 @@ def optimizer_request(name, state, grads, results, context, knobs) -> Request:
         messages=(("system", system), ("user", body)), model=knobs.optimizer_model,
         temperature=P.attempt_temperature(context, knobs.optimizer_temperature, knobs.retry_temperature),
         max_tokens=knobs.optimizer_max_tokens, seed=derive_seed(context.seed, context.step),
-        sample=context.attempt, role="optimizer", json_schema=E.schema(knobs.critique_chars) if knobs.edits else None,
+        sample=context.attempt, role="optimizer", json_schema=E.schema(knobs.critique_chars, state[name].value) if knobs.edits else None,
     )
 
 
@@ -433,7 +433,7 @@ def _read_edit(response, old: str) -> tuple[str | None, str, str]:
     if data is None:
         return None, guard, f"the edit reply is not a JSON edit object: {P.one_line(response.text, 80)!r}"
     value, why = E.apply_edit(old, data.get("op", ""), data.get("old", ""), data.get("new", ""))
-    return value, ("invalid_json" if value is None else ""), why
+    return value, ("bad_edit" if value is None else ""), why
 
 
 def backprop(**knobs: Any) -> Strategy:

@@ -9,6 +9,9 @@ guard              rejects a proposed value when ...
 ``no_tags``        the reply has no ``<NEW_VALUE>`` opening tag
 ``truncated``      the reply was cut by the token cap before the closing tag
 ``invalid_json``   a JSON reply (whole_trace) does not parse
+``bad_edit``       an edit (``backprop(edits=True)``) cannot be applied: an
+                   unknown op, an old sentence the text does not have, or no
+                   new sentence for add or replace
 ``empty``          the value is empty after stripping
 ``unchanged``      the value equals the current one
 ``repeats_rejected`` the value repeats a proposal rejected earlier in the step
@@ -64,7 +67,7 @@ VALUE_TAG, CURRENT_TAG = T.VALUE_TAG, T.CURRENT_TAG
 OPEN, CLOSE = f"<{VALUE_TAG}>", f"</{VALUE_TAG}>"
 
 GUARDS = (
-    "no_tags", "truncated", "invalid_json", "empty", "unchanged", "repeats_rejected", "too_long", "too_short",
+    "no_tags", "truncated", "invalid_json", "bad_edit", "empty", "unchanged", "repeats_rejected", "too_long", "too_short",
     "tag_leak", "label_leak", "input_copy", "critique_paste", "role_copy", "specifics_copy", "unknown_param",
 )
 

@@ -500,12 +500,14 @@ def test_backprop_edits_change_one_sentence_and_pass_the_guards(edit, value):
     update, s, answers = run_update(backprop(edits=True), run_counting(), STATE, answers=Answers(optimizer=reply))
     (request,) = answers.calls("optimizer")
     body = request.messages[-1].content
-    assert "- Count the objects.\n- Answer with a number." in body and json.loads(request.json_schema)["properties"]["op"]["enum"] == ["add", "replace", "delete"]
+    props = json.loads(request.json_schema)["properties"]
+    assert "- Count the objects.\n- Answer with a number." in body and props["op"]["enum"] == ["add", "replace", "delete"]
+    assert props["old"]["enum"] == ["Count the objects.", "Answer with a number.", ""]
     assert "<NEW_VALUE>" not in request.messages[0].content
     assert update.values.get("sys") == value
     if value is None:
         (c,) = update.candidates
-        assert c.guard in ("invalid_json", "too_short") and c.reason
+        assert c.guard == "bad_edit" and c.reason
 
 
 def test_successive_halving_scores_the_rest_of_validation_only_for_promising_proposals():
