@@ -156,17 +156,12 @@ def backward_prompt(record, trace, state, feedback, trainable, upstream, score, 
 
 
 def _schema(keys: list[str], max_len: int) -> str:
-    item = {
-        "type": "object",
-        "properties": {"param": {"type": "string", "enum": keys}, "feedback": {"type": "string", "maxLength": max_len}},
-        "required": ["param", "feedback"],
-        "additionalProperties": False,
-    }
+    item = P.closed_object({"param": {"type": "string", "enum": keys}, "feedback": {"type": "string", "maxLength": max_len}})
     props = {
         "mistake": {"type": "string", "maxLength": max_len},
         "feedback": {"type": "array", "items": item, "minItems": len(keys), "maxItems": len(keys)},
     }
-    return json.dumps({"type": "object", "properties": props, "required": list(props), "additionalProperties": False})
+    return json.dumps(P.closed_object(props))
 
 
 def parse_critique(text: str, keys: Sequence[str]) -> tuple[dict[str, str], str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from funcgrad.strategies.proposals import closed_object
+
 OPS = ("add", "replace", "delete")
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -67,4 +69,4 @@ def schema(max_len: int, value: str) -> str:
     text = {"type": "string", "maxLength": max_len}
     old = {"type": "string", "enum": [*dict.fromkeys(sentences(value)), ""]}
     props = {"pattern": text, "op": {"type": "string", "enum": list(OPS)}, "old": old, "new": text}
-    return json.dumps({"type": "object", "properties": props, "required": list(props), "additionalProperties": False})
+    return json.dumps(closed_object(props))

@@ -140,7 +140,7 @@ def reflection_prompt(name: str, state: PromptState, results, knobs: GepaKnobs) 
 def _schema(max_len: int) -> str:
     text = {"type": "string", "maxLength": max_len}
     props = {"diagnosis": {"type": "string", "maxLength": 300}, "text": text}
-    return json.dumps({"type": "object", "properties": props, "required": list(props), "additionalProperties": False})
+    return json.dumps(P.closed_object(props))
 
 
 def reply_value(text: str, finish_reason: str, json_schema: bool) -> tuple[str | None, str, str]:

@@ -260,6 +260,15 @@ def json_object(reply: str, finish_reason: str, valid: Callable[[dict], bool] | 
     return None, "truncated" if finish_reason == "length" else "invalid_json"
 
 
+def closed_object(props: Mapping[str, Any]) -> dict:
+    """The JSON schema of an object that must have every key of ``props`` and no other.
+
+    >>> closed_object({"text": {"type": "string"}})["required"]
+    ['text']
+    """
+    return {"type": "object", "properties": dict(props), "required": list(props), "additionalProperties": False}
+
+
 def parse_json_reply(reply: str) -> Any:
     """The JSON value in a model reply (code fences and chatter around it are ignored).
 
