@@ -644,3 +644,100 @@ def _request_key(rendered) -> tuple:
         rendered["sample"],
         rendered["role"],
     )
+
+
+# --------------------------------------------------------------------------- typed strategy state
+# (funcgrad.core.strategy_state: the values a strategy keeps in S)
+
+from funcgrad.core.strategy_state import Demo, DemoPool, History, HistoryEntry, Pick, Pool, PoolEntry, Stats  # noqa: E402
+
+_SCORES = st.floats(0, 1, allow_nan=False)
+
+
+def _counters() -> st.SearchStrategy[dict[str, int]]:
+    return st.dictionaries(names(), st.integers(0, 1000), max_size=3)
+
+
+def stats() -> st.SearchStrategy[Stats]:
+    """Strategy counters (:class:`~funcgrad.core.strategy_state.Stats`).
+
+    >>> stats().example().steps >= 0
+    True
+    """
+    return st.builds(Stats, steps=st.integers(0, 1000), calls=_counters(), rejections=_counters(), events=_counters())
+
+
+def _text_values() -> st.SearchStrategy[dict[str, str]]:
+    return st.dictionaries(names(), texts(), max_size=3)
+
+
+def pool_entries() -> st.SearchStrategy[PoolEntry]:
+    """A candidate of a pool: values, scores per example (or None) and a parent index.
+
+    >>> isinstance(pool_entries().example().values, dict | FrozenDict)
+    True
+    """
+    return st.builds(PoolEntry, values=_text_values(), scores=st.none() | st.dictionaries(names(), _SCORES, max_size=3),
+                     parent=st.none() | st.integers(0, 20))
+
+
+def pools() -> st.SearchStrategy[Pool]:
+    """A pool of candidates with its cursor, proposed values and counters (:class:`~funcgrad.core.strategy_state.Pool`).
+
+    >>> pools().example().cursor >= 0
+    True
+    """
+    return st.builds(Pool, entries=st.lists(pool_entries(), max_size=3), cursor=st.integers(0, 100),
+                     proposed=st.lists(_text_values(), max_size=2), stats=stats())
+
+
+def history_entries() -> st.SearchStrategy[HistoryEntry]:
+    """A past prompt state with its running mean score (:class:`~funcgrad.core.strategy_state.HistoryEntry`).
+
+    >>> history_entries().example().n >= 0
+    True
+    """
+    return st.builds(HistoryEntry, values=_text_values(), mean=st.none() | _SCORES, n=st.integers(0, 100))
+
+
+def picks() -> st.SearchStrategy[Pick]:
+    """A step's pick (:class:`~funcgrad.core.strategy_state.Pick`).
+
+    >>> picks().example().step >= 0
+    True
+    """
+    return st.builds(Pick, step=st.integers(0, 100), values=_text_values(),
+                     candidates=st.lists(st.integers(0, 20), max_size=3), seed=st.integers(0, 2**31 - 1))
+
+
+def histories() -> st.SearchStrategy[History]:
+    """A wrapper's history, stream position, pick and inner state (:class:`~funcgrad.core.strategy_state.History`).
+
+    >>> histories().example().stream_position >= 0
+    True
+    """
+    return st.builds(History, entries=st.lists(history_entries(), max_size=3),
+                     stream_step=st.none() | st.integers(0, 100), stream_position=st.integers(0, 1000),
+                     pick=st.none() | picks(), inner=json_values(max_leaves=4) | stats(), stats=stats())
+
+
+def demos() -> st.SearchStrategy[Demo]:
+    """One harvested demonstration (:class:`~funcgrad.core.strategy_state.Demo`).
+
+    >>> isinstance(demos().example().output, str)
+    True
+    """
+    return st.builds(Demo, example_id=names(), param=names(), node=names(), call=st.integers(0, 20), input=texts(),
+                     output=texts(), score=_SCORES)
+
+
+def demo_pools() -> st.SearchStrategy[DemoPool]:
+    """Harvested demonstrations and counters (:class:`~funcgrad.core.strategy_state.DemoPool`).
+
+    >>> len(demo_pools().example().demos) <= 3
+    True
+    """
+    return st.builds(DemoPool, demos=st.lists(demos(), max_size=3), stats=stats())
+
+
+__all__ += ["demo_pools", "demos", "histories", "history_entries", "picks", "pool_entries", "pools", "stats"]

@@ -11,7 +11,13 @@ They are drop-in replacements for one another; swapping is one line::
 
 Each ``update`` is an effect program (sans-I/O): it yields the critic/optimizer calls
 and validation runs it needs and never touches an engine. They use only funcgrad's
-public API, exactly like a user's own strategy would (docs/writing-a-strategy.md).
+core (``funcgrad.core``), exactly like a user's own strategy would (docs/writing-a-strategy.md).
+Shared parts, by job: :mod:`~funcgrad.strategies.text` (bounded prompt text),
+:mod:`~funcgrad.strategies.replies` (reading replies), :mod:`~funcgrad.strategies.guards`
+(the guards), :mod:`~funcgrad.strategies.context` (history and rejected proposals),
+:mod:`~funcgrad.strategies.knobs` (knob validators), :mod:`~funcgrad.strategies.optimizer`
+(the optimizer request), :mod:`~funcgrad.strategies.sampling` (n candidates, the best on
+the minibatch); prompt texts in :mod:`~funcgrad.strategies.prompts`.
 """
 
 from funcgrad.strategies.backprop import BackpropKnobs, backprop, backward
@@ -19,12 +25,15 @@ from funcgrad.strategies.combine import alternate, chain_steps, demos_then
 from funcgrad.strategies.demos import DemosKnobs, bootstrap_demos, render_demos
 from funcgrad.strategies.gepa import GepaKnobs, gepa, pareto_front
 from funcgrad.strategies.momentum import SampledMomentumKnobs, gumbel_top_k, sampled_momentum
-from funcgrad.strategies.proposals import GUARDS, check_value, extract_fenced, fence, rejection_counts
+from funcgrad.core.strategy_state import rejection_counts
+from funcgrad.strategies.guards import GUARDS, Evidence, Guard, check_value
+from funcgrad.strategies.replies import extract_fenced
+from funcgrad.strategies.text import fence
 from funcgrad.strategies.whole_trace import WholeTraceKnobs, code_line, whole_trace
 
 __all__ = [
     "DemosKnobs", "GepaKnobs", "alternate", "bootstrap_demos", "chain_steps", "demos_then", "gepa", "pareto_front",
     "render_demos",
-    "GUARDS", "BackpropKnobs", "SampledMomentumKnobs", "WholeTraceKnobs", "backprop", "backward", "check_value",
+    "GUARDS", "BackpropKnobs", "Evidence", "Guard", "SampledMomentumKnobs", "WholeTraceKnobs", "backprop", "backward", "check_value",
     "code_line", "extract_fenced", "fence", "gumbel_top_k", "rejection_counts", "sampled_momentum", "whole_trace",
 ]

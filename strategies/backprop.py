@@ -19,7 +19,7 @@ it); a param's gradients are an ordered tuple sorted by (example, call order).
 
 Optimizer: one call per trainable param that got at least one real gradient, all in
 one batch; the new value comes back between ``<NEW_VALUE>`` tags and passes the
-guards of :mod:`funcgrad.strategies.proposals` before it is proposed. Every prompt
+guards of :mod:`funcgrad.strategies.guards` before it is proposed. Every prompt
 text lives in :mod:`funcgrad.strategies.prompts.backprop`.
 """
 
@@ -33,21 +33,29 @@ from typing import Any
 import attrs
 import toolz
 
-from funcgrad import Note, PromptState, Request, Strategy, Update, derive_seed, reverse_topological
 from funcgrad.core.backward import Candidate, Gradient
+from funcgrad.core.calls import Request
 from funcgrad.core.effects import Call, ask, gather, numbered
-from funcgrad.core.strategy import make_knobs
-from funcgrad.core.run import mean_score
-from funcgrad.strategies import proposals as P
-from funcgrad.strategies import edits as E
-from funcgrad.strategies import sampling
-from funcgrad.strategies.prompts import backprop as T
-from funcgrad.strategies.prompts import edits as ET
-from funcgrad.strategies.prompts import shared as S
+from funcgrad.core.state import PromptState
+from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
+from funcgrad.core.strategy_state import Stats, read_state
+from funcgrad.core.trace import reverse_topological
+from funcgrad.strategies import edits, sampling
+from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines
+from funcgrad.strategies.guards import Guard, check_proposal
+from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
+from funcgrad.strategies.optimizer import optimizer_request as build_optimizer_request
+from funcgrad.strategies.prompts import backprop as prompts
+from funcgrad.strategies.prompts import edits as edit_prompts
+from funcgrad.strategies.replies import closed_object, extract_fenced, is_generic, json_object, parse_json_reply
+from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line, user_text
 
-FIXED = T.FIXED
+FIXED = prompts.FIXED
 INPUTS_KEY = "(inputs)"
-
+BACKWARD = "backward"  # the request role of critiques (docs/strategies.md, "Roles")
+# Counted in S's rejections when a critique is unusable (the critique falls back to the feedback it was given).
+CRITIQUE_TRUNCATED, CRITIQUE_UNPARSED = "critique_truncated", "critique_unparsed"
+CRITIQUE_GENERIC, CRITIQUE_MISSING_ENTRY = "critique_generic", "critique_missing_entry"
 
 
 @attrs.frozen
@@ -59,29 +67,29 @@ class BackpropKnobs:
     """
 
     errors_only: bool = True
-    tau: float = attrs.field(default=0.99, validator=[attrs.validators.instance_of((int, float)), attrs.validators.le(1)])
-    max_examples: int = attrs.field(default=4, validator=P.POSITIVE_INT)
-    max_chars: int = attrs.field(default=400, validator=P.POSITIVE_INT)
-    max_feedback: int = attrs.field(default=6, validator=P.POSITIVE_INT)
-    max_calls_listed: int = attrs.field(default=6, validator=P.POSITIVE_INT)
-    max_history: int = attrs.field(default=2, validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
-    max_value_chars: int = attrs.field(default=1500, validator=P.POSITIVE_INT)
-    max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
-    critique_chars: int = attrs.field(default=300, validator=P.POSITIVE_INT)
-    critique_words: int = attrs.field(default=40, validator=P.POSITIVE_INT)
-    backward_max_tokens: int = attrs.field(default=150, validator=P.POSITIVE_INT)
-    optimizer_max_tokens: int = attrs.field(default=250, validator=P.POSITIVE_INT)
-    backward_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
-    optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
-    retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
+    tau: float = attrs.field(default=0.99, validator=AT_MOST_ONE)
+    max_examples: int = attrs.field(default=4, validator=POSITIVE_INT)
+    max_chars: int = attrs.field(default=400, validator=POSITIVE_INT)
+    max_feedback: int = attrs.field(default=6, validator=POSITIVE_INT)
+    max_calls_listed: int = attrs.field(default=6, validator=POSITIVE_INT)
+    max_history: int = attrs.field(default=2, validator=NON_NEGATIVE_INT)
+    max_value_chars: int = attrs.field(default=1500, validator=POSITIVE_INT)
+    max_prompt_chars: int = attrs.field(default=4000, validator=PROMPT_CAP)
+    critique_chars: int = attrs.field(default=300, validator=POSITIVE_INT)
+    critique_words: int = attrs.field(default=40, validator=POSITIVE_INT)
+    backward_max_tokens: int = attrs.field(default=150, validator=POSITIVE_INT)
+    optimizer_max_tokens: int = attrs.field(default=250, validator=POSITIVE_INT)
+    backward_temperature: float = attrs.field(default=0.0, validator=NON_NEGATIVE)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=NON_NEGATIVE)
+    retry_temperature: float = attrs.field(default=0.7, validator=NON_NEGATIVE)
     backward_model: str = ""
     optimizer_model: str = ""
     json_schema: bool = True
     time_stamps: bool = True
-    n_candidates: int = attrs.field(default=1, validator=P.POSITIVE_INT)
+    n_candidates: int = attrs.field(default=1, validator=POSITIVE_INT)
     edits: bool = False
-    sample_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
-    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
+    sample_temperature: float = attrs.field(default=0.7, validator=NON_NEGATIVE)
+    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=check_skip_guards)
 
 
 @attrs.frozen
@@ -89,6 +97,18 @@ class _Feedback:
     source: int  # id of the record (or loss record) that sent it; orders feedback by call
     text: str
     kind: str = "passthrough"  # how it reached the record: passthrough, skip, critique (from a downstream call)
+
+
+@attrs.frozen
+class _Walked:
+    """A gradient found by an example's walk: its order key (example, record) and its fields."""
+
+    order: tuple[int, int]
+    fields: dict = attrs.field(eq=False)
+    request: Request | None = attrs.field(default=None, eq=False)
+
+
+# ---------------------------------------------------------------- the backward (critic) call
 
 
 def _reaches_trainable(trace, state: PromptState) -> dict[int, bool]:
@@ -99,14 +119,42 @@ def _reaches_trainable(trace, state: PromptState) -> dict[int, bool]:
     return reach
 
 
-def _user_text(record) -> str:
-    req = record.request or {}
-    msgs = req.get("messages", ()) if hasattr(req, "get") else ()
-    return "\n".join(content for role, content in msgs if role == "user")
-
-
 def _calls_of(trace, node: str):
     return [r for r in trace.records if r.node == node]
+
+
+def _call_listing(record, trace, knobs) -> list[str]:
+    """The calls of the record's node in order (this one marked), or the single call's header, then its input."""
+    calls = _calls_of(trace, record.node) if knobs.time_stamps else [record]
+    if len(calls) <= 1:
+        return [prompts.ONE_CALL_INPUT.format(node=record.node), clip(user_text(record), knobs.max_chars)]
+    listing = [prompts.CALLS_HEADER.format(node=record.node, n=len(calls), index=record.call_index)]
+    for c in calls[: knobs.max_calls_listed]:
+        mark = prompts.THIS_CALL if c.id == record.id else ""
+        listing.append(prompts.CALL_LINE.format(index=c.call_index, given=repr(one_line(user_text(c), 80)),
+                                                answer=repr(one_line(c.output, 60)), mark=mark))
+    if len(calls) > knobs.max_calls_listed:
+        listing.append(prompts.MORE_CALLS.format(n=len(calls) - knobs.max_calls_listed))
+    return [*listing, prompts.CALL_INPUT.format(index=record.call_index), clip(user_text(record), knobs.max_chars)]
+
+
+def _feedback_lines(feedback, knobs) -> list[str]:
+    notes = [prompts.FEEDBACK_HEADER]
+    for i, fb in enumerate(feedback[: knobs.max_feedback], 1):
+        notes.append(f"{i}. {clip(fb.text, knobs.max_chars)}")
+    if len(feedback) > knobs.max_feedback:
+        notes.append(prompts.MORE_FEEDBACK.format(n=len(feedback) - knobs.max_feedback))
+    return notes
+
+
+def _param_lines(record, state, trainable, knobs) -> list[str]:
+    params = [prompts.PARAMS_HEADER]
+    for p in record.params:
+        if p in state:
+            flag = prompts.TO_IMPROVE if p in trainable else prompts.FIXED_PARAM
+            params.append(prompts.PARAM_LINE.format(name=p, kind=state[p].kind, flag=flag,
+                                                    value=repr(clip(state[p].value, knobs.max_value_chars))))
+    return params
 
 
 def backward_prompt(record, trace, state, feedback, trainable, upstream, score, target, knobs) -> tuple[str, str, list[str]]:
@@ -117,51 +165,37 @@ def backward_prompt(record, trace, state, feedback, trainable, upstream, score, 
     (calls, input, answer, feedback) shrinks to fit ``max_prompt_chars``; the params
     and the reply format always survive.
     """
-    chars = knobs.max_chars
     keys = list(trainable) + ([INPUTS_KEY] if upstream else [])
-    system = T.CRITIC_SYSTEM.format(words=knobs.critique_words)
-    calls = _calls_of(trace, record.node) if knobs.time_stamps else [record]
-    listing: list[str] = []
-    if len(calls) > 1:
-        listing.append(T.CALLS_HEADER.format(node=record.node, n=len(calls), index=record.call_index))
-        for c in calls[: knobs.max_calls_listed]:
-            mark = T.THIS_CALL if c.id == record.id else ""
-            listing.append(T.CALL_LINE.format(index=c.call_index, given=repr(P.one_line(_user_text(c), 80)),
-                                              answer=repr(P.one_line(c.output, 60)), mark=mark))
-        if len(calls) > knobs.max_calls_listed:
-            listing.append(T.MORE_CALLS.format(n=len(calls) - knobs.max_calls_listed))
-        listing.append(T.CALL_INPUT.format(index=record.call_index))
-    else:
-        listing.append(T.ONE_CALL_INPUT.format(node=record.node))
-    listing.append(P.clip(_user_text(record), chars))
-    answer = [T.ANSWERED, P.clip(record.output, chars)]
-    answer.append(T.EXPECTED_SCORED.format(target=P.clip(target, 200), score=score) if target is not None
-                  else T.SCORED.format(score=score))
-    notes = [T.FEEDBACK_HEADER]
-    for i, fb in enumerate(feedback[: knobs.max_feedback], 1):
-        notes.append(f"{i}. {P.clip(fb.text, chars)}")
-    if len(feedback) > knobs.max_feedback:
-        notes.append(T.MORE_FEEDBACK.format(n=len(feedback) - knobs.max_feedback))
-    params = [T.PARAMS_HEADER]
-    for p in record.params:
-        if p in state:
-            flag = T.TO_IMPROVE if p in trainable else T.FIXED_PARAM
-            params.append(T.PARAM_LINE.format(name=p, kind=state[p].kind, flag=flag,
-                                              value=repr(P.clip(state[p].value, knobs.max_value_chars))))
+    system = prompts.CRITIC_SYSTEM.format(words=knobs.critique_words)
+    answer = [prompts.ANSWERED, clip(record.output, knobs.max_chars)]
+    answer.append(prompts.EXPECTED_SCORED.format(target=clip(target, 200), score=score) if target is not None
+                  else prompts.SCORED.format(score=score))
     example = ", ".join(f'{{"param": "{k}", "feedback": "..."}}' for k in keys)
-    what = T.ENTRY_WHAT + (T.ENTRY_INPUTS.format(key=INPUTS_KEY) if upstream else "")
-    reply = T.CRITIC_REPLY.format(what=what, example=example)
-    body = P.fit_prompt([], [listing, answer, notes], [*params, reply], knobs.max_prompt_chars)
+    what = prompts.ENTRY_WHAT + (prompts.ENTRY_INPUTS.format(key=INPUTS_KEY) if upstream else "")
+    reply = prompts.CRITIC_REPLY.format(what=what, example=example)
+    blocks = [_call_listing(record, trace, knobs), answer, _feedback_lines(feedback, knobs)]
+    body = fit_prompt([], blocks, [*_param_lines(record, state, trainable, knobs), reply], knobs.max_prompt_chars)
     return system, body, keys
 
 
 def _schema(keys: list[str], max_len: int) -> str:
-    item = P.closed_object({"param": {"type": "string", "enum": keys}, "feedback": {"type": "string", "maxLength": max_len}})
+    item = closed_object({"param": {"type": "string", "enum": keys}, "feedback": {"type": "string", "maxLength": max_len}})
     props = {
         "mistake": {"type": "string", "maxLength": max_len},
         "feedback": {"type": "array", "items": item, "minItems": len(keys), "maxItems": len(keys)},
     }
-    return json.dumps(P.closed_object(props))
+    return json.dumps(closed_object(props))
+
+
+def backward_request(record, trace, state, feedback, trainable, upstream, score, target, knobs) -> tuple[Request, list[str]]:
+    """The critic call for ``record`` and the feedback keys it asks for."""
+    system, body, keys = backward_prompt(record, trace, state, feedback, trainable, upstream, score, target, knobs)
+    request = Request(
+        messages=(("system", system), ("user", body)), model=knobs.backward_model,
+        temperature=knobs.backward_temperature, max_tokens=knobs.backward_max_tokens,
+        json_schema=_schema(keys, knobs.critique_chars) if knobs.json_schema else None, role=BACKWARD,
+    )
+    return request, keys
 
 
 def parse_critique(text: str, keys: Sequence[str]) -> tuple[dict[str, str], str]:
@@ -175,7 +209,7 @@ def parse_critique(text: str, keys: Sequence[str]) -> tuple[dict[str, str], str]
     >>> parse_critique('{"mistake": "counted the carrots", "feedback": [{"param": "a", "feedback": "count only the asked category"}]}', ["a"])
     ({'a': 'count only the asked category'}, 'counted the carrots')
     """
-    data = P.parse_json_reply(text)
+    data = parse_json_reply(text)
     mistake = ""
     if isinstance(data, dict) and isinstance(data.get("feedback"), list):
         mistake = data.get("mistake") if isinstance(data.get("mistake"), str) else ""
@@ -198,111 +232,132 @@ def parse_critique(text: str, keys: Sequence[str]) -> tuple[dict[str, str], str]
     return out, mistake.strip()
 
 
-def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs, stats: dict):
-    """The backward walk of one result, as a program; returns its gradients ``(order key, fields)``.
+def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[str, tuple[str, str]], Stats]:
+    """``(key -> (text, source), counts)`` from a critic ``response``.
+
+    An unusable entry (unparsed reply, missing or generic entry) falls back to the
+    feedback the record received (source ``passthrough``, or ``skip`` when all of it
+    came through a skip connection); each such fallback is counted in ``rejections``.
+    """
+    entries, mistake, problem, counts = {}, "", "", Stats()
+    try:
+        entries, mistake = parse_critique(response.text, keys)
+    except ValueError:
+        problem = CRITIQUE_TRUNCATED if response.finish_reason == "length" else CRITIQUE_UNPARSED
+        counts += Stats(rejections={problem: 1})
+    passed = " | ".join(one_line(f.text, knobs.max_chars) for f in feedback)
+    passed_kind = "skip" if all(f.kind == "skip" for f in feedback) else "passthrough"
+    out = {}
+    for k in keys:
+        text, source = entries.get(k, "").strip(), "critique"
+        if text and is_generic(text):
+            counts += Stats(rejections={CRITIQUE_GENERIC: 1})
+            text = ""
+        if not text:
+            if not problem and k not in entries:
+                counts += Stats(rejections={CRITIQUE_MISSING_ENTRY: 1})
+            text, source = passed, passed_kind
+        if source == "critique" and mistake and not is_generic(mistake):
+            text = prompts.MISTAKE_FIX.format(mistake=one_line(mistake, knobs.critique_chars), fix=text)
+        out[k] = (clip(text, 2 * knobs.critique_chars), source)
+    return out, counts
+
+
+# ---------------------------------------------------------------- the walk of one example
+
+
+def _walked(ex_pos: int, res, r, param: str, text: str, source: str, request=None) -> _Walked:
+    fields = {"param": param, "node": r.node, "example_id": res.example.id, "record_id": r.id,
+              "call_index": r.call_index, "score": res.loss.score, "text": text, "source": source}
+    return _Walked((ex_pos, r.id), fields, request)
+
+
+def _fixed_record(ex_pos, res, r, trainable, upstream, inbox) -> tuple[list[_Walked], Stats]:
+    """An example scoring >= tau: the fixed "no noticeable error" gradient, no call."""
+    fixed = prompts.FIXED_GRADIENT.format(score=res.loss.score)
+    for i in upstream:
+        inbox[i].append(_Feedback(r.id, fixed))
+    return [_walked(ex_pos, res, r, p, fixed, "fixed") for p in trainable], Stats(events={"errors_only_skip": 1})
+
+
+def _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, inbox, knobs):
+    """A program: the critic call for record ``r``; its entries become gradients and upstream feedback."""
+    request, keys = backward_request(r, res.trace, state, feedback, trainable, upstream, res.loss.score,
+                                     res.example.target, knobs)
+    response = yield from ask(request)
+    entries, counts = read_critique(response, keys, feedback, knobs)
+    out = []
+    for k in keys:
+        text, source = entries[k]
+        if k == INPUTS_KEY:
+            for i in upstream:
+                inbox[i].append(_Feedback(r.id, prompts.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
+        else:
+            out.append(_walked(ex_pos, res, r, k, text, source, request))
+    return out, counts + Stats(calls={BACKWARD: 1})
+
+
+def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs):
+    """The backward walk of one result, as a program; returns its gradients and counts.
 
     Records are visited in reverse topological order; a critic call for one record
     must come back before its upstream records can be judged, so each example asks
     one call per round.
     """
-    trace, score = res.trace, res.loss.score
-    loss = trace.loss
-    out: list[tuple[tuple[int, int], dict]] = []
+    trace, loss, out, counts = res.trace, res.trace.loss, [], Stats()
     if loss is None:
-        return out
-    loss_text = res.loss.feedback or f"score {score:.2f}"
-    target = res.example.target
+        return out, counts
+    loss_text = res.loss.feedback or f"score {res.loss.score:.2f}"
     reach = _reaches_trainable(trace, state)
     inbox: dict[int, list[_Feedback]] = defaultdict(list)
     if trace.output is not None:
         inbox[trace.output].append(_Feedback(loss.id, loss_text, "loss"))
-    skips = set(trace.skips)
     for r in reverse_topological(trace):
         if r.kind in ("loss", "input"):
             continue
-        if r.node in skips:
-            inbox[r.id].append(_Feedback(loss.id, T.SKIP_FEEDBACK.format(text=loss_text), "skip"))
-            stats["events"] = P.bump(stats["events"], "skip_feedback")
+        if r.node in trace.skips:
+            inbox[r.id].append(_Feedback(loss.id, prompts.SKIP_FEEDBACK.format(text=loss_text), "skip"))
+            counts += Stats(events={"skip_feedback": 1})
         feedback = sorted(inbox.pop(r.id, []), key=lambda f: f.source)
         if not feedback or not reach[r.id]:
             continue
         upstream = [i for i in r.inputs if reach.get(i, False)]
+        trainable = [p for p in r.params if p in state and state[p].trainable]
         if r.kind in ("fn", "retrieve"):
             for i in upstream:
                 inbox[i].extend(feedback)
-            stats["events"] = P.bump(stats["events"], "passthrough")
-            continue
-        trainable = [p for p in r.params if p in state and state[p].trainable]
-
-        def emit(param, text, source, request=None):
-            out.append(((ex_pos, r.id), {"param": param, "node": r.node, "example_id": res.example.id, "record_id": r.id,
-                                         "call_index": r.call_index, "score": score, "text": text, "source": source,
-                                         "request": request}))
-
-        if knobs.errors_only and score >= knobs.tau:
-            fixed = T.FIXED_GRADIENT.format(score=score)
-            for p in trainable:
-                emit(p, fixed, "fixed")
-            for i in upstream:
-                inbox[i].append(_Feedback(r.id, fixed))
-            stats["events"] = P.bump(stats["events"], "errors_only_skip")
-            continue
-        system, body, keys = backward_prompt(r, trace, state, feedback, trainable, upstream, score, target, knobs)
-        request = Request(
-            messages=(("system", system), ("user", body)), model=knobs.backward_model,
-            temperature=knobs.backward_temperature, max_tokens=knobs.backward_max_tokens,
-            json_schema=_schema(keys, knobs.critique_chars) if knobs.json_schema else None, role="backward",
-        )
-        stats["calls"] = P.bump(stats["calls"], "backward")
-        response = yield from ask(request)
-        entries: dict[str, str] = {}
-        mistake, problem = "", ""
-        try:
-            entries, mistake = parse_critique(response.text, keys)
-        except ValueError:
-            problem = "critique_truncated" if response.finish_reason == "length" else "critique_unparsed"
-        if problem:
-            stats["rejections"] = P.bump(stats["rejections"], problem)
-        passed = " | ".join(P.one_line(f.text, knobs.max_chars) for f in feedback)
-        passed_kind = "skip" if all(f.kind == "skip" for f in feedback) else "passthrough"
-        for k in keys:
-            text = entries.get(k, "").strip()
-            source = "critique"
-            if text and P.is_generic(text):
-                stats["rejections"] = P.bump(stats["rejections"], "critique_generic")
-                text = ""
-            if not text:
-                if not problem and k not in entries:
-                    stats["rejections"] = P.bump(stats["rejections"], "critique_missing_entry")
-                text, source = passed, passed_kind
-            if source == "critique" and mistake and not P.is_generic(mistake):
-                text = T.MISTAKE_FIX.format(mistake=P.one_line(mistake, knobs.critique_chars), fix=text)
-            text = P.clip(text, 2 * knobs.critique_chars)
-            if k == INPUTS_KEY:
-                for i in upstream:
-                    inbox[i].append(_Feedback(r.id, T.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
-            else:
-                emit(k, text, source, request)
-    return out
+            found, more = [], Stats(events={"passthrough": 1})
+        elif knobs.errors_only and res.loss.score >= knobs.tau:
+            found, more = _fixed_record(ex_pos, res, r, trainable, upstream, inbox)
+        else:
+            found, more = yield from _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, inbox, knobs)
+        out += found
+        counts += more
+    return out, counts
 
 
-def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs, stats: dict):
-    """The backward pass over a minibatch, as a program: returns ``(gradients, requests)``.
+def _critique_call(request, requests) -> int | None:
+    """The number of the call that wrote a critique: its request's position among the requests asked."""
+    return next((i for i, r in enumerate(requests) if r is request), None)
+
+
+def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs):
+    """The backward pass over a minibatch, as a program: returns ``(gradients, requests, counts)``.
 
     ``gradients`` is a tuple of :class:`~funcgrad.core.backward.Gradient` sorted by
     (example, call order), numbered from 0; each critique's ``call`` is the index of
-    its request in ``requests`` (the calls in the order they were asked). ``stats``
-    (a mutable dict, see :func:`proposals.new_stats`) receives call and event counts.
+    its request in ``requests`` (the calls in the order they were asked). ``counts``
+    (:class:`~funcgrad.core.strategy_state.Stats`) holds the call and event counts.
     """
-    per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs, stats)
+    per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs)
                                                        for i, res in enumerate(results)))
-    items = sorted((item for ex in per_example for item in ex), key=lambda t: t[0])
-    grads = []
-    for key, fields in items:
-        request = fields.pop("request")
-        call = next((i for i, r in enumerate(requests) if r is request), None) if fields["source"] == "critique" else None
-        grads.append(Gradient(len(grads), call=call, **fields))
-    return tuple(grads), requests
+    walked = sorted((w for found, _ in per_example for w in found), key=lambda w: w.order)
+    grads = tuple(Gradient(n, call=_critique_call(w.request, requests) if w.fields["source"] == "critique" else None,
+                           **w.fields) for n, w in enumerate(walked))
+    return grads, requests, sum((counts for _, counts in per_example), Stats())
+
+
+# ---------------------------------------------------------------- the optimizer call
 
 
 def _peers(results, name: str, state: PromptState) -> list[str]:
@@ -324,8 +379,54 @@ def _evidence(results, example_id: str, record_id: int):
                 record = res.trace[record_id]
             except Exception:  # a gradient from another batch: show what we have
                 return "", "", res.example.target
-            return _user_text(record), record.output, res.example.target
+            return user_text(record), record.output, res.example.target
     return "", "", None
+
+
+def _optimizer_head(name, state, grads, results, knobs) -> list[str]:
+    """What the param is: the node(s) reading it, its role, current text and peers."""
+    param = state[name]
+    nodes = ", ".join(f"`{n}`" for n in toolz.unique(g.node for g in grads))
+    head = [prompts.TARGET_LINE.format(nodes=nodes, name=name, kind=param.kind)]
+    if param.role:
+        head.append(prompts.ROLE_LINE.format(role=clip(param.role, 300)))
+    head += [prompts.CURRENT_HEADER, fence(clip(param.value, knobs.max_value_chars), CURRENT_TAG)]
+    peers = _peers(results, name, state)
+    if peers:
+        head.append(prompts.PEERS_HEADER)
+        head += [prompts.PEER_LINE.format(name=p, value=repr(one_line(state[p].value, 120))) for p in peers[:4]]
+    return head
+
+
+def _evidence_block(n: int, example_id: str, gs, results, knobs) -> list[str]:
+    """One example's evidence: its input, answer and critique per gradient (stamped by call), then its target."""
+    chars = knobs.max_chars
+    block = [prompts.EXAMPLE_LINE.format(n=n, example=example_id, score=min(g.score for g in gs))]
+    multi = knobs.time_stamps and len({g.node for g in gs}) < len(gs)
+    target = None
+    for g in gs[: knobs.max_feedback]:
+        given, answer, target = _evidence(results, g.example_id, g.record_id)
+        stamp = prompts.STAMP.format(index=g.call_index) if multi else ""
+        if given:
+            block.append(prompts.INPUT_LINE.format(stamp=stamp, text=one_line(given, chars)))
+            block.append(prompts.ANSWER_LINE.format(stamp=stamp, text=one_line(answer, chars)))
+        block.append(prompts.CRITIQUE_LINE.format(stamp=stamp, text=one_line(g.text, chars)))
+    if target is not None:
+        block.append(prompts.EXPECTED_LINE.format(text=one_line(target, 100)))
+    return block
+
+
+def _optimizer_tail(name, state, context, knobs) -> list[str]:
+    """Past and rejected values, steps since improvement, the rules and the reply format (rewrite or edit)."""
+    tail = past_lines(context, name, state[name].value, limit=knobs.max_history)
+    tail += since_improvement_lines(context)
+    tail.append(prompts.RULES.format(max_chars=knobs.max_value_chars))
+    if knobs.edits:
+        tail += [edit_prompts.SENTENCES, *(edit_prompts.SENTENCE_LINE.format(text=s) for s in edits.sentences(state[name].value))]
+        tail.append(edit_prompts.REPLY.format(name=name))
+    else:
+        tail.append(prompts.OPTIMIZER_REPLY.format(name=name, open=OPEN, close=CLOSE))
+    return tail
 
 
 def optimizer_prompt(name, state, grads, results, context, knobs) -> tuple[str, str]:
@@ -336,99 +437,115 @@ def optimizer_prompt(name, state, grads, results, context, knobs) -> tuple[str, 
     Evidence shrinks to fit ``max_prompt_chars``; the description of the param, its
     current value and the reply instructions always survive.
     """
-    chars, param = knobs.max_chars, state[name]
-    system = ET.SYSTEM if knobs.edits else T.OPTIMIZER_SYSTEM.format(open=P.OPEN, close=P.CLOSE)
+    system = edit_prompts.SYSTEM if knobs.edits else prompts.OPTIMIZER_SYSTEM.format(open=OPEN, close=CLOSE)
     by_example = toolz.groupby(lambda g: g.example_id, grads)
     order = sorted(by_example, key=lambda e: min(g.score for g in by_example[e]))
     shown = order[: knobs.max_examples]
-    nodes = ", ".join(f"`{n}`" for n in toolz.unique(g.node for g in grads))
-    head = [T.TARGET_LINE.format(nodes=nodes, name=name, kind=param.kind)]
-    if param.role:
-        head.append(T.ROLE_LINE.format(role=P.clip(param.role, 300)))
-    head += [T.CURRENT_HEADER, P.fence(P.clip(param.value, knobs.max_value_chars), P.CURRENT_TAG)]
-    peers = _peers(results, name, state)
-    if peers:
-        head.append(T.PEERS_HEADER)
-        head += [T.PEER_LINE.format(name=p, value=repr(P.one_line(state[p].value, 120))) for p in peers[:4]]
-    head.append(T.EVIDENCE_HEADER.format(shown=len(shown), total=len(order), chars=chars))
-    blocks = []
-    for n, e in enumerate(shown, 1):
-        gs = by_example[e]
-        block = [T.EXAMPLE_LINE.format(n=n, example=e, score=min(g.score for g in gs))]
-        multi = knobs.time_stamps and len({g.node for g in gs}) < len(gs)
-        for g in gs[: knobs.max_feedback]:
-            given, answer, target = _evidence(results, g.example_id, g.record_id)
-            stamp = T.STAMP.format(index=g.call_index) if multi else ""
-            if given:
-                block.append(T.INPUT_LINE.format(stamp=stamp, text=P.one_line(given, chars)))
-                block.append(T.ANSWER_LINE.format(stamp=stamp, text=P.one_line(answer, chars)))
-            block.append(T.CRITIQUE_LINE.format(stamp=stamp, text=P.one_line(g.text, chars)))
-        if target is not None:
-            block.append(T.EXPECTED_LINE.format(text=P.one_line(target, 100)))
-        blocks.append(block)
-    tail = []
-    hist = P.history_lines(context, name, param.value, limit=knobs.max_history, chars=200)
-    if hist:
-        tail += [S.HISTORY_HEADER, *hist]
-    rej = P.rejected_lines(context, name, limit=knobs.max_history, chars=200)
-    if rej:
-        tail += [S.REJECTED_HEADER, *rej]
-    since = context.steps_since_improvement
-    if since:
-        tail.append(S.SINCE_IMPROVEMENT.format(n=since) + (S.BOLDER if since >= 2 else ""))
-    tail.append(T.RULES.format(max_chars=knobs.max_value_chars))
-    if knobs.edits:
-        tail += [ET.SENTENCES, *(ET.SENTENCE_LINE.format(text=s) for s in E.sentences(param.value))]
-        tail.append(ET.REPLY.format(name=name))
-    else:
-        tail.append(T.OPTIMIZER_REPLY.format(name=name, open=P.OPEN, close=P.CLOSE))
-    return system, P.fit_prompt(head, blocks, tail, knobs.max_prompt_chars)
+    head = _optimizer_head(name, state, grads, results, knobs)
+    head.append(prompts.EVIDENCE_HEADER.format(shown=len(shown), total=len(order), chars=knobs.max_chars))
+    blocks = [_evidence_block(n, e, by_example[e], results, knobs) for n, e in enumerate(shown, 1)]
+    return system, fit_prompt(head, blocks, _optimizer_tail(name, state, context, knobs), knobs.max_prompt_chars)
 
 
 def optimizer_request(name, state, grads, results, context, knobs) -> Request:
     """The optimizer call for ``name``; retries (after a rejection) sample at ``retry_temperature``."""
     system, body = optimizer_prompt(name, state, grads, results, context, knobs)
-    return Request(
-        messages=(("system", system), ("user", body)), model=knobs.optimizer_model,
-        temperature=P.attempt_temperature(context, knobs.optimizer_temperature, knobs.retry_temperature),
-        max_tokens=knobs.optimizer_max_tokens, seed=derive_seed(context.seed, context.step),
-        sample=context.attempt, role="optimizer", json_schema=E.schema(knobs.critique_chars, state[name].value) if knobs.edits else None,
-    )
-
-
-def read_proposal(name, state, grads, results, context, knobs, response, call: int, stats) -> tuple[Candidate, Note]:
-    """The candidate (value or the guard that dropped it) in an optimizer ``response`` for ``name``."""
-    old = state[name].value
-    used = tuple(g.id for g in grads)
-    if knobs.edits:
-        value, guard, reason = _read_edit(response, old)
-    else:
-        value, guard = P.extract_fenced(response.text, finish_reason=response.finish_reason)
-        reason = ""
-    if value is None:
-        reason = reason or {"no_tags": f"optimizer reply had no {P.OPEN} tag",
-                            "truncated": "optimizer reply was cut by the token cap before the closing tag"}[guard]
-    else:
-        guard, reason = P.check_proposal(
-            value, old, results, tau=knobs.tau, critiques=[g.text for g in grads],
-            names=state.names, role=state[name].role, rejected=P.rejected_values(context, name),
-            max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
-        )
-    if guard:
-        stats["rejections"] = P.bump(stats["rejections"], guard)
-        return Candidate(name, old, value, guard, reason, used, call), Note(name, "no_update", f"{guard}: {reason}")
-    n_ex = len({g.example_id for g in grads})
-    return Candidate(name, old, value, "", "", used, call), Note(name, "proposed", f"from {len(grads)} gradients on {n_ex} examples")
+    schema = edits.schema(knobs.critique_chars, state[name].value) if knobs.edits else None
+    return build_optimizer_request(system, body, context, knobs, schema)
 
 
 def _read_edit(response, old: str) -> tuple[str | None, str, str]:
     """``(new value, guard, reason)`` from an edit reply (:mod:`funcgrad.strategies.edits`)."""
-    data, guard = P.json_object(response.text, response.finish_reason,
-                                lambda d: all(isinstance(d.get(f, ""), str) for f in ("op", "old", "new")))
+    data, guard = json_object(response.text, response.finish_reason,
+                              lambda d: all(isinstance(d.get(f, ""), str) for f in ("op", "old", "new")))
     if data is None:
-        return None, guard, f"the edit reply is not a JSON edit object: {P.one_line(response.text, 80)!r}"
-    value, why = E.apply_edit(old, data.get("op", ""), data.get("old", ""), data.get("new", ""))
-    return value, ("bad_edit" if value is None else ""), why
+        return None, guard, f"the edit reply is not a JSON edit object: {one_line(response.text, 80)!r}"
+    value, why = edits.apply_edit(old, data.get("op", ""), data.get("old", ""), data.get("new", ""))
+    return value, (Guard.BAD_EDIT if value is None else ""), why
+
+
+def _read_rewrite(response) -> tuple[str | None, str, str]:
+    """``(new value, guard, reason)`` from a rewrite reply (the value between the tags)."""
+    value, guard = extract_fenced(response.text, finish_reason=response.finish_reason)
+    if value is not None:
+        return value, guard, ""
+    return None, guard, {Guard.NO_TAGS: f"optimizer reply had no {OPEN} tag",
+                         Guard.TRUNCATED: "optimizer reply was cut by the token cap before the closing tag"}[guard]
+
+
+def read_proposal(name, state, grads, results, context, knobs, response, call: int) -> tuple[Candidate, Note, Stats]:
+    """The candidate (value or the guard that dropped it) in an optimizer ``response`` for ``name``, and counts."""
+    old = state[name].value
+    used = tuple(g.id for g in grads)
+    value, guard, reason = _read_edit(response, old) if knobs.edits else _read_rewrite(response)
+    if value is not None:
+        guard, reason = check_proposal(
+            value, old, results, tau=knobs.tau, critiques=[g.text for g in grads], labels=context.labels,
+            names=state.names, role=state[name].role, rejected=rejected_values(context, name),
+            max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
+        )
+    if guard:
+        note = Note(name, "no_update", f"{guard}: {reason}")
+        return Candidate(name, old, value, guard, reason, used, call), note, Stats(rejections={guard: 1})
+    n_ex = len({g.example_id for g in grads})
+    note = Note(name, "proposed", f"from {len(grads)} gradients on {n_ex} examples")
+    return Candidate(name, old, value, "", "", used, call), note, Stats()
+
+
+# ---------------------------------------------------------------- the update, step by step
+
+
+def _optimizer_asks(results, state, grads, context, knobs) -> tuple[list[tuple[str, tuple, Request]], list[Note]]:
+    """``(param, its real gradients, optimizer request)`` for every param with a real gradient, n samples each."""
+    by_param = toolz.groupby(lambda g: g.param, grads)
+    notes, asks = [], []
+    for name in state.trainable_names:
+        gs = by_param.get(name, ())
+        if not gs:
+            continue
+        real = tuple(g for g in gs if g.source != "fixed")
+        if not real:
+            notes.append(Note(name, "no_update", f"all {len({g.example_id for g in gs})} examples scored >= tau ({knobs.tau}): {FIXED}"))
+            continue
+        asks.append((name, real, optimizer_request(name, state, real, results, context, knobs)))
+    if not grads:
+        notes.append(Note("", "no_update", "no trainable parameter received feedback (is any param read by an LLM node upstream of the output?)"))
+    n = knobs.n_candidates
+    return [(name, real, r) for name, real, req in asks for r in sampling.samples(req, n, context.attempt, knobs.sample_temperature)], notes
+
+
+def _optimizer_call(n_asked_before: int, pos: int) -> int:
+    """The number of the optimizer call at ``pos`` of its batch: it follows the ``n_asked_before`` critic calls."""
+    return n_asked_before + pos
+
+
+def _proposals(asks, responses, results, state, context, knobs, n_asked_before: int):
+    """Candidates and notes of the optimizer replies, and one option (param -> value) per sample index."""
+    n = knobs.n_candidates
+    options: list[dict[str, str]] = [{} for _ in range(n)]
+    candidates, notes, counts = [], [], Stats(calls={"optimizer": len(asks)})
+    for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
+        candidate, note, more = read_proposal(name, state, real, results, context, knobs, response,
+                                              _optimizer_call(n_asked_before, pos))
+        candidates.append(candidate)
+        notes.append(note)
+        counts += more
+        if not candidate.guard and candidate.value is not None:
+            options[pos % n][name] = candidate.value
+    return options, candidates, notes, counts
+
+
+def _update(knobs: BackpropKnobs):
+    def update(results, state, s, context):
+        stats = read_state(s, Stats, "backprop") + Stats(steps=1)
+        grads, requests, walked = yield from backward(results, state, knobs)
+        asks, notes = _optimizer_asks(results, state, grads, context, knobs)
+        responses = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
+        options, candidates, more_notes, counts = _proposals(asks, responses, results, state, context, knobs, len(requests))
+        values, chosen = yield from sampling.best_option(state, options, results)
+        return Update(values, [*notes, *more_notes, *chosen], grads, candidates), stats + walked + counts
+
+    return update
 
 
 def backprop(**knobs: Any) -> Strategy:
@@ -465,45 +582,4 @@ def backprop(**knobs: Any) -> Strategy:
     0.5
     """
     k = make_knobs(BackpropKnobs, "backprop", knobs)
-
-    def init(state):
-        return P.freeze_state(P.new_stats())
-
-    def update(results, state, s, context):
-        stats = P.thaw_state(s) or P.new_stats()
-        stats["steps"] = stats.get("steps", 0) + 1
-        grads, requests = yield from backward(results, state, k, stats)
-        by_param = toolz.groupby(lambda g: g.param, grads)
-        notes, asks = [], []
-        for name in state.trainable_names:
-            gs = by_param.get(name, ())
-            if not gs:
-                continue
-            real = tuple(g for g in gs if g.source != "fixed")
-            if not real:
-                notes.append(Note(name, "no_update", f"all {len({g.example_id for g in gs})} examples scored >= tau ({k.tau}): {FIXED}"))
-                continue
-            asks.append((name, real, optimizer_request(name, state, real, results, context, k)))
-        if not grads:
-            notes.append(Note("", "no_update", "no trainable parameter received feedback (is any param read by an LLM node upstream of the output?)"))
-        n = k.n_candidates
-        asks = [(name, real, r) for name, real, req in asks for r in sampling.samples(req, n, context.attempt, k.sample_temperature)]
-        stats["calls"] = P.bump(stats["calls"], "optimizer", len(asks))
-        responses = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
-        options: list[dict[str, str]] = [{} for _ in range(n)]
-        candidates = []
-        for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
-            candidate, note = read_proposal(name, state, real, results, context, k, response, len(requests) + pos, stats)
-            candidates.append(candidate)
-            notes.append(note)
-            if not candidate.guard and candidate.value is not None:
-                options[pos % n][name] = candidate.value
-        options = [o for i, o in enumerate(options) if o and o not in options[:i]]
-        values = options[0] if options else {}
-        if len(options) > 1:
-            best, _, why = yield from sampling.best_on_minibatch(state, options, mean_score(results))
-            values = options[best]
-            notes.append(Note("", "proposed", why))
-        return Update(values, notes, grads, candidates), P.freeze_state(stats)
-
-    return Strategy("backprop", init, update, k)
+    return Strategy("backprop", lambda state: Stats(calls={"backward": 0, "optimizer": 0}), _update(k), k)

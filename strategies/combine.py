@@ -3,36 +3,41 @@
 :func:`chain_steps` runs strategy ``a`` for its first ``n`` steps, then ``b`` (e.g.
 instruction steps, then bootstrapped demos); :func:`alternate` takes turns. The
 combined ``update`` delegates to the part whose turn it is with ``yield from``, so
-the part's effects go straight to the driver; the combined state ``S`` is the JSON
-list of every part's state, so runs checkpoint and resume.
+the part's effects go straight to the driver; the combined state ``S`` is the tuple
+of every part's state, so runs checkpoint and resume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from funcgrad import Note, Strategy, Update
-from funcgrad.core.errors import ConfigError
-from funcgrad.core.strategy import check_result
-from funcgrad.strategies import proposals as P
+from funcgrad.core.errors import ConfigError, StrategyError
+from funcgrad.core.strategy import Note, Strategy, Update, check_result
 from funcgrad.strategies.demos import bootstrap_demos
+
+
+def _part_states(s: Any, parts: tuple[Strategy, ...], name: str) -> tuple:
+    """The parts' states: ``s`` itself, or the previous checkpoint format ``{"parts": [...]}``."""
+    states = s["parts"] if isinstance(s, Mapping) and "parts" in s else s
+    if not isinstance(states, tuple | list) or len(states) != len(parts):
+        raise StrategyError(f"strategy {name!r}: its state is not one state per part ({len(parts)}); "
+                            "start the run afresh instead of resuming")
+    return tuple(states)
 
 
 def _combined(name: str, parts: tuple[Strategy, ...], pick: Callable[[int], int], config: dict) -> Strategy:
     def init(state):
-        return P.freeze_state({"parts": [p.init(state) for p in parts]})
+        return tuple(p.init(state) for p in parts)
 
     def update(results, state, s, context):
-        s = P.thaw_state(s)
+        states = _part_states(s, parts, name)
         i = pick(context.step)
         part = parts[i]
-        inner_s = P.freeze_state(s["parts"][i]) if s["parts"][i] is not None else None
-        value = yield from part.update(results, state, inner_s, context)
+        value = yield from part.update(results, state, states[i], context)
         upd, inner_s = check_result(value, part.name)
-        s["parts"][i] = P.thaw_state(inner_s) if inner_s is not None else None
         notes = (Note("", "proposed" if upd.values else "no_update", f"step {context.step + 1}: {part.name}'s turn"), *upd.notes)
-        return Update(upd.values, notes, upd.gradients, upd.candidates), P.freeze_state(s)
+        return Update(upd.values, notes, upd.gradients, upd.candidates), (*states[:i], inner_s, *states[i + 1:])
 
     return Strategy(name, init, update, config)
 

@@ -6,7 +6,8 @@ that scored ``>= tau``: the node's rendered input (its user message, exactly as 
 trace recorded it) and its *whole* output (listing, reasoning and answer, not only
 the final answer). The trace records what every node saw and said, so this works
 for inner nodes of a multi-node pipeline as well as the last one. The harvest
-accumulates in the strategy state ``S`` (a JSON list, at most ``max_pool``), so
+accumulates in the strategy state ``S`` (a :class:`~funcgrad.core.strategy_state.DemoPool`,
+at most ``max_pool`` demonstrations), so
 later steps draw from every training minibatch seen so far.
 
 Then it draws ``n_sets`` candidate demo sets of ``k`` from that pool with a seeded
@@ -21,17 +22,22 @@ harvested: validation answers are used for their scores only.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Strategy, Update, apply_updates, derive_seed, mean_score
 from funcgrad.core.backward import Candidate
 from funcgrad.core.effects import Validate
-from funcgrad.core.strategy import make_knobs
-from funcgrad.strategies import proposals as P
-from funcgrad.strategies.prompts import demos as T
-
+from funcgrad.core.run import mean_score
+from funcgrad.core.seeds import derive_seed
+from funcgrad.core.state import apply_updates
+from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
+from funcgrad.core.strategy_state import Demo, DemoPool, Stats, read_state
+from funcgrad.strategies.context import rejected_values
+from funcgrad.strategies.knobs import AT_MOST_ONE, POSITIVE_INT
+from funcgrad.strategies.prompts import demos as prompts
+from funcgrad.strategies.text import clip, user_text
 
 
 @attrs.frozen
@@ -42,30 +48,17 @@ class DemosKnobs:
     2
     """
 
-    k: int = attrs.field(default=3, validator=P.POSITIVE_INT)
-    n_sets: int = attrs.field(default=4, validator=P.POSITIVE_INT)
-    tau: float = attrs.field(default=1.0, validator=[attrs.validators.instance_of((int, float)), attrs.validators.le(1)])
-    max_pool: int = attrs.field(default=60, validator=P.POSITIVE_INT)
-    max_chars: int = attrs.field(default=700, validator=P.POSITIVE_INT)
+    k: int = attrs.field(default=3, validator=POSITIVE_INT)
+    n_sets: int = attrs.field(default=4, validator=POSITIVE_INT)
+    tau: float = attrs.field(default=1.0, validator=AT_MOST_ONE)
+    max_pool: int = attrs.field(default=60, validator=POSITIVE_INT)
+    max_chars: int = attrs.field(default=700, validator=POSITIVE_INT)
 
 
-def user_text(record) -> str:
-    """The user message(s) an LLM record was sent: the node's rendered input.
-
-    >>> from funcgrad import Record
-    >>> user_text(Record(1, "count", "llm", request={"messages": [["system", "S"], ["user", "I have a cat."]]}))
-    'I have a cat.'
-    """
-    req = record.request or {}
-    msgs = req.get("messages", ()) if hasattr(req, "get") else ()
-    return "\n".join(content for role, content in msgs if role == "user")
-
-
-def harvest(results, params) -> list[dict]:
+def harvest(results, params) -> list[Demo]:
     """Demonstrations in ``results``: one per call of a node reading one of ``params``, on examples scoring >= tau.
 
-    Each is ``{"id", "param", "node", "call", "input", "output", "score"}`` (a JSON
-    dict); ``results`` are assumed already filtered by score.
+    ``results`` are assumed already filtered by score.
     """
     out = []
     for res in results:
@@ -74,15 +67,15 @@ def harvest(results, params) -> list[dict]:
                 continue
             for p in params:
                 if p in r.params and str(r.output).strip():
-                    out.append({"id": res.example.id, "param": p, "node": r.node, "call": r.call_index,
-                                "input": user_text(r), "output": str(r.output).strip(), "score": res.loss.score})
+                    out.append(Demo(res.example.id, p, r.node, r.call_index, user_text(r), str(r.output).strip(), res.loss.score))
     return out
 
 
 def render_demos(demos, max_chars: int = 700) -> str:
-    """The text of a demos param holding ``demos`` (dicts with ``input`` and ``output``).
+    """The text of a demos param holding ``demos`` (:class:`~funcgrad.core.strategy_state.Demo` values, or
+    mappings with ``input`` and ``output``).
 
-    >>> print(render_demos([{"input": "I have a cat. How many animals?", "output": "cat: 1. Answer: 1"}]))
+    >>> print(render_demos([Demo("e1", "demos", "count", 0, "I have a cat. How many animals?", "cat: 1. Answer: 1", 1.0)]))
     Worked examples (an input, then a correct reply):
     <BLANKLINE>
     Input:
@@ -90,12 +83,99 @@ def render_demos(demos, max_chars: int = 700) -> str:
     Reply:
     cat: 1. Answer: 1
     """
-    blocks = [T.DEMO.format(input=P.clip(d["input"], max_chars), output=P.clip(d["output"], max_chars)) for d in demos]
-    return T.SEPARATOR.join([T.HEADER, *blocks])
+    pairs = [(d["input"], d["output"]) if isinstance(d, Mapping) else (d.input, d.output) for d in demos]
+    blocks = [prompts.DEMO.format(input=clip(x, max_chars), output=clip(y, max_chars)) for x, y in pairs]
+    return prompts.SEPARATOR.join([prompts.HEADER, *blocks])
 
 
-def _key(d: dict) -> tuple:
-    return (d["id"], d["param"], d["node"], d["call"])
+# ---------------------------------------------------------------- the update, step by step
+
+
+def _targets(results, state) -> list[str]:
+    """The trainable ``demos`` params a node of the traces reads."""
+    read = {p for res in results for r in res.trace.records for p in r.params}
+    return [n for n in state.trainable_names if state[n].kind == "demos" and n in read]
+
+
+def _harvested(pool: DemoPool, results, targets, knobs: DemosKnobs) -> DemoPool:
+    """The pool with the new demonstrations of the examples scoring >= tau (the newest ``max_pool`` kept)."""
+    known = {d.key for d in pool.demos}
+    fresh = [d for d in harvest([r for r in results if r.loss.score >= knobs.tau], targets) if d.key not in known]
+    return DemoPool((*pool.demos, *fresh)[-knobs.max_pool:], pool.stats + Stats(events={"harvested": len(fresh)}))
+
+
+def _per_param(pool: DemoPool, results, targets, knobs: DemosKnobs) -> tuple[dict[str, list[Demo]], list[Note]]:
+    """The demonstrations of each target, and a note for each target with none yet or fewer than ``k``."""
+    notes, per_param = [], {}
+    for p in targets:
+        have = [d for d in pool.demos if d.param == p]
+        nodes = ", ".join(sorted({r.node for res in results for r in res.trace.records if p in r.params}))
+        if not have:
+            notes.append(Note(p, "no_update", f"no demonstration for {p!r} yet: node {nodes} has not scored >= "
+                                              f"{knobs.tau} on any training example seen so far (fix its instruction "
+                                              f"first, or lower tau)"))
+            continue
+        if len(have) < knobs.k:
+            notes.append(Note(p, "proposed", f"only {len(have)} demonstration(s) for {p!r} so far (k={knobs.k}): "
+                                             f"using {len(have)}"))
+        per_param[p] = have
+    return per_param, notes
+
+
+def _draw_sets(per_param, state, context, rng: random.Random, knobs: DemosKnobs) -> list[dict[str, list[Demo]]]:
+    """Up to ``n_sets`` distinct demo sets, each new for at least one param (not its value, not rejected)."""
+    rejected = {p: set(rejected_values(context, p)) for p in per_param}
+    sets, seen = [], set()
+    for _ in range(knobs.n_sets):
+        picked = {p: rng.sample(have, min(knobs.k, len(have))) for p, have in per_param.items()}
+        sig = tuple((p, tuple(sorted(d.key for d in ds))) for p, ds in picked.items())
+        texts = {p: render_demos(ds, knobs.max_chars) for p, ds in picked.items()}
+        if sig in seen or all(texts[p] in rejected[p] or texts[p] == state[p].value for p in texts):
+            continue
+        seen.add(sig)
+        sets.append(picked)
+    return sets
+
+
+def _choose(sets, values, state, rng: random.Random):
+    """A program: the best set's index on one validation minibatch (no effect for a single set), why, and counts."""
+    if len(sets) == 1:
+        return 0, "one candidate demo set: no selection needed", Stats()
+    eval_seed = rng.randrange(2**31)
+    answers = yield tuple(Validate(apply_updates(state, v), eval_seed) for v in values)
+    scores = [mean_score(a) for a in answers]
+    best = max(range(len(sets)), key=lambda i: (scores[i], -i))
+    why = "candidate sets on one validation minibatch: " + ", ".join(f"#{i}={x:.2f}" for i, x in enumerate(scores))
+    return best, why, Stats(events={"validated": len(sets)})
+
+
+def _update(knobs: DemosKnobs):
+    def update(results, state, s, context):
+        pool = read_state(s, DemoPool, "bootstrap_demos")
+        pool = attrs.evolve(pool, stats=pool.stats + Stats(steps=1))
+        targets = _targets(results, state)
+        if not targets:
+            return Update((), [Note("", "no_update", "no trainable param of kind 'demos' is read by a node of "
+                                                     "these traces; give the node a demos peer param")]), pool
+        pool = _harvested(pool, results, targets, knobs)
+        per_param, notes = _per_param(pool, results, targets, knobs)
+        if not per_param:
+            return Update((), notes), pool
+        rng = random.Random(derive_seed("bootstrap_demos", context.seed, context.step, context.attempt))
+        sets = _draw_sets(per_param, state, context, rng, knobs)
+        if not sets:
+            notes.append(Note("", "no_update", "every demo set that can be drawn is the current value or was rejected "
+                                               "this step"))
+            return Update((), notes), pool
+        values = [{p: render_demos(ds, knobs.max_chars) for p, ds in picked.items()} for picked in sets]
+        best, why, counts = yield from _choose(sets, values, state, rng)
+        chosen = {p: v for p, v in values[best].items() if v != state[p].value}
+        ids = sorted({d.example_id for ds in sets[best].values() for d in ds})
+        notes.append(Note("", "proposed", f"{why}; chose #{best} (demos from training examples {', '.join(ids)})"))
+        cands = [Candidate(p, state[p].value, v, "", f"set #{best}") for p, v in chosen.items()]
+        return Update(chosen, notes, (), cands), attrs.evolve(pool, stats=pool.stats + counts)
+
+    return update
 
 
 def bootstrap_demos(**knobs: Any) -> Strategy:
@@ -118,68 +198,4 @@ def bootstrap_demos(**knobs: Any) -> Strategy:
     2
     """
     kn = make_knobs(DemosKnobs, "bootstrap_demos", knobs)
-
-    def init(state):
-        return P.freeze_state({"pool": [], "steps": 0, "events": {}})
-
-    def update(results, state, s, context):
-        s = P.thaw_state(s) or {"pool": [], "steps": 0, "events": {}}
-        s["steps"] = s.get("steps", 0) + 1
-        done = lambda upd: (upd, P.freeze_state(s))  # noqa: E731
-        read = {p for res in results for r in res.trace.records for p in r.params}
-        targets = [n for n in state.trainable_names if state[n].kind == "demos" and n in read]
-        if not targets:
-            return done(Update((), [Note("", "no_update", "no trainable param of kind 'demos' is read by a node of "
-                                                           "these traces; give the node a demos peer param")]))
-        good = [r for r in results if r.loss.score >= kn.tau]
-        known = {_key(d) for d in s["pool"]}
-        fresh = [d for d in harvest(good, targets) if _key(d) not in known]
-        s["pool"] = (s["pool"] + fresh)[-kn.max_pool:]
-        s["events"] = P.bump(s["events"], "harvested", len(fresh))
-        notes, per_param = [], {}
-        for p in targets:
-            have = [d for d in s["pool"] if d["param"] == p]
-            nodes = ", ".join(sorted({r.node for res in results for r in res.trace.records if p in r.params}))
-            if not have:
-                notes.append(Note(p, "no_update", f"no demonstration for {p!r} yet: node {nodes} has not scored >= "
-                                                  f"{kn.tau} on any training example seen so far (fix its instruction "
-                                                  f"first, or lower tau)"))
-                continue
-            if len(have) < kn.k:
-                notes.append(Note(p, "proposed", f"only {len(have)} demonstration(s) for {p!r} so far (k={kn.k}): "
-                                                 f"using {len(have)}"))
-            per_param[p] = have
-        if not per_param:
-            return done(Update((), notes))
-        rng = random.Random(derive_seed("bootstrap_demos", context.seed, context.step, context.attempt))
-        rejected = {p: set(P.rejected_values(context, p)) for p in per_param}
-        sets: list[dict[str, list[dict]]] = []
-        seen: set[tuple] = set()
-        for _ in range(kn.n_sets):
-            picked = {p: rng.sample(have, min(kn.k, len(have))) for p, have in per_param.items()}
-            sig = tuple((p, tuple(sorted(_key(d) for d in ds))) for p, ds in picked.items())
-            texts = {p: render_demos(ds, kn.max_chars) for p, ds in picked.items()}
-            if sig in seen or all(texts[p] in rejected[p] or texts[p] == state[p].value for p in texts):
-                continue
-            seen.add(sig)
-            sets.append(picked)
-        if not sets:
-            notes.append(Note("", "no_update", "every demo set that can be drawn is the current value or was rejected "
-                                               "this step"))
-            return done(Update((), notes))
-        values = [{p: render_demos(ds, kn.max_chars) for p, ds in picked.items()} for picked in sets]
-        best, why = 0, "one candidate demo set: no selection needed"
-        if len(sets) > 1:
-            eval_seed = rng.randrange(2**31)
-            answers = yield tuple(Validate(apply_updates(state, v), eval_seed) for v in values)
-            scores = [mean_score(a) for a in answers]
-            best = max(range(len(sets)), key=lambda i: (scores[i], -i))
-            why = "candidate sets on one validation minibatch: " + ", ".join(f"#{i}={x:.2f}" for i, x in enumerate(scores))
-            s["events"] = P.bump(s["events"], "validated", len(sets))
-        chosen = {p: v for p, v in values[best].items() if v != state[p].value}
-        ids = sorted({d["id"] for ds in sets[best].values() for d in ds})
-        notes.append(Note("", "proposed", f"{why}; chose #{best} (demos from training examples {', '.join(ids)})"))
-        cands = [Candidate(p, state[p].value, v, "", f"set #{best}") for p, v in chosen.items()]
-        return done(Update(chosen, notes, (), cands))
-
-    return Strategy("bootstrap_demos", init, update, kn)
+    return Strategy("bootstrap_demos", lambda state: DemoPool(), _update(kn), kn)

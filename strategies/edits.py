@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from funcgrad.strategies.proposals import closed_object
+from funcgrad.strategies.replies import closed_object
 
 OPS = ("add", "replace", "delete")
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")

@@ -1,6 +1,7 @@
 """GEPA-style reflective prompt evolution with Pareto selection, as an effect program.
 
-The strategy keeps a *pool* of candidate states in ``S`` (their trainable values),
+The strategy keeps a *pool* of candidate states in ``S`` (a
+:class:`~funcgrad.core.strategy_state.Pool` of their trainable values),
 each with its score on every example of one fixed validation minibatch (a
 ``Validate`` effect with a seed derived from the run's seed only, so all candidates
 are scored on the same examples: paired). Each step:
@@ -21,7 +22,7 @@ are scored on the same examples: paired). Each step:
    inputs and replies and the feedback, and asks for the improved text as
    schema-constrained JSON ``{"diagnosis", "text"}`` (``json_schema=False``: between
    ``<NEW_VALUE>`` tags; the 1.5B model often stops after its diagnosis and writes no
-   tagged value, docs/results.md §11); the shared guards (:func:`~funcgrad.strategies.proposals.check_value`) apply;
+   tagged value, docs/results.md §11); the shared guards (:func:`~funcgrad.strategies.guards.check_value`) apply;
 5. keep the child only if it strictly improves the parent's minibatch score (``Rerun``),
    then score it on the validation minibatch and add it to the pool (at most
    ``pool_size`` entries: the lowest mean goes, never the best);
@@ -35,19 +36,25 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import toolz
 
-from funcgrad import Note, PromptState, Request, Strategy, Update, apply_updates, derive_seed, mean_score
 from funcgrad.core.backward import Candidate
 from funcgrad.core.effects import Rerun, Validate, ask
-from funcgrad.core.strategy import make_knobs
-from funcgrad.strategies import proposals as P
-from funcgrad.strategies.demos import user_text
-from funcgrad.strategies.prompts import gepa as T
-
+from funcgrad.core.run import mean_score
+from funcgrad.core.seeds import derive_seed
+from funcgrad.core.state import PromptState, apply_updates
+from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
+from funcgrad.core.strategy_state import Pool, PoolEntry, Stats, read_state
+from funcgrad.strategies.guards import Guard, check_proposal
+from funcgrad.strategies.knobs import NON_NEGATIVE, POSITIVE_INT, PROMPT_CAP, check_skip_guards
+from funcgrad.strategies.optimizer import optimizer_request
+from funcgrad.strategies.prompts import gepa as prompts
+from funcgrad.strategies.replies import closed_object, extract_fenced, json_object
+from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line, user_text
 
 
 @attrs.frozen
@@ -58,44 +65,39 @@ class GepaKnobs:
     4
     """
 
-    pool_size: int = attrs.field(default=8, validator=P.POSITIVE_INT)
-    max_examples: int = attrs.field(default=4, validator=P.POSITIVE_INT)
-    max_chars: int = attrs.field(default=300, validator=P.POSITIVE_INT)
-    max_value_chars: int = attrs.field(default=1500, validator=P.POSITIVE_INT)
-    max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
-    optimizer_max_tokens: int = attrs.field(default=300, validator=P.POSITIVE_INT)
-    optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
-    retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
+    pool_size: int = attrs.field(default=8, validator=POSITIVE_INT)
+    max_examples: int = attrs.field(default=4, validator=POSITIVE_INT)
+    max_chars: int = attrs.field(default=300, validator=POSITIVE_INT)
+    max_value_chars: int = attrs.field(default=1500, validator=POSITIVE_INT)
+    max_prompt_chars: int = attrs.field(default=4000, validator=PROMPT_CAP)
+    optimizer_max_tokens: int = attrs.field(default=300, validator=POSITIVE_INT)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=NON_NEGATIVE)
+    retry_temperature: float = attrs.field(default=0.7, validator=NON_NEGATIVE)
     optimizer_model: str = ""
     json_schema: bool = True
-    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
+    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=check_skip_guards)
 
 
 def _values(state: PromptState) -> dict[str, str]:
     return {n: state[n].value for n in state.trainable_names}
 
 
-def _state_of(state: PromptState, values: dict[str, str]) -> PromptState:
+def _state_of(state: PromptState, values) -> PromptState:
     return apply_updates(state, {n: v for n, v in values.items() if n in state and state[n].value != v})
 
 
-def _mean(entry: dict) -> float:
-    scores = entry["scores"] or {}
-    return sum(scores.values()) / len(scores) if scores else 0.0
-
-
-def pareto_front(pool: list[dict]) -> dict[int, int]:
+def pareto_front(pool: Sequence[PoolEntry]) -> dict[int, int]:
     """Entry index -> on how many examples it is best, over the non-dominated scored entries.
 
-    >>> pool = [{"scores": {"a": 1, "b": 0}}, {"scores": {"a": 0, "b": 1}}, {"scores": {"a": 0, "b": 0}}]
+    >>> pool = [PoolEntry({}, {"a": 1, "b": 0}), PoolEntry({}, {"a": 0, "b": 1}), PoolEntry({}, {"a": 0, "b": 0})]
     >>> pareto_front(pool)
     {0: 1, 1: 1}
     """
-    scored = [i for i, e in enumerate(pool) if e["scores"]]
-    ids = sorted({x for i in scored for x in pool[i]["scores"]})
+    scored = [i for i, e in enumerate(pool) if e.scores]
+    ids = sorted({x for i in scored for x in pool[i].scores})
 
     def at(i, x):
-        return pool[i]["scores"].get(x, 0.0)
+        return pool[i].scores.get(x, 0.0)
 
     counts: dict[int, int] = {}
     for x in ids:
@@ -111,36 +113,39 @@ def pareto_front(pool: list[dict]) -> dict[int, int]:
     return {i: n for i, n in counts.items() if not dominated(i)}
 
 
+def _run_block(n: int, res, name: str, knobs: GepaKnobs) -> list[str]:
+    """One reflection example: the inputs and replies of the nodes reading ``name``, then the feedback."""
+    block = [prompts.EXAMPLE.format(n=n, score=res.loss.score)]
+    for r in res.trace.records:
+        if r.kind == "llm" and name in r.params:
+            block.append(prompts.INPUT.format(node=r.node, text=one_line(user_text(r), knobs.max_chars)))
+            block.append(prompts.REPLY.format(node=r.node, text=one_line(r.output if r.error is None else "ERROR: " + r.error, knobs.max_chars)))
+    block.append(prompts.FEEDBACK.format(text=one_line(res.loss.feedback or f"score {res.loss.score:.2f}", knobs.max_chars)))
+    return block
+
+
 def reflection_prompt(name: str, state: PromptState, results, knobs: GepaKnobs) -> tuple[str, str]:
     """System and user text of the reflection call for component ``name`` on ``results``."""
     param = state[name]
     nodes = ", ".join(f"`{n}`" for n in toolz.unique(r.node for res in results for r in res.trace.records if name in r.params))
-    head = [T.TARGET.format(name=name, kind=param.kind, nodes=nodes or "the program")]
+    head = [prompts.TARGET.format(name=name, kind=param.kind, nodes=nodes or "the program")]
     if param.role:
-        head.append(T.ROLE.format(role=P.clip(param.role, 300)))
-    current = P.clip(param.value, knobs.max_value_chars)
+        head.append(prompts.ROLE.format(role=clip(param.role, 300)))
+    current = clip(param.value, knobs.max_value_chars)
     # a JSON reply quotes the current text as a JSON string; the 1.5B copied a <CURRENT_VALUE> fence as its "text"
-    head += [T.CURRENT, json.dumps(current) if knobs.json_schema else P.fence(current, P.CURRENT_TAG)]
+    head += [prompts.CURRENT, json.dumps(current) if knobs.json_schema else fence(current, CURRENT_TAG)]
     order = sorted(results, key=lambda r: r.loss.score)[: knobs.max_examples]
-    head.append(T.RUNS.format(shown=len(order)))
-    blocks = []
-    for n, res in enumerate(order, 1):
-        block = [T.EXAMPLE.format(n=n, score=res.loss.score)]
-        for r in res.trace.records:
-            if r.kind == "llm" and name in r.params:
-                block.append(T.INPUT.format(node=r.node, text=P.one_line(user_text(r), knobs.max_chars)))
-                block.append(T.REPLY.format(node=r.node, text=P.one_line(r.output if r.error is None else "ERROR: " + r.error, knobs.max_chars)))
-        block.append(T.FEEDBACK.format(text=P.one_line(res.loss.feedback or f"score {res.loss.score:.2f}", knobs.max_chars)))
-        blocks.append(block)
-    ask = T.ASK_JSON if knobs.json_schema else T.ASK
-    tail = [ask.format(name=name, max_chars=knobs.max_value_chars, open=P.OPEN, close=P.CLOSE)]
-    return T.SYSTEM, P.fit_prompt(head, blocks, tail, knobs.max_prompt_chars)
+    head.append(prompts.RUNS.format(shown=len(order)))
+    blocks = [_run_block(n, res, name, knobs) for n, res in enumerate(order, 1)]
+    ask_text = prompts.ASK_JSON if knobs.json_schema else prompts.ASK
+    tail = [ask_text.format(name=name, max_chars=knobs.max_value_chars, open=OPEN, close=CLOSE)]
+    return prompts.SYSTEM, fit_prompt(head, blocks, tail, knobs.max_prompt_chars)
 
 
 def _schema(max_len: int) -> str:
     text = {"type": "string", "maxLength": max_len}
     props = {"diagnosis": {"type": "string", "maxLength": 300}, "text": text}
-    return json.dumps(P.closed_object(props))
+    return json.dumps(closed_object(props))
 
 
 def reply_value(text: str, finish_reason: str, json_schema: bool) -> tuple[str | None, str, str]:
@@ -149,17 +154,160 @@ def reply_value(text: str, finish_reason: str, json_schema: bool) -> tuple[str |
     >>> reply_value('{"diagnosis": "d", "text": "Count."}', "stop", True)
     ('Count.', '', '')
     >>> reply_value('{"diagnosis": "they overcount"', "length", True)[1]
-    'truncated'
+    <Guard.TRUNCATED: 'truncated'>
     """
     if not json_schema:
-        value, guard = P.extract_fenced(text, finish_reason=finish_reason)
+        value, guard = extract_fenced(text, finish_reason=finish_reason)
         return value, guard, "optimizer reply had no value between the tags" if value is None else ""
-    data, guard = P.json_object(text, finish_reason, lambda d: isinstance(d.get("text"), str))
+    data, guard = json_object(text, finish_reason, lambda d: isinstance(d.get("text"), str))
     if data is not None:
         return data["text"].strip(), "", ""
-    if guard == "truncated":
+    if guard == Guard.TRUNCATED:
         return None, guard, "optimizer reply was cut by the token cap"
     return None, guard, "optimizer reply is not JSON with a string 'text'"
+
+
+# ---------------------------------------------------------------- the update, step by step
+
+
+def _scores(results) -> dict[str, float]:
+    return {r.example.id: r.loss.score for r in results}
+
+
+def _scored_pool(pool: Pool, state: PromptState, val_seed: int):
+    """A program: the pool with the current state added (if new) and every unscored entry scored (one batch)."""
+    entries = list(pool.entries)
+    if not any(e.values == _values(state) for e in entries):
+        entries.append(PoolEntry(_values(state)))
+    unscored = [i for i, e in enumerate(entries) if e.scores is None]
+    counts = Stats()
+    if unscored:
+        answers = yield tuple(Validate(_state_of(state, entries[i].values), val_seed) for i in unscored)
+        for i, res in zip(unscored, answers):
+            entries[i] = attrs.evolve(entries[i], scores=_scores(res))
+        counts = Stats(events={"evaluations": len(unscored)})
+    return attrs.evolve(pool, entries=entries), counts
+
+
+def _pick_parent(pool: Pool, context) -> int:
+    """A parent drawn from the Pareto front, weighted by how many examples each is best on (seeded stream)."""
+    rng = random.Random(derive_seed("gepa", context.seed, context.step, context.attempt))
+    front = pareto_front(pool.entries)
+    ids = sorted(front)
+    return rng.choices(ids, weights=[front[i] for i in ids])[0] if ids else 0
+
+
+def _parent_results(parent_state, is_current: bool, results):
+    """A program: the minibatch under the parent (the given results when the parent is the current state)."""
+    if is_current:
+        return results, Stats()
+    (parent_results,) = yield (Rerun(parent_state),)
+    return parent_results, Stats(events={"reruns": 1})
+
+
+def _components(state: PromptState, results) -> list[str]:
+    """The trainable text params (not demos) the traces read: the components reflected on, round robin."""
+    return [n for n in state.trainable_names if state[n].kind != "demos"
+            and any(n in r.params for res in results for r in res.trace.records)]
+
+
+def _reflection_call(name, parent_state, parent_results, context, knobs):
+    """A program: the reflection call for ``name``; returns its value, guard and reason."""
+    system, body = reflection_prompt(name, parent_state, parent_results, knobs)
+    request = optimizer_request(system, body, context, knobs, _schema(knobs.max_value_chars) if knobs.json_schema else None)
+    response = yield from ask(request)
+    return reply_value(response.text, response.finish_reason, knobs.json_schema)
+
+
+def _reflection_call_number() -> int:
+    """The number of the reflection call among the step's calls: gepa makes one call per step."""
+    return 0
+
+
+def _child(pool: Pool, parent: int, name: str, value: str, before: float, state, val_seed):
+    """A program: rerun the child on the minibatch; a child that improves is validated and joins the pool."""
+    child_values = dict(pool.entries[parent].values, **{name: value})
+    child_state = _state_of(state, child_values)
+    (child_results,) = yield (Rerun(child_state),)
+    after = mean_score(child_results)
+    if after <= before:
+        note = Note(name, "no_update", f"child of #{parent} did not improve the minibatch ({after:.2f} <= {before:.2f})")
+        return pool, note, Stats(events={"child_lost_minibatch": 1})
+    (val_results,) = yield (Validate(child_state, val_seed),)
+    child = PoolEntry(child_values, _scores(val_results), parent)
+    note = Note(name, "proposed", f"child of #{parent} improved the minibatch ({before:.2f} -> "
+                                  f"{after:.2f}); validation mean {child.mean:.2f}")
+    return attrs.evolve(pool, entries=(*pool.entries, child)), note, Stats(events={"children": 1})
+
+
+def _reflect(pool: Pool, parent: int, parent_state, parent_results, state, results, context, knobs, val_seed):
+    """A program: reflect on one component of the parent and try the child; returns pool, candidates, notes, counts."""
+    names = _components(state, results)
+    if not names:
+        return pool, [], [Note("", "no_update", "no trainable text parameter (other than demos) is read by these traces")], Stats()
+    if parent_results and all(r.loss.score >= 1.0 for r in parent_results):
+        return pool, [], [Note("", "no_update", f"parent #{parent} is perfect on this minibatch: nothing to reflect on")], Stats()
+    name = names[pool.cursor % len(names)]
+    pool = attrs.evolve(pool, cursor=pool.cursor + 1)
+    value, guard, reason = yield from _reflection_call(name, parent_state, parent_results, context, knobs)
+    old = parent_state[name].value
+    if value is not None:
+        guard, reason = check_proposal(
+            value, old, parent_results, names=state.names, role=state[name].role, labels=context.labels,
+            rejected=[e.values.get(name, "") for e in pool.entries if e.values.get(name) != old],
+            max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
+        )
+    candidates = [Candidate(name, old, value, guard, reason, (), _reflection_call_number())]
+    counts = Stats(calls={"optimizer": 1})
+    if guard:
+        return pool, candidates, [Note(name, "no_update", f"{guard}: {reason}")], counts + Stats(rejections={guard: 1})
+    pool, note, more = yield from _child(pool, parent, name, value, mean_score(parent_results), state, val_seed)
+    return pool, candidates, [note], counts + more
+
+
+def _best(entries) -> int:
+    return max(range(len(entries)), key=lambda i: (entries[i].mean, -i))
+
+
+def _trimmed(pool: Pool, size: int) -> Pool:
+    """The pool without its lowest-mean entry when it holds more than ``size`` (never the best)."""
+    if len(pool.entries) <= size:
+        return pool
+    best = _best(pool.entries)
+    worst = min((i for i in range(len(pool.entries)) if i != best), key=lambda i: (pool.entries[i].mean, i))
+    return attrs.evolve(pool, entries=pool.entries[:worst] + pool.entries[worst + 1:])
+
+
+def _proposal(pool: Pool, state: PromptState, candidates) -> tuple[dict, Note, list, Pool]:
+    """The pool's best entry as a proposal relative to ``state``, unless it is the current state or was proposed."""
+    best = _best(pool.entries)
+    entry = pool.entries[best]
+    values = {n: v for n, v in entry.values.items() if n in state and state[n].value != v}
+    if not values:
+        return {}, Note("", "no_update", f"the pool's best (#{best}, mean {entry.mean:.2f}) is the current state"), candidates, pool
+    if values in pool.proposed:
+        return {}, Note("", "no_update", f"the pool's best (#{best}) was proposed before"), candidates, pool
+    have = {(c.param, c.value) for c in candidates if not c.guard}
+    candidates = [*candidates, *(Candidate(n, state[n].value, v, "", f"pool entry #{best}") for n, v in values.items() if (n, v) not in have)]
+    note = Note("", "proposed", f"the pool's best: #{best} (mean {entry.mean:.2f} on the validation minibatch)")
+    return values, note, candidates, attrs.evolve(pool, proposed=(*pool.proposed, values))
+
+
+def _update(knobs: GepaKnobs):
+    def update(results, state, s, context):
+        pool = read_state(s, Pool, "gepa")
+        val_seed = derive_seed("gepa-validation", context.seed)
+        pool, counts = yield from _scored_pool(pool, state, val_seed)
+        parent = _pick_parent(pool, context)
+        parent_state = _state_of(state, pool.entries[parent].values)
+        parent_results, more = yield from _parent_results(parent_state, pool.entries[parent].values == _values(state), results)
+        pool, candidates, notes, reflected = yield from _reflect(pool, parent, parent_state, parent_results, state,
+                                                                 results, context, knobs, val_seed)
+        values, note, candidates, pool = _proposal(_trimmed(pool, knobs.pool_size), state, candidates)
+        stats = pool.stats + Stats(steps=1) + counts + more + reflected
+        return Update(values, [*notes, note], (), candidates), attrs.evolve(pool, stats=stats)
+
+    return update
 
 
 def gepa(**knobs: Any) -> Strategy:
@@ -184,101 +332,4 @@ def gepa(**knobs: Any) -> Strategy:
     4
     """
     k = make_knobs(GepaKnobs, "gepa", knobs)
-
-    def init(state):
-        return P.freeze_state({"pool": [{"values": _values(state), "scores": None, "parent": None}],
-                               "component": 0, "proposed": [], **P.new_stats()})
-
-    def update(results, state, s, context):
-        s = P.thaw_state(s)
-        s["steps"] = s.get("steps", 0) + 1
-        pool: list[dict] = s["pool"]
-        notes: list[Note] = []
-        val_seed = derive_seed("gepa-validation", context.seed)
-        current = _values(state)
-        if not any(e["values"] == current for e in pool):
-            pool.append({"values": current, "scores": None, "parent": None})
-        unscored = [e for e in pool if e["scores"] is None]
-        if unscored:
-            answers = yield tuple(Validate(_state_of(state, e["values"]), val_seed) for e in unscored)
-            for e, res in zip(unscored, answers):
-                e["scores"] = {r.example.id: r.loss.score for r in res}
-            s["events"] = P.bump(s["events"], "evaluations", len(unscored))
-        rng = random.Random(derive_seed("gepa", context.seed, context.step, context.attempt))
-        front = pareto_front(pool)
-        ids = sorted(front)
-        parent = rng.choices(ids, weights=[front[i] for i in ids])[0] if ids else 0
-        parent_state = _state_of(state, pool[parent]["values"])
-        if pool[parent]["values"] == current:
-            parent_results = results
-        else:
-            (parent_results,) = yield (Rerun(parent_state),)
-            s["events"] = P.bump(s["events"], "reruns")
-        names = [n for n in state.trainable_names if state[n].kind != "demos"
-                 and any(n in r.params for res in results for r in res.trace.records)]
-        before = mean_score(parent_results)
-        candidates: list[Candidate] = []
-        if not names:
-            notes.append(Note("", "no_update", "no trainable text parameter (other than demos) is read by these traces"))
-        elif parent_results and all(r.loss.score >= 1.0 for r in parent_results):
-            notes.append(Note("", "no_update", f"parent #{parent} is perfect on this minibatch: nothing to reflect on"))
-        else:
-            name = names[s["component"] % len(names)]
-            s["component"] += 1
-            system, body = reflection_prompt(name, parent_state, parent_results, k)
-            request = Request(
-                messages=(("system", system), ("user", body)), model=k.optimizer_model,
-                temperature=P.attempt_temperature(context, k.optimizer_temperature, k.retry_temperature),
-                max_tokens=k.optimizer_max_tokens, seed=derive_seed(context.seed, context.step),
-                sample=context.attempt, role="optimizer", json_schema=_schema(k.max_value_chars) if k.json_schema else None,
-            )
-            s["calls"] = P.bump(s["calls"], "optimizer")
-            response = yield from ask(request)
-            old = parent_state[name].value
-            value, guard, reason = reply_value(response.text, response.finish_reason, k.json_schema)
-            if value is not None:
-                guard, reason = P.check_proposal(
-                    value, old, parent_results, names=state.names, role=state[name].role,
-                    rejected=[e["values"].get(name, "") for e in pool if e["values"].get(name) != old],
-                    max_value_chars=k.max_value_chars, skip=k.skip_guards,
-                )
-            candidates.append(Candidate(name, old, value, guard, reason, (), 0))
-            if guard:
-                s["rejections"] = P.bump(s["rejections"], guard)
-                notes.append(Note(name, "no_update", f"{guard}: {reason}"))
-            else:
-                child_values = dict(pool[parent]["values"], **{name: value})
-                child_state = _state_of(state, child_values)
-                (child_results,) = yield (Rerun(child_state),)
-                after = mean_score(child_results)
-                if after <= before:
-                    s["events"] = P.bump(s["events"], "child_lost_minibatch")
-                    notes.append(Note(name, "no_update", f"child of #{parent} did not improve the minibatch "
-                                                         f"({after:.2f} <= {before:.2f})"))
-                else:
-                    (val_results,) = yield (Validate(child_state, val_seed),)
-                    child = {"values": child_values, "scores": {r.example.id: r.loss.score for r in val_results},
-                             "parent": parent}
-                    pool.append(child)
-                    s["events"] = P.bump(s["events"], "children")
-                    notes.append(Note(name, "proposed", f"child of #{parent} improved the minibatch ({before:.2f} -> "
-                                                        f"{after:.2f}); validation mean {_mean(child):.2f}"))
-        if len(pool) > k.pool_size:
-            best = max(range(len(pool)), key=lambda i: (_mean(pool[i]), -i))
-            worst = min((i for i in range(len(pool)) if i != best), key=lambda i: (_mean(pool[i]), i))
-            pool.pop(worst)
-        best = max(range(len(pool)), key=lambda i: (_mean(pool[i]), -i))
-        values = {n: v for n, v in pool[best]["values"].items() if n in state and state[n].value != v}
-        if not values:
-            notes.append(Note("", "no_update", f"the pool's best (#{best}, mean {_mean(pool[best]):.2f}) is the current state"))
-        elif values in s["proposed"]:
-            notes.append(Note("", "no_update", f"the pool's best (#{best}) was proposed before"))
-            values = {}
-        else:
-            s["proposed"].append(values)
-            have = {(c.param, c.value) for c in candidates if not c.guard}
-            candidates += [Candidate(n, state[n].value, v, "", f"pool entry #{best}") for n, v in values.items() if (n, v) not in have]
-            notes.append(Note("", "proposed", f"the pool's best: #{best} (mean {_mean(pool[best]):.2f} on the validation minibatch)"))
-        return Update(values, notes, (), candidates), P.freeze_state(s)
-
-    return Strategy("gepa", init, update, k)
+    return Strategy("gepa", lambda state: Pool((PoolEntry(_values(state)),)), _update(k), k)

@@ -18,7 +18,8 @@ Once per training step it
 
 The random stream is ``random.Random(sha256(f"{seed}:{step}"))`` with ``seed`` the
 run's seed (``context.seed``: a comparison grid's seed reaches it), and the number
-of values drawn from it lives in S, so a run resumed from a JSON checkpoint draws
+of values drawn from it lives in S (a :class:`~funcgrad.core.strategy_state.History`), so a run
+resumed from a JSON checkpoint draws
 the same candidates. Later proposals of the same step (after a rejection) reuse ``p*``.
 """
 
@@ -30,10 +31,13 @@ from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Strategy, Update, apply_updates, derive_seed, mean_score
 from funcgrad.core.effects import Rerun, Validate
-from funcgrad.core.strategy import make_knobs
-from funcgrad.strategies import proposals as P
+from funcgrad.core.run import mean_score
+from funcgrad.core.seeds import derive_seed
+from funcgrad.core.state import PromptState, apply_updates
+from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
+from funcgrad.core.strategy_state import History, HistoryEntry, Pick, Stats, freeze_state, read_state
+from funcgrad.strategies.knobs import POSITIVE_INT
 
 
 def stream(seed: int, step: int, position: int = 0) -> random.Random:
@@ -67,14 +71,14 @@ def _trainable_values(state: PromptState) -> dict[str, str]:
     return {n: state[n].value for n in state.trainable_names}
 
 
-def _find(history: list[dict], values: dict[str, str]) -> int | None:
-    for i, h in enumerate(history):
-        if h["values"] == values:
+def _find(entries, values) -> int | None:
+    for i, h in enumerate(entries):
+        if h.values == values:
             return i
     return None
 
 
-def _state_of(state: PromptState, values: dict[str, str]) -> PromptState:
+def _state_of(state: PromptState, values) -> PromptState:
     diff = {n: v for n, v in values.items() if n in state and state[n].trainable and state[n].value != v}
     return apply_updates(state, diff)
 
@@ -87,11 +91,102 @@ class SampledMomentumKnobs:
     3
     """
 
-    k: int = attrs.field(default=5, validator=P.POSITIVE_INT)
+    k: int = attrs.field(default=5, validator=POSITIVE_INT)
     temperature: float = attrs.field(default=0.6, validator=[attrs.validators.instance_of((int, float)), attrs.validators.gt(0)])
     c: float = attrs.field(default=0.4, validator=[attrs.validators.instance_of((int, float)), attrs.validators.ge(0)])
     max_history: int = attrs.field(default=30, validator=[attrs.validators.instance_of(int), attrs.validators.ge(2)])
     unscored_score: float = attrs.field(default=1.0, validator=attrs.validators.instance_of((int, float)))
+
+
+# ---------------------------------------------------------------- the update, step by step
+
+
+def _with_current(history: History, current) -> History:
+    if _find(history.entries, current) is None:
+        return attrs.evolve(history, entries=(*history.entries, HistoryEntry(current)))
+    return history
+
+
+def _scored(entries, chosen, answers) -> tuple[tuple[HistoryEntry, ...], list[tuple[int, float]]]:
+    """The entries with the running means of the ``chosen`` ones updated by their scores, and those scores."""
+    entries, measured = list(entries), []
+    for i, results in zip(chosen, answers):
+        score = mean_score(results)
+        h = entries[i]
+        n = h.n + 1
+        entries[i] = HistoryEntry(h.values, score if h.mean is None else h.mean + (score - h.mean) / n, n)
+        measured.append((i, score))
+    return tuple(entries), measured
+
+
+def _pick(history: History, state, context, knobs):
+    """A program: sample, score and choose p* for this step. Returns ``(history, index, why)``."""
+    current, step = _trainable_values(state), context.step
+    history = _with_current(history, current)
+    if history.pick and history.pick.step == step:
+        idx = _find(history.entries, history.pick.values)
+        if idx is not None:
+            return history, idx, f"reusing this step's p* (history entry {idx})"
+    position = history.stream_position if history.stream_step == step else 0
+    rng = stream(context.seed, step, position)
+    entries = history.entries
+    scores = [h.mean if h.mean is not None else knobs.unscored_score for h in entries]
+    chosen = gumbel_top_k(scores, min(knobs.k, len(entries)), knobs.temperature, knobs.c, rng)
+    eval_seed = rng.randrange(2**31)
+    history = attrs.evolve(history, stream_step=step, stream_position=position + len(entries) + 1,
+                           stats=history.stats + Stats(events={"samples": 1}))
+    cur = _find(entries, current)
+    if len(chosen) == 1 and chosen[0] == cur:
+        return attrs.evolve(history, pick=Pick(step, current, [cur], eval_seed)), cur, "one state in history: stepping from the current state"
+    answers = yield tuple(Validate(_state_of(state, entries[i].values), eval_seed) for i in chosen)
+    entries, measured = _scored(entries, chosen, answers)
+    best = max(chosen, key=lambda i: (entries[i].mean, i == cur, -i))
+    history = attrs.evolve(history, entries=entries, pick=Pick(step, entries[best].values, chosen, eval_seed),
+                           stats=history.stats + Stats(events={"evaluations": len(chosen)}))
+    shown = ", ".join(f"#{i}={sc:.2f}" for i, sc in measured)
+    return history, best, f"candidates {shown}; p* = #{best} (mean {entries[best].mean:.2f}, n={entries[best].n})"
+
+
+def _star(history: History, idx: int, state, results):
+    """A program: p*'s state and the minibatch under it (rerun unless p* is the current state)."""
+    star_values = history.entries[idx].values
+    if star_values == _trainable_values(state):
+        return state, results, history
+    star_state = _state_of(state, star_values)
+    (star_results,) = yield (Rerun(star_state),)
+    return star_state, star_results, attrs.evolve(history, stats=history.stats + Stats(events={"reruns": 1}))
+
+
+def _trimmed(entries, current, knobs) -> tuple[HistoryEntry, ...]:
+    """At most ``max_history`` entries: the worst-scored go first, never the current state nor the newest."""
+    if len(entries) <= knobs.max_history:
+        return entries
+    keep_cur = _find(entries, current)
+    ranked = sorted(
+        (i for i in range(len(entries)) if i not in (keep_cur, len(entries) - 1)),
+        key=lambda i: (entries[i].mean if entries[i].mean is not None else knobs.unscored_score, i),
+    )
+    drop = set(ranked[: len(entries) - knobs.max_history])
+    return tuple(h for i, h in enumerate(entries) if i not in drop)
+
+
+def _update(inner: Strategy, knobs: SampledMomentumKnobs):
+    def update(results, state, s, context):
+        history = read_state(s, History, "sampled_momentum")
+        history, idx, why = yield from _pick(history, state, context, knobs)
+        star_state, star_results, history = yield from _star(history, idx, state, results)
+        inner_update, inner_s = yield from inner.update(star_results, star_state, history.inner, context)
+        proposal = _trainable_values(apply_updates(star_state, inner_update.values))
+        values = {n: v for n, v in proposal.items() if state[n].value != v}
+        notes = [Note("", "proposed" if values else "no_update", f"sampled momentum: {why}"), *inner_update.notes]
+        entries = history.entries
+        if values and _find(entries, proposal) is None:
+            entries = (*entries, HistoryEntry(proposal))
+        history = attrs.evolve(history, entries=_trimmed(entries, _trainable_values(state), knobs),
+                               inner=freeze_state(inner_s, where=f"state of strategy {inner.name!r}"))
+        return Update(values, notes, inner_update.gradients, inner_update.candidates), history
+
+    return update
 
 
 def sampled_momentum(inner: Strategy, **knobs: Any) -> Strategy:
@@ -112,80 +207,6 @@ def sampled_momentum(inner: Strategy, **knobs: Any) -> Strategy:
     config = {"inner": inner.name, "inner_config": inner.config, **attrs.asdict(k)}
 
     def init(state):
-        return P.freeze_state({
-            "history": [{"values": _trainable_values(state), "mean": None, "n": 0}],
-            "rng": {"step": None, "position": 0},
-            "pick": None,
-            "inner": inner.init(state),
-            "events": {},
-        })
+        return History((HistoryEntry(_trainable_values(state)),), inner=inner.init(state))
 
-    def _pick(state, s, context):
-        """Sample, score and choose p* for this step (a program; mutates ``s``). Returns (index, note)."""
-        history = s["history"]
-        current = _trainable_values(state)
-        if _find(history, current) is None:
-            history.append({"values": current, "mean": None, "n": 0})
-        step = context.step
-        pick = s.get("pick")
-        if pick and pick.get("step") == step:
-            idx = _find(history, pick["values"])
-            if idx is not None:
-                return idx, f"reusing this step's p* (history entry {idx})"
-        if s["rng"].get("step") != step:
-            s["rng"] = {"step": step, "position": 0}
-        rng = stream(context.seed, step, s["rng"]["position"])
-        scores = [h["mean"] if h["mean"] is not None else k.unscored_score for h in history]
-        chosen = gumbel_top_k(scores, min(k.k, len(history)), k.temperature, k.c, rng)
-        eval_seed = rng.randrange(2**31)
-        s["rng"]["position"] += len(history) + 1
-        s["events"] = P.bump(s["events"], "samples")
-        cur = _find(history, current)
-        if len(chosen) == 1 and chosen[0] == cur:
-            s["pick"] = {"step": step, "values": current, "candidates": [cur], "seed": eval_seed}
-            return cur, "one state in history: stepping from the current state"
-        answers = yield tuple(Validate(_state_of(state, history[i]["values"]), eval_seed) for i in chosen)
-        measured = []
-        for i, results in zip(chosen, answers):
-            score = mean_score(results)
-            h = history[i]
-            h["n"] += 1
-            h["mean"] = score if h["mean"] is None else h["mean"] + (score - h["mean"]) / h["n"]
-            measured.append((i, score))
-        s["events"] = P.bump(s["events"], "evaluations", len(chosen))
-        best = max(chosen, key=lambda i: (history[i]["mean"], i == cur, -i))
-        s["pick"] = {"step": step, "values": history[best]["values"], "candidates": chosen, "seed": eval_seed}
-        shown = ", ".join(f"#{i}={sc:.2f}" for i, sc in measured)
-        return best, f"candidates {shown}; p* = #{best} (mean {history[best]['mean']:.2f}, n={history[best]['n']})"
-
-    def update(results, state, s, context):
-        s = P.thaw_state(s)
-        idx, why = yield from _pick(state, s, context)
-        history = s["history"]
-        current = _trainable_values(state)
-        star_values = history[idx]["values"]
-        if star_values == current:
-            star_state, star_results = state, results
-        else:
-            star_state = _state_of(state, star_values)
-            (star_results,) = yield (Rerun(star_state),)
-            s["events"] = P.bump(s["events"], "reruns")
-        inner_s = P.freeze_state(s["inner"]) if s["inner"] is not None else None
-        inner_update, inner_s = yield from inner.update(star_results, star_state, inner_s, context)
-        s["inner"] = P.thaw_state(inner_s) if inner_s is not None else None
-        proposal = _trainable_values(apply_updates(star_state, inner_update.values))
-        values = {n: v for n, v in proposal.items() if state[n].value != v}
-        notes = [Note("", "proposed" if values else "no_update", f"sampled momentum: {why}"), *inner_update.notes]
-        if values and _find(history, proposal) is None:
-            history.append({"values": proposal, "mean": None, "n": 0})
-        if len(history) > k.max_history:
-            keep_cur = _find(history, current)
-            ranked = sorted(
-                (i for i in range(len(history)) if i not in (keep_cur, len(history) - 1)),
-                key=lambda i: (history[i]["mean"] if history[i]["mean"] is not None else k.unscored_score, i),
-            )
-            drop = set(ranked[: len(history) - k.max_history])
-            s["history"] = [h for i, h in enumerate(history) if i not in drop]
-        return Update(values, notes, inner_update.gradients, inner_update.candidates), P.freeze_state(s)
-
-    return Strategy("sampled_momentum", init, update, config)
+    return Strategy("sampled_momentum", init, _update(inner, k), config)

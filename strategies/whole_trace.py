@@ -24,16 +24,19 @@ from typing import Any
 
 import attrs
 
-from funcgrad import Note, PromptState, Request, Strategy, Update, derive_seed
 from funcgrad.core.backward import Candidate, Gradient
 from funcgrad.core.effects import Call
-from funcgrad.core.strategy import make_knobs
-from funcgrad.core.run import mean_score
-from funcgrad.strategies import proposals as P
+from funcgrad.core.state import PromptState
+from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
+from funcgrad.core.strategy_state import Stats, read_state
 from funcgrad.strategies import sampling
-from funcgrad.strategies.prompts import shared as S
-from funcgrad.strategies.prompts import whole_trace as T
-
+from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines
+from funcgrad.strategies.guards import Guard, check_proposal
+from funcgrad.strategies.knobs import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
+from funcgrad.strategies.optimizer import optimizer_request
+from funcgrad.strategies.prompts import whole_trace as prompts
+from funcgrad.strategies.replies import json_object, unwrap
+from funcgrad.strategies.text import CURRENT_TAG, clip, fence, fit_prompt, one_line
 
 
 @attrs.frozen
@@ -44,21 +47,21 @@ class WholeTraceKnobs:
     2
     """
 
-    max_examples: int = attrs.field(default=4, validator=P.POSITIVE_INT)
-    max_chars: int = attrs.field(default=300, validator=P.POSITIVE_INT)
-    max_records: int = attrs.field(default=12, validator=P.POSITIVE_INT)
-    max_history: int = attrs.field(default=2, validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
-    max_value_chars: int = attrs.field(default=1500, validator=P.POSITIVE_INT)
-    max_prompt_chars: int = attrs.field(default=4000, validator=[attrs.validators.instance_of(int), attrs.validators.ge(500)])
-    optimizer_max_tokens: int = attrs.field(default=250, validator=P.POSITIVE_INT)
-    optimizer_temperature: float = attrs.field(default=0.0, validator=P.NON_NEGATIVE)
-    retry_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
+    max_examples: int = attrs.field(default=4, validator=POSITIVE_INT)
+    max_chars: int = attrs.field(default=300, validator=POSITIVE_INT)
+    max_records: int = attrs.field(default=12, validator=POSITIVE_INT)
+    max_history: int = attrs.field(default=2, validator=NON_NEGATIVE_INT)
+    max_value_chars: int = attrs.field(default=1500, validator=POSITIVE_INT)
+    max_prompt_chars: int = attrs.field(default=4000, validator=PROMPT_CAP)
+    optimizer_max_tokens: int = attrs.field(default=250, validator=POSITIVE_INT)
+    optimizer_temperature: float = attrs.field(default=0.0, validator=NON_NEGATIVE)
+    retry_temperature: float = attrs.field(default=0.7, validator=NON_NEGATIVE)
     optimizer_model: str = ""
     json_schema: bool = True
-    n_candidates: int = attrs.field(default=1, validator=P.POSITIVE_INT)
-    sample_temperature: float = attrs.field(default=0.7, validator=P.NON_NEGATIVE)
+    n_candidates: int = attrs.field(default=1, validator=POSITIVE_INT)
+    sample_temperature: float = attrs.field(default=0.7, validator=NON_NEGATIVE)
     skip_if_perfect: bool = True
-    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=P.check_skip_guards)
+    skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=check_skip_guards)
 
 
 def _name(rid: int) -> str:
@@ -68,28 +71,25 @@ def _name(rid: int) -> str:
 def code_line(record) -> str:
     """``y3 = answer(sys, question=y0, context=y2)``: params first, then named inputs, then constants.
 
-    >>> from funcgrad import Record
+    >>> from funcgrad.core.trace import Record
     >>> code_line(Record(3, "answer", "llm", inputs=(0, 2), input_names=("question", "context"), params=("sys",)))
     'y3 = answer(sys, question=y0, context=y2)'
     """
     args = list(record.params) + [f"{n}={_name(i)}" for n, i in zip(record.input_names, record.inputs)]
-    args += [f"{n}={P.one_line(v, 60)!r}" for n, v in record.consts.items()]
+    args += [f"{n}={one_line(v, 60)!r}" for n, v in record.consts.items()]
     return f"{_name(record.id)} = {record.node}({', '.join(args)})"
 
 
 def _doc(record) -> str:
     if record.kind == "llm":
-        return T.DOC_LLM.format(node=record.node, params=", ".join(record.params) or T.DOC_NO_PARAMS)
+        return prompts.DOC_LLM.format(node=record.node, params=", ".join(record.params) or prompts.DOC_NO_PARAMS)
     if record.kind == "retrieve":
-        return T.DOC_RETRIEVE.format(node=record.node)
-    return T.DOC_FN.format(node=record.node)
+        return prompts.DOC_RETRIEVE.format(node=record.node)
+    return prompts.DOC_FN.format(node=record.node)
 
 
-def problem_text(results, state: PromptState, knobs: WholeTraceKnobs, context) -> tuple[str, list[str], int]:
-    """The user message of the optimizer call, the trainable params it shows, and how many examples."""
-    chars = knobs.max_chars
-    order = sorted(range(len(results)), key=lambda i: results[i].loss.score)
-    shown = order[: knobs.max_examples]
+def _variables(results, state: PromptState) -> tuple[dict[str, str], list[str], list[str]]:
+    """The documentation line of every node, and the trainable and fixed params the traces read (in order)."""
     trainable: dict[str, None] = {}
     fixed: dict[str, None] = {}
     docs: dict[str, str] = {}
@@ -100,47 +100,47 @@ def problem_text(results, state: PromptState, knobs: WholeTraceKnobs, context) -
             for p in r.params:
                 if p in state:
                     (trainable if state[p].trainable else fixed)[p] = None
-    head = [T.DOCUMENTATION, *(f"- {d}" for d in docs.values()), T.VARIABLES]
+    return docs, list(trainable), list(fixed)
+
+
+def _example_block(res, knobs: WholeTraceKnobs) -> list[str]:
+    """One example as a small program: #Code, #Inputs, #Others, #Outputs and #Feedback."""
+    chars, trace = knobs.max_chars, res.trace
+    calls = [r for r in trace.records if r.kind in ("llm", "fn", "retrieve")]
+    recs = calls[: knobs.max_records]
+    block = [prompts.EXAMPLE.format(example=res.example.id, score=res.loss.score), prompts.CODE, *(code_line(r) for r in recs)]
+    if len(recs) < len(calls):
+        block.append(prompts.MORE_RECORDS)
+    block.append(prompts.INPUTS)
+    block += [f"{_name(r.id)} = {clip(r.output, chars)!r}" for r in trace.records if r.kind == "input"]
+    others = [r for r in recs if r.id != trace.output]
+    if others:
+        block.append(prompts.OTHERS)
+        block += [f"{_name(r.id)} = {clip(r.output if r.error is None else 'ERROR: ' + r.error, chars)!r}" for r in others]
+    block.append(prompts.OUTPUTS)
+    block.append(f"{_name(trace.output)} = {clip(trace[trace.output].output, chars)!r}" if trace.output is not None
+                 else prompts.NO_OUTPUT)
+    return [*block, prompts.FEEDBACK, clip(res.loss.feedback, chars)]
+
+
+def problem_text(results, state: PromptState, knobs: WholeTraceKnobs, context) -> tuple[str, list[str], int]:
+    """The user message of the optimizer call, the trainable params it shows, and how many examples."""
+    order = sorted(range(len(results)), key=lambda i: results[i].loss.score)
+    shown = order[: knobs.max_examples]
+    docs, trainable, fixed = _variables(results, state)
+    head = [prompts.DOCUMENTATION, *(f"- {d}" for d in docs.values()), prompts.VARIABLES]
     for p in trainable:
-        role = f" ({P.clip(state[p].role, 300)})" if state[p].role else ""
-        head.append(f"{p}{role} =\n{P.fence(P.clip(state[p].value, knobs.max_value_chars), P.CURRENT_TAG)}")
+        role = f" ({clip(state[p].role, 300)})" if state[p].role else ""
+        head.append(f"{p}{role} =\n{fence(clip(state[p].value, knobs.max_value_chars), CURRENT_TAG)}")
     if fixed:
-        head.append(T.FIXED_PARAMS.format(params="; ".join(f"{p} = {P.one_line(state[p].value, 150)!r}" for p in fixed)))
-    head.append(T.RUNS.format(shown=len(shown), total=len(results), chars=chars))
-    blocks = []
-    for i in shown:
-        res = results[i]
-        trace = res.trace
-        calls = [r for r in trace.records if r.kind in ("llm", "fn", "retrieve")]
-        recs = calls[: knobs.max_records]
-        block = [T.EXAMPLE.format(example=res.example.id, score=res.loss.score), T.CODE, *(code_line(r) for r in recs)]
-        if len(recs) < len(calls):
-            block.append(T.MORE_RECORDS)
-        block.append(T.INPUTS)
-        block += [f"{_name(r.id)} = {P.clip(r.output, chars)!r}" for r in trace.records if r.kind == "input"]
-        others = [r for r in recs if r.id != trace.output]
-        if others:
-            block.append(T.OTHERS)
-            block += [f"{_name(r.id)} = {P.clip(r.output if r.error is None else 'ERROR: ' + r.error, chars)!r}" for r in others]
-        block.append(T.OUTPUTS)
-        block.append(f"{_name(trace.output)} = {P.clip(trace[trace.output].output, chars)!r}" if trace.output is not None
-                     else T.NO_OUTPUT)
-        block += [T.FEEDBACK, P.clip(res.loss.feedback, chars)]
-        blocks.append(block)
-    tail = []
-    for p in trainable:
-        hist = P.history_lines(context, p, state[p].value, limit=knobs.max_history, chars=200)
-        if hist:
-            tail += [S.HISTORY_HEADER_OF.format(param=p), *hist]
-        rej = P.rejected_lines(context, p, limit=knobs.max_history, chars=200)
-        if rej:
-            tail += [S.REJECTED_HEADER_OF.format(param=p), *rej]
-    since = context.steps_since_improvement
-    if since:
-        tail.append(S.SINCE_IMPROVEMENT.format(n=since) + (S.BOLDER if since >= 2 else ""))
-    names = ", ".join(T.SUGGESTION_ITEM.format(name=p) for p in trainable)
-    tail += [T.INSTRUCTION, T.REPLY.format(names=names)]
-    return P.fit_prompt(head, blocks, tail, knobs.max_prompt_chars), list(trainable), len(shown)
+        head.append(prompts.FIXED_PARAMS.format(params="; ".join(f"{p} = {one_line(state[p].value, 150)!r}" for p in fixed)))
+    head.append(prompts.RUNS.format(shown=len(shown), total=len(results), chars=knobs.max_chars))
+    blocks = [_example_block(results[i], knobs) for i in shown]
+    tail = [line for p in trainable for line in past_lines(context, p, state[p].value, limit=knobs.max_history, of_param=True)]
+    tail += since_improvement_lines(context)
+    names = ", ".join(prompts.SUGGESTION_ITEM.format(name=p) for p in trainable)
+    tail += [prompts.INSTRUCTION, prompts.REPLY.format(names=names)]
+    return fit_prompt(head, blocks, tail, knobs.max_prompt_chars), trainable, len(shown)
 
 
 def _schema(names: list[str], max_len: int) -> str:
@@ -169,49 +169,105 @@ def _loss_gradients(results, names) -> tuple[Gradient, ...]:
     return tuple(out)
 
 
-def read_suggestion(response, state, names, results, context, knobs, grads, stats) -> tuple[dict, list, list]:
-    """``(values, candidates, notes)`` from the optimizer's JSON reply (every guard applied)."""
-    values, candidates, notes = {}, [], []
-    data, guard = P.json_object(response.text, response.finish_reason)
+def _suggestion(response, names) -> tuple[dict | None, str, list[Note], Stats]:
+    """``(suggestion, reasoning, notes, counts)`` of the optimizer's JSON reply; None when it has no usable one."""
+    data, guard = json_object(response.text, response.finish_reason)
     if data is None:
-        stats["rejections"] = P.bump(stats["rejections"], guard)
-        why = "cut by the token cap" if guard == "truncated" else "not a JSON object"
-        return values, candidates, [Note("", "no_update", f"{guard}: optimizer reply was {why}: {P.one_line(response.text, 80)!r}")]
+        why = "cut by the token cap" if guard == Guard.TRUNCATED else "not a JSON object"
+        note = Note("", "no_update", f"{guard}: optimizer reply was {why}: {one_line(response.text, 80)!r}")
+        return None, "", [note], Stats(rejections={guard: 1})
     suggestion = data.get("suggestion")
-    reasoning = P.one_line(data.get("reasoning", ""), 200)
+    reasoning = one_line(data.get("reasoning", ""), 200)
     if suggestion is None:  # tolerate a bare {param: value} object
         suggestion = {k: v for k, v in data.items() if k in names}
     if not isinstance(suggestion, dict):
-        stats["rejections"] = P.bump(stats["rejections"], "invalid_json")
-        return values, candidates, [Note("", "no_update", "invalid_json: 'suggestion' is not an object")]
-    critiques = [reasoning] if reasoning else []
-    for key, value in suggestion.items():
-        if key not in names:
-            stats["rejections"] = P.bump(stats["rejections"], "unknown_param")
-            notes.append(Note("", "no_update", f"unknown_param: suggestion for {P.clip(key, 40)!r}, not a trainable variable here"))
-            continue
-        used = tuple(g.id for g in grads if g.param == key)
-        old = state[key].value
-        if not isinstance(value, str):
-            stats["rejections"] = P.bump(stats["rejections"], "invalid_json")
-            candidates.append(Candidate(key, old, None, "invalid_json", "the suggested value is not a string", used, 0))
-            notes.append(Note(key, "no_update", "invalid_json: the suggested value is not a string"))
-            continue
-        value = P._unwrap(value)
-        guard, reason = P.check_proposal(value, old, results, critiques=critiques, names=state.names, role=state[key].role,
-                                         rejected=P.rejected_values(context, key), max_value_chars=knobs.max_value_chars,
-                                         skip=knobs.skip_guards)
-        candidates.append(Candidate(key, old, value, guard, reason, used, 0))
-        if guard:
-            stats["rejections"] = P.bump(stats["rejections"], guard)
-            notes.append(Note(key, "no_update", f"{guard}: {reason}"))
-            continue
-        values[key] = value
-        notes.append(Note(key, "proposed", reasoning or "suggested by the optimizer"))
+        note = Note("", "no_update", "invalid_json: 'suggestion' is not an object")
+        return None, reasoning, [note], Stats(rejections={Guard.INVALID_JSON: 1})
     if not suggestion:
-        stats["events"] = P.bump(stats["events"], "no_change")
-        notes.append(Note("", "no_update", f"the optimizer suggested no change ({reasoning or 'no reasoning given'})"))
-    return values, candidates, notes
+        note = Note("", "no_update", f"the optimizer suggested no change ({reasoning or 'no reasoning given'})")
+        return suggestion, reasoning, [note], Stats(events={"no_change": 1})
+    return suggestion, reasoning, [], Stats()
+
+
+def _read_value(key, value, reasoning, state, results, context, knobs, grads, call: int):
+    """``(candidate, note, counts)`` of the value suggested for the trainable variable ``key``."""
+    used = tuple(g.id for g in grads if g.param == key)
+    old = state[key].value
+    if not isinstance(value, str):
+        reason = "the suggested value is not a string"
+        note = Note(key, "no_update", f"invalid_json: {reason}")
+        return Candidate(key, old, None, Guard.INVALID_JSON, reason, used, call), note, Stats(rejections={Guard.INVALID_JSON: 1})
+    value = unwrap(value)
+    guard, reason = check_proposal(value, old, results, critiques=[reasoning] if reasoning else [], labels=context.labels,
+                                   names=state.names, role=state[key].role, rejected=rejected_values(context, key),
+                                   max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards)
+    candidate = Candidate(key, old, value, guard, reason, used, call)
+    if guard:
+        return candidate, Note(key, "no_update", f"{guard}: {reason}"), Stats(rejections={guard: 1})
+    return candidate, Note(key, "proposed", reasoning or "suggested by the optimizer"), Stats()
+
+
+def read_suggestion(response, state, names, results, context, knobs, grads, call: int = 0) -> tuple[dict, list, list, Stats]:
+    """``(values, candidates, notes, counts)`` from the optimizer's JSON reply (every guard applied).
+
+    ``call`` is the number of the optimizer call that gave ``response``.
+    """
+    suggestion, reasoning, notes, counts = _suggestion(response, names)
+    values, candidates, per_key = {}, [], []
+    for key, value in (suggestion or {}).items():
+        if key not in names:
+            counts += Stats(rejections={Guard.UNKNOWN_PARAM: 1})
+            per_key.append(Note("", "no_update", f"unknown_param: suggestion for {clip(key, 40)!r}, not a trainable variable here"))
+            continue
+        candidate, note, more = _read_value(key, value, reasoning, state, results, context, knobs, grads, call)
+        candidates.append(candidate)
+        per_key.append(note)
+        counts += more
+        if not candidate.guard:
+            values[key] = candidate.value
+    return values, candidates, per_key + notes, counts
+
+
+def _sample_call(i: int) -> int:
+    """The number of the optimizer call of sample ``i``: whole_trace asks nothing before its samples."""
+    return i
+
+
+def _no_call(results, state, knobs, context) -> str:
+    """Why this step needs no optimizer call ("" when it does)."""
+    if not results:
+        return "empty minibatch"
+    if knobs.skip_if_perfect and all(r.loss.score >= 1.0 for r in results):
+        return "every example scored 1.0: nothing to fix"
+    return ""
+
+
+def _update(knobs: WholeTraceKnobs):
+    def update(results, state, s, context):
+        stats = read_state(s, Stats, "whole_trace") + Stats(steps=1)
+        why = _no_call(results, state, knobs, context)
+        if why:
+            perfect = Stats(events={"all_perfect": 1}) if results else Stats()
+            return Update((), [Note("", "no_update", why)]), stats + perfect
+        body, names, _ = problem_text(results, state, knobs, context)
+        if not names:
+            return Update((), [Note("", "no_update", "no trainable parameter is read by these traces")]), stats
+        request = optimizer_request(prompts.SYSTEM, body, context, knobs,
+                                    _schema(names, knobs.max_value_chars) if knobs.json_schema else None)
+        requests = sampling.samples(request, knobs.n_candidates, context.attempt, knobs.sample_temperature)
+        responses = yield tuple(Call(r) for r in requests)
+        grads = _loss_gradients(results, names)
+        options, candidates, notes, counts = [], [], [], Stats(calls={"optimizer": len(requests)})
+        for i, response in enumerate(responses):
+            values, cands, ns, more = read_suggestion(response, state, names, results, context, knobs, grads, _sample_call(i))
+            options.append(values)
+            candidates += cands
+            notes += ns
+            counts += more
+        values, chosen = yield from sampling.best_option(state, options, results)
+        return Update(values, [*notes, *chosen], grads, candidates), stats + counts
+
+    return update
 
 
 def whole_trace(**knobs: Any) -> Strategy:
@@ -240,44 +296,4 @@ def whole_trace(**knobs: Any) -> Strategy:
     2
     """
     k = make_knobs(WholeTraceKnobs, "whole_trace", knobs)
-
-    def init(state):
-        return P.freeze_state(P.new_stats())
-
-    def update(results, state, s, context):
-        stats = P.thaw_state(s) or P.new_stats()
-        stats["steps"] = stats.get("steps", 0) + 1
-        done = lambda upd: (upd, P.freeze_state(stats))  # noqa: E731
-        if not results:
-            return done(Update((), [Note("", "no_update", "empty minibatch")]))
-        if k.skip_if_perfect and all(r.loss.score >= 1.0 for r in results):
-            stats["events"] = P.bump(stats["events"], "all_perfect")
-            return done(Update((), [Note("", "no_update", "every example scored 1.0: nothing to fix")]))
-        body, names, _ = problem_text(results, state, k, context)
-        if not names:
-            return done(Update((), [Note("", "no_update", "no trainable parameter is read by these traces")]))
-        request = Request(
-            messages=(("system", T.SYSTEM), ("user", body)), model=k.optimizer_model,
-            temperature=P.attempt_temperature(context, k.optimizer_temperature, k.retry_temperature),
-            max_tokens=k.optimizer_max_tokens, seed=derive_seed(context.seed, context.step), sample=context.attempt,
-            json_schema=_schema(names, k.max_value_chars) if k.json_schema else None, role="optimizer",
-        )
-        requests = sampling.samples(request, k.n_candidates, context.attempt, k.sample_temperature)
-        stats["calls"] = P.bump(stats["calls"], "optimizer", len(requests))
-        responses = yield tuple(Call(r) for r in requests)
-        grads = _loss_gradients(results, names)
-        options, candidates, notes = [], [], []
-        for i, response in enumerate(responses):
-            values, cands, ns = read_suggestion(response, state, names, results, context, k, grads, stats)
-            candidates += [attrs.evolve(c, call=i) for c in cands]
-            notes += ns
-            if values and values not in options:
-                options.append(values)
-        values = options[0] if options else {}
-        if len(options) > 1:
-            best, _, why = yield from sampling.best_on_minibatch(state, options, mean_score(results))
-            values = options[best]
-            notes.append(Note("", "proposed", why))
-        return done(Update(values, notes, grads, candidates))
-
-    return Strategy("whole_trace", init, update, k)
+    return Strategy("whole_trace", lambda state: Stats(calls={"backward": 0, "optimizer": 0}), _update(k), k)

@@ -28,6 +28,7 @@ from funcgrad.testing import (
     updates,
     usages,
 )
+from funcgrad.testing import demo_pools, demos, histories, history_entries, picks, pool_entries, pools, stats
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -52,6 +53,14 @@ PUBLIC_VALUES = {
     "CallLog": step_traces(max_calls=2).filter(lambda s: s.calls).map(lambda s: s.calls[0]),
     "EffectLog": step_traces().filter(lambda s: s.effects).map(lambda s: s.effects[-1]),
     "Candidate": step_traces().filter(lambda s: s.candidates).map(lambda s: s.candidates[0]),
+    "Stats": stats(),
+    "PoolEntry": pool_entries(),
+    "Pool": pools(),
+    "HistoryEntry": history_entries(),
+    "Pick": picks(),
+    "History": histories(),
+    "Demo": demos(),
+    "DemoPool": demo_pools(),
 }
 
 

@@ -28,7 +28,10 @@ from funcgrad.strategies import (
     GUARDS, backprop, backward, check_value, extract_fenced, fence, gumbel_top_k, rejection_counts,
     sampled_momentum, whole_trace,
 )
-from funcgrad.strategies import proposals as P
+import attrs
+
+from funcgrad.core.strategy_state import HistoryEntry, freeze_state
+from funcgrad.strategies import guards, replies, text
 from funcgrad.strategies.backprop import BackpropKnobs, backward_prompt, optimizer_prompt
 from funcgrad.strategies.prompts import guarded_phrases
 from funcgrad.strategies.whole_trace import WholeTraceKnobs, problem_text
@@ -195,7 +198,7 @@ def test_knobs_are_validated_values_that_round_trip_through_json():
 def test_fenced_value_round_trips(value):
     got, guard = extract_fenced("Here you go:\n" + fence(value) + "\nthanks")
     assert guard == ""
-    assert got == P._unwrap(value)
+    assert got == replies.unwrap(value)
 
 
 def test_fenced_value_edge_cases():
@@ -229,7 +232,7 @@ def test_gradient_order_equals_call_order(order, n_examples):
     examples = [Example(f"e{i}", "x", "never") for i in range(n_examples)]
     results = run_batch(hop_pipeline(order), HOP_STATE, examples, engine=ScriptedEngine(lambda r: "out"), loss=exact_match)
     answers = Answers(backward=lambda n: f"critique number {n}")
-    grads, requests = run_program(backward(results, HOP_STATE, KNOBS, P.new_stats()), answers)
+    grads, requests, _ = run_program(backward(results, HOP_STATE, KNOBS), answers)
     assert isinstance(grads, tuple) and [g.id for g in grads] == list(range(len(grads)))
     assert len(requests) == len(order) * n_examples == len(answers.calls("backward"))
     for name, param in (("a", "pa"), ("b", "pb")):
@@ -248,14 +251,14 @@ def test_gradient_order_equals_call_order(order, n_examples):
 def test_examples_walk_in_lockstep_one_round_per_depth():
     examples = [Example(f"e{i}", "x", "never") for i in range(3)]
     results = run_batch(hop_pipeline("ab"), HOP_STATE, examples, engine=ScriptedEngine(lambda r: "out"), loss=exact_match)
-    done = drive(backward(results, HOP_STATE, KNOBS, P.new_stats()), strategy="backprop",
+    done = drive(backward(results, HOP_STATE, KNOBS), strategy="backprop",
                  critic=ScriptedEngine(lambda r: json.dumps({"mistake": "", "feedback": []})))
     assert [e.round for e in done.effects] == [0, 0, 0, 1, 1, 1]  # b of every example, then a of every example
 
 
 def test_repeated_calls_listed_in_order_in_backward_prompt():
     results = run_batch(hop_pipeline("aaa"), HOP_STATE, [Example("e", "x", "y")], engine=ScriptedEngine(lambda r: "out"), loss=exact_match)
-    _, requests = run_program(backward(results, HOP_STATE, KNOBS, P.new_stats()), Answers())
+    _, requests, _ = run_program(backward(results, HOP_STATE, KNOBS), Answers())
     body = requests[0].messages[-1].content
     assert body.index("\n  #0:") < body.index("\n  #1:") < body.index("\n  #2:")
     assert "you judge call #2" in body  # reverse walk: the last call is judged first
@@ -263,7 +266,7 @@ def test_repeated_calls_listed_in_order_in_backward_prompt():
 
 def test_time_stamps_ablation_drops_the_call_listing():
     results = run_batch(hop_pipeline("aaa"), HOP_STATE, [Example("e", "x", "y")], engine=ScriptedEngine(lambda r: "out"), loss=exact_match)
-    _, requests = run_program(backward(results, HOP_STATE, BackpropKnobs(time_stamps=False), P.new_stats()), Answers())
+    _, requests, _ = run_program(backward(results, HOP_STATE, BackpropKnobs(time_stamps=False)), Answers())
     assert len(requests) == 3
     assert not any("was called 3 times" in r.messages[-1].content or "you judge call" in r.messages[-1].content for r in requests)
 
@@ -291,7 +294,7 @@ def test_pass_through_forwards_feedback_to_upstream_llm():
         return parse(answer(prompts, input=upper(plan(prompts, input=x))))
 
     results = run_counting(examples=EXAMPLES[:1], pipeline=pipeline, state=state)
-    grads, requests = run_program(backward(results, state, KNOBS, P.new_stats()), Answers())
+    grads, requests, _ = run_program(backward(results, state, KNOBS), Answers())
     assert {g.param for g in grads} == {"p", "sys"} and len(requests) == 2
     plan_prompt = [r for r in requests if "step `plan`" in r.messages[-1].content][0]
     assert "(from `answer` call #0)" in plan_prompt.messages[-1].content
@@ -309,7 +312,7 @@ def test_errors_only_skips_exactly_the_passing_examples(right, errors_only):
     if errors_only and not failing:
         assert not update.values and "no noticeable error" in update.notes[0].reason
         assert {g.source for g in update.gradients} == {"fixed"}
-    assert s["calls"]["backward"] == len(answers.calls("backward"))
+    assert s.calls["backward"] == len(answers.calls("backward"))
 
 
 def test_errors_only_threshold_tau():
@@ -348,7 +351,7 @@ def test_skip_connection_delivers_loss_feedback():
 
     for skip in (False, True):
         results = run_counting(examples=EXAMPLES[:1], pipeline=lambda p, x: pipeline(p, x, skip), state=state)
-        grads, requests = run_program(backward(results, state, KNOBS, P.new_stats()), Answers())
+        grads, requests, _ = run_program(backward(results, state, KNOBS), Answers())
         assert any(g.param == "p" for g in grads) is skip
         plan_calls = [r for r in requests if "step `plan`" in r.messages[-1].content]
         assert len(plan_calls) == int(skip)
@@ -398,7 +401,7 @@ def test_backprop_garbage_gives_no_update_with_reason(reply, guard):
     assert dict(update.values) == {}
     note = [n for n in update.notes if n.param == "sys"][0]
     assert note.status == "no_update" and note.reason.startswith(guard)
-    assert s["rejections"] == {guard: 1} and rejection_counts(s) == {guard: 1}
+    assert s.rejections == {guard: 1} and rejection_counts(s) == {guard: 1}
     assert guard in GUARDS or guard in ("no_tags",)
     (candidate,) = update.candidates
     assert candidate.guard == guard and candidate.old == STATE["sys"].value
@@ -408,7 +411,7 @@ def test_backprop_garbage_gives_no_update_with_reason(reply, guard):
 def test_every_guard_can_be_switched_off(guard):
     reply = dict((g, r) for r, g in GARBAGE)[guard]
     update, s, _ = step(backprop(skip_guards=(guard,)), run_counting(), answers=Answers(optimizer=reply))
-    assert guard not in s["rejections"] and update.values
+    assert guard not in s.rejections and update.values
 
 
 def test_role_copy_and_specifics_copy():
@@ -432,19 +435,19 @@ def test_role_copy_and_specifics_copy():
 def test_backprop_critique_pasted_verbatim_is_rejected():
     text = "Say to count every object once, including the ones mentioned in passing"
     update, s, _ = step(backprop(), run_counting(), answers=Answers(backward=text, optimizer=f"<NEW_VALUE>{text} [sys]</NEW_VALUE>"))
-    assert not update.values and s["rejections"] == {"critique_paste": 1}
+    assert not update.values and s.rejections == {"critique_paste": 1}
 
 
 def test_truncated_optimizer_reply_is_rejected():
     update, s, _ = step(backprop(), run_counting(), answers=Answers(optimizer="<NEW_VALUE>List the obj", finish="length"))
-    assert not update.values and s["rejections"]["truncated"] == 1
-    assert "critique_truncated" not in s["rejections"]  # the critiques were valid JSON
+    assert not update.values and s.rejections["truncated"] == 1
+    assert "critique_truncated" not in s.rejections  # the critiques were valid JSON
 
 
 def test_unusable_and_generic_critiques_fall_back_to_the_downstream_feedback():
     replies = ["not json at all", json.dumps([{"param": "sys", "feedback": "Clarify the objective."}])]
     update, s, answers = step(backprop(), run_counting(examples=EXAMPLES[:2]), answers=Answers(backward=lambda n: replies[n]))
-    assert s["rejections"] == {"critique_unparsed": 1, "critique_generic": 1}
+    assert s.rejections == {"critique_unparsed": 1, "critique_generic": 1}
     assert update.values  # the optimizer still saw the (passed-through) loss feedback
     assert [g.source for g in update.gradients] == ["passthrough", "passthrough"]
     body = answers.calls("optimizer")[0].messages[-1].content
@@ -466,7 +469,7 @@ def test_prompts_stay_within_the_cap_and_end_with_the_reply_instructions(cases, 
                         loss=lambda o, e: Loss(0.0, feedback), concurrency=1)
     knobs = BackpropKnobs(max_prompt_chars=cap, max_value_chars=500, max_chars=3000)
     context = StepContext(rejected=(Attempt({"pa": feedback[:300] or "x"}, 0.0, False, feedback[:300]),), steps_since_improvement=2)
-    grads, requests = run_program(backward(results, HOP_STATE, knobs, P.new_stats()), Answers(backward=lambda n: feedback))
+    grads, requests, _ = run_program(backward(results, HOP_STATE, knobs), Answers(backward=lambda n: feedback))
     for request in requests:
         body = request.messages[-1].content
         assert len(body) <= cap and body.rstrip().endswith("}]") and "Reply with JSON with these fields" in body
@@ -513,12 +516,12 @@ def live_prompts() -> list[str]:
     context = StepContext(history=(Attempt({"instr": "Older.", "p": "Old plan."}, 0.5, True),),
                           rejected=(Attempt({"instr": "Bad.", "p": "Bad plan."}, 0.0, False, "lost"),), steps_since_improvement=2)
     for knobs in (BackpropKnobs(max_feedback=1, max_calls_listed=2), BackpropKnobs(max_prompt_chars=2000, max_value_chars=100)):
-        grads, requests = run_program(backward(results, state, knobs, P.new_stats()), Answers())
+        grads, requests, _ = run_program(backward(results, state, knobs), Answers())
         texts += [m.content for r in requests for m in r.messages]
         for name in ("instr", "p"):
             texts += list(optimizer_prompt(name, state, tuple(g for g in grads if g.param == name), results, context, knobs))
     single = run_batch(count_pipeline, STATE, EXAMPLES[:1], engine=ScriptedEngine(lambda r: "0"), loss=lambda o, e: Loss(0.0, "bad"))
-    texts += [m.content for r in run_program(backward(single, STATE, KNOBS, P.new_stats()), Answers())[1] for m in r.messages]
+    texts += [m.content for r in run_program(backward(single, STATE, KNOBS), Answers())[1] for m in r.messages]
     for wk in (WholeTraceKnobs(max_records=3), WholeTraceKnobs(max_prompt_chars=1700, max_value_chars=100)):
         texts.append(problem_text(results, state, wk, context)[0])
     _, _, answers = step(whole_trace(), results, state, answers=Answers(optimizer="{}"), context=context)
@@ -529,7 +532,7 @@ def live_prompts() -> list[str]:
         for _ in ("p", "instr"):  # GEPA reflects on one component per step, round robin
             _, g_s, answers = step(funcgrad.strategies.gepa(json_schema=json_schema), results, state, s=g_s, answers=Answers(), context=context)
             texts += [m.content for r in answers.calls() for m in r.messages]
-    texts.append(P.clip("x" * 50, 10))
+    texts.append(text.clip("x" * 50, 10))
     return texts
 
 
@@ -542,8 +545,8 @@ def test_every_guarded_phrase_occurs_in_a_live_prompt():
 def test_the_guard_phrase_list_is_derived_from_the_prompt_texts():
     from funcgrad.strategies.prompts import backprop as T
 
-    assert P.META_PHRASES == guarded_phrases()
-    assert "You are an expert prompt engineer" in P.META_PHRASES
+    assert guards.META_PHRASES == guarded_phrases()
+    assert "You are an expert prompt engineer" in guards.META_PHRASES
     assert T.OPTIMIZER_SYSTEM.startswith("You are an expert prompt engineer")
 
 
@@ -567,7 +570,7 @@ def test_whole_trace_skips_when_all_perfect_and_no_change_is_legal():
     update, s, answers = step(whole_trace(), run_counting(right=("1", "2", "3")))
     assert answers.effects == [] and not update.values
     update, s, _ = step(whole_trace(), run_counting(), answers=Answers(optimizer='{"reasoning": "looks fine", "suggestion": {}}'))
-    assert not update.values and "suggested no change" in update.notes[-1].reason and s["rejections"] == {}
+    assert not update.values and "suggested no change" in update.notes[-1].reason and s.rejections == {}
 
 
 @pytest.mark.parametrize("reply,guard", [
@@ -583,7 +586,7 @@ def test_whole_trace_garbage_gives_no_update_with_reason(reply, guard):
     update, s, _ = step(whole_trace(), run_counting(), answers=Answers(optimizer=reply))
     assert not update.values
     assert any(n.status == "no_update" and n.reason.startswith(guard) for n in update.notes)
-    assert s["rejections"] == {guard: 1}
+    assert s.rejections == {guard: 1}
 
 
 def test_whole_trace_parses_fenced_json_with_chatter():
@@ -624,7 +627,7 @@ def run_momentum(strategy, s, state, steps, log, seed=0):
     for t in steps:
         answers = Answers(validate=value_results)
         update, s = run_program(strategy.update((), state, s, StepContext(step=t, seed=seed)), answers)
-        s = freeze(s)
+        s = freeze_state(s)
         log.append(([(type(e).__name__, e.state["sys"].value, getattr(e, "seed", None)) for e in answers.effects], dict(update.values)))
         state = apply_updates(state, update.values)
     return s, state
@@ -635,8 +638,7 @@ def test_momentum_same_seed_same_candidates_after_json_round_trip():
     log_a, log_b, log_c = [], [], []
     s, state = run_momentum(strategy, strategy.init(STATE), STATE, range(4), log_a, seed=7)
     s_a, _ = run_momentum(strategy, s, state, range(4, 8), log_a, seed=7)
-    s_json = freeze(orjson.loads(orjson.dumps(thaw(s))))
-    s_b, _ = run_momentum(strategy, s_json, state, range(4, 8), log_b, seed=7)
+    s_b, _ = run_momentum(strategy, funcgrad.loads(funcgrad.dumps(s, indent=True)), state, range(4, 8), log_b, seed=7)
     s_c, _ = run_momentum(strategy, funcgrad.loads(funcgrad.dumps(s)), state, range(4, 8), log_c, seed=7)
     assert log_a[4:] == log_b == log_c and s_a == s_b == s_c
     assert any(sum(kind == "Validate" for kind, _, _ in effects) == 3 for effects, _ in log_a)  # k candidates, one batch
@@ -649,19 +651,18 @@ def test_momentum_steps_from_best_past_state_and_returns_update_relative_to_stat
     good = "Count carefully and answer."
     state = apply_updates(STATE, {"sys": "Bad."})
     strategy = sampled_momentum(counter_strategy(), k=5, c=0.0)
-    s = thaw(strategy.init(STATE))
-    s["history"] = [{"values": {"sys": good}, "mean": None, "n": 0}, {"values": {"sys": "Bad."}, "mean": None, "n": 0}]
+    s = attrs.evolve(strategy.init(STATE), entries=(HistoryEntry({"sys": good}), HistoryEntry({"sys": "Bad."})))
     scores = lambda st_, seed: (funcgrad.Result(Example("v", "x"), None, funcgrad.Trace(), Loss(1.0 if st_["sys"].value == good else 0.0, "")),)  # noqa: E731
     answers = Answers(validate=scores)
-    update, s2 = run_program(strategy.update((), state, freeze(s), StepContext(step=3)), answers)
+    update, s2 = run_program(strategy.update((), state, s, StepContext(step=3)), answers)
     validates = [e for e in answers.effects if isinstance(e, Validate)]
     reruns = [e.state["sys"].value for e in answers.effects if isinstance(e, Rerun)]
     assert len(validates) == 2 and len({e.seed for e in validates}) == 1  # paired: one validation minibatch
     assert reruns == [good]
     assert dict(update.values) == {"sys": good + " v3"}
-    means = {h["values"]["sys"]: (h["mean"], h["n"]) for h in s2["history"]}
+    means = {h.values["sys"]: (h.mean, h.n) for h in s2.entries}
     assert means[good] == (1.0, 1) and means["Bad."] == (0.0, 1) and means[good + " v3"] == (None, 0)
-    assert s2["inner"] == 1
+    assert s2.inner == 1
     again = Answers(validate=scores)
     run_program(strategy.update((), state, s2, StepContext(step=3)), again)
     assert [type(e) for e in again.effects] == [Rerun]  # a second proposal of the step reuses p*

@@ -20,7 +20,7 @@ from funcgrad import (
     exact_match, fn, run_batch, run_program,
 )
 from funcgrad.core.task import Task
-from funcgrad.core.values import freeze, thaw
+from funcgrad.core.strategy_state import PoolEntry, freeze_state
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import (
     alternate, backprop, bootstrap_demos, chain_steps, demos_then, gepa, pareto_front, render_demos, whole_trace,
@@ -77,7 +77,7 @@ def run_update(strategy, results, state, s=None, answers=None, context=None):
     answers = answers or Answers()
     program = strategy.update(results, state, strategy.init(state) if s is None else s, context or StepContext())
     update, s1 = run_program(program, answers, strategy=strategy.name)
-    return update, freeze(s1), answers
+    return update, freeze_state(s1), answers
 
 
 # ---------------------------------------------------------------- bootstrap_demos
@@ -93,7 +93,7 @@ def test_demos_come_from_the_inner_node_of_successful_training_examples_only():
     assert "Input:\nQ: I have 1 train cats.\nReply:\nlisting of I have 1 train cats." in text
     assert "Q: I have 3 train cats." in text and "train cats." in text
     assert "I have 2 train" not in text and "I have 4 train" not in text
-    assert {d["id"] for d in s["pool"]} == {"t1", "t3"} and {d["node"] for d in s["pool"]} == {"plan"}
+    assert {d.example_id for d in s.demos} == {"t1", "t3"} and {d.node for d in s.demos} == {"plan"}
 
 
 def test_demos_never_include_validation_or_test_examples():
@@ -111,7 +111,7 @@ def test_demos_never_include_validation_or_test_examples():
         texts.append(update.values.get("plan_demos", ""))
         state = funcgrad.apply_updates(state, update.values)
     train_ids = {e.id for e in TRAIN}
-    assert {d["id"] for d in s["pool"]} <= train_ids and len(s["pool"]) == 6  # harvested across steps
+    assert {d.example_id for d in s.demos} <= train_ids and len(s.demos) == 6  # harvested across steps
     assert all("validation dogs" not in t for t in texts) and all(t for t in texts)
 
 
@@ -183,7 +183,7 @@ def test_chain_steps_delegates_by_step_and_keeps_both_states():
     assert set(u0.values) == {"plan_demos"} and a0.effects == []
     u1, s1, a1 = run_update(combo, results, DEMO_STATE, s=s0, answers=Answers(optimizer=reply), context=StepContext(step=1))
     assert [type(e) for e in a1.effects] == [Call] and u1.values == {"plan_instruction": "List each item, then count."}
-    assert s1["parts"][0] == s0["parts"][0] and s1["parts"][1]["steps"] == 1  # both states, each its own
+    assert s1[0] == s0[0] and s1[1].steps == 1  # both states, each its own
     assert funcgrad.loads(funcgrad.dumps(s1)) == s1
     assert u1.notes[0].reason == "step 2: whole_trace's turn"  # steps are counted from 1, as in the report
 
@@ -231,7 +231,7 @@ def test_demos_then_instruction_in_the_training_loop():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=3, max_size=3), min_size=1, max_size=6))
 def test_pareto_front_is_non_dominated_and_covers_every_best(rows):
-    pool = [{"scores": {f"x{j}": v for j, v in enumerate(row)}} for row in rows]
+    pool = [PoolEntry({}, {f"x{j}": v for j, v in enumerate(row)}) for row in rows]
     front = pareto_front(pool)
     assert front and all(n >= 1 for n in front.values())
     for i in front:
@@ -270,8 +270,8 @@ def test_gepa_step_reflects_keeps_an_improving_child_and_proposes_the_best():
     assert "## Reflection example 1 (score 0.00)" in body and "Input to `answer`" not in body and "Input to answer" in body
     assert "Feedback: wrong: expected" in body
     assert dict(update.values) == {"sys": NEW}
-    assert [e["scores"] for e in s["pool"]] == [{"v1": 0.0, "v2": 0.0}, {"v1": 1.0, "v2": 1.0}]
-    assert s["pool"][1]["parent"] == 0
+    assert [e.scores for e in s.entries] == [{"v1": 0.0, "v2": 0.0}, {"v1": 1.0, "v2": 1.0}]
+    assert s.entries[1].parent == 0
     from funcgrad.training.driver import drive
 
     fresh = gepa_answers()
@@ -302,7 +302,7 @@ def test_gepa_reads_a_json_reply_by_default_and_tags_when_asked(json_schema, rep
 
 def test_gepa_drops_a_child_that_does_not_improve_the_minibatch():
     update, s, answers = run_update(gepa(), run_counting(), STATE, answers=gepa_answers(child_gain=False))
-    assert update.values == {} and len(s["pool"]) == 1
+    assert update.values == {} and len(s.entries) == 1
     assert [type(e).__name__ for e in answers.effects] == ["Validate", "Call", "Rerun"]
     assert any("did not improve the minibatch" in n.reason for n in update.notes)
 
@@ -319,7 +319,7 @@ def test_gepa_guards_the_child_and_rounds_robin_over_components():
         update, s, _ = run_update(strategy, results, two, s=s, answers=answers, context=StepContext(step=t))
         seen.append(update.candidates[0].param)
         assert update.candidates[0].guard == "label_leak" and update.values == {}
-    assert seen == ["pa", "sys", "pa"] and s["rejections"] == {"label_leak": 3}
+    assert seen == ["pa", "sys", "pa"] and s.stats.rejections == {"label_leak": 3}
 
 
 def test_gepa_never_reflects_on_a_demos_param():
@@ -357,8 +357,8 @@ def test_gepa_state_is_json_and_resumes_identically():
 
     s_mid, _ = run(None, range(2))
     s_a, log_a = run(s_mid, range(2, 4))
-    s_b, log_b = run(freeze(orjson.loads(orjson.dumps(thaw(s_mid)))), range(2, 4))
-    assert s_a == s_b and log_a == log_b and len(s_a["pool"]) <= 2
+    s_b, log_b = run(funcgrad.loads(orjson.dumps(orjson.loads(funcgrad.dumps(s_mid)))), range(2, 4))
+    assert s_a == s_b and log_a == log_b and len(s_a.entries) <= 2
     with pytest.raises(ConfigError, match="pool_size"):
         gepa(pool_size=0)
 

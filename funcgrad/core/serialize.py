@@ -2,8 +2,9 @@
 
 ``dumps(value) -> bytes`` and ``loads(bytes) -> value`` round-trip exactly:
 ``loads(dumps(v)) == v`` for Param, PromptState, Record, Trace, Loss, Example,
-Result, Usage, Message, Request, Response, Update and the backward-pass values
-(Gradient, Candidate, CallLog, EffectLog, StepTrace). Documents carry a format tag
+Result, Usage, Message, Request, Response, Update, the backward-pass values
+(Gradient, Candidate, CallLog, EffectLog, StepTrace) and the typed strategy state
+(Stats, Pool, PoolEntry, History, HistoryEntry, Pick, Demo, DemoPool). Documents carry a format tag
 and a version; see docs/trace-format.md.
 
 >>> from funcgrad.core.state import Param
@@ -24,6 +25,7 @@ from funcgrad.core.errors import FuncgradError, SerializationError
 from funcgrad.core.run import Example, Failure, Loss, Result
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.strategy import Attempt, Note, Update
+from funcgrad.core.strategy_state import Demo, DemoPool, History, HistoryEntry, Pick, Pool, PoolEntry, Stats
 from funcgrad.core.trace import Record, Trace
 from funcgrad.core.values import FrozenDict
 
@@ -52,6 +54,14 @@ _TYPES: dict[str, type] = {
     "CallLog": CallLog,
     "EffectLog": EffectLog,
     "StepTrace": StepTrace,
+    "Stats": Stats,
+    "PoolEntry": PoolEntry,
+    "Pool": Pool,
+    "HistoryEntry": HistoryEntry,
+    "Pick": Pick,
+    "History": History,
+    "Demo": Demo,
+    "DemoPool": DemoPool,
 }
 _TAGS = {cls: tag for tag, cls in _TYPES.items()}
 

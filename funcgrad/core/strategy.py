@@ -12,7 +12,8 @@ training minibatch. ``update`` never calls an engine: it yields batches of effec
 (:mod:`funcgrad.core.effects`: critic/optimizer calls, validation minibatches, reruns),
 receives their answers, and returns ``(Update, S)``. So a strategy is a
 deterministic function of its inputs and the answers it is given. ``S`` is explicit
-and a JSON value (see :mod:`funcgrad.core.values`), random-stream position included,
+and a JSON value (see :mod:`funcgrad.core.values`) or built of the typed state values of
+:mod:`funcgrad.core.strategy_state`, random-stream position included,
 so runs checkpoint and resume. ``context`` carries what the training loop knows
 (step, the run's seed, proposals rejected earlier in this step, accepted history).
 Built-in strategies live in :mod:`funcgrad.strategies` and use only the public API.
@@ -36,6 +37,7 @@ import attrs
 from funcgrad.core.backward import Candidate, Gradient
 from funcgrad.core.errors import ConfigError, StrategyError
 from funcgrad.core.state import PromptState
+from funcgrad.core.strategy_state import freeze_state
 from funcgrad.core.values import FrozenDict, freeze
 
 NOTE_STATUSES = ("proposed", "no_update")
@@ -97,7 +99,8 @@ class StepContext:
     strategy derives from it, with the step); ``attempt``: how many proposals of
     this step were rejected so far; ``rejected``: those proposals (the next one
     should differ); ``history``: accepted values with their validation scores, best
-    first; ``steps_since_improvement``.
+    first; ``steps_since_improvement``; ``labels``: the task's label set
+    (:attr:`funcgrad.core.task.Task.labels`, empty when it declares none).
 
     >>> StepContext(step=2, seed=7).attempt
     0
@@ -108,6 +111,7 @@ class StepContext:
     rejected: tuple[Attempt, ...] = attrs.field(default=(), converter=tuple)
     history: tuple[Attempt, ...] = attrs.field(default=(), converter=tuple)
     steps_since_improvement: int = 0
+    labels: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def attempt(self) -> int:
@@ -189,7 +193,7 @@ def check_result(value: Any, strategy: str) -> tuple[Update, Any]:
         shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:117] + "..."
         raise StrategyError(f"strategy {strategy!r} returned {shown}; update must return (Update, S) with S a JSON value")
     try:
-        s = freeze(value[1], where=f"state of strategy {strategy!r}")
+        s = freeze_state(value[1], where=f"state of strategy {strategy!r}")
     except Exception as exc:
         raise StrategyError(str(exc)) from None
     return value[0], s

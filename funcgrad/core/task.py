@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import attrs
 
+from funcgrad.core.errors import ConfigError
 from funcgrad.core.run import Example, LossFn, Pipeline
 from funcgrad.core.state import PromptState
 
 
 @attrs.frozen
 class Task:
-    """A named optimization problem with seeded train/val/test splits (tuples of Example)."""
+    """A named optimization problem with seeded train/val/test splits (tuples of Example).
+
+    ``labels``: the answers a classification task chooses from (empty for other
+    tasks). Declared, a label in a proposed prompt is a class name, not a leaked
+    answer: the ``label_leak`` guard then flags only copied examples
+    (docs/strategies.md). Each must be a non-empty string, without repeats.
+
+    >>> Task("t", None, None, None, (), (), (), labels=["a", "a"]).labels
+    Traceback (most recent call last):
+    ...
+    funcgrad.core.errors.ConfigError: task 't': labels must be distinct non-empty strings, got ['a', 'a']
+    """
 
     name: str
     pipeline: Pipeline
@@ -30,3 +42,9 @@ class Task:
     val: tuple[Example, ...] = attrs.field(converter=tuple)
     test: tuple[Example, ...] = attrs.field(converter=tuple)
     description: str = ""
+    labels: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    @labels.validator
+    def _check_labels(self, attribute, value) -> None:
+        if not all(isinstance(x, str) and x.strip() for x in value) or len(set(value)) < len(value):
+            raise ConfigError(f"task {self.name!r}: labels must be distinct non-empty strings, got {list(value)!r}")

@@ -226,7 +226,12 @@ def initial_state(labels: tuple[str, ...] = LABELS) -> PromptState:
 def classification(
     *, seed: int = 0, n_train: int = 30, n_val: int = 20, n_test: int = 50, labels: tuple[str, ...] = LABELS,
 ) -> Task:
-    """The question-type task: seeded disjoint splits over ``labels`` (a subset of :data:`LABELS`, no duplicates)."""
+    """The question-type task: seeded disjoint splits over ``labels`` (a subset of :data:`LABELS`, no duplicates).
+
+    The task declares ``labels`` (:attr:`~funcgrad.core.task.Task.labels`), so a
+    proposed instruction may name a class ("a question about a city is LOCATION")
+    without the ``label_leak`` guard dropping it.
+    """
     labels = _labels(labels)
 
     @fn("parse")
@@ -256,4 +261,5 @@ def classification(
             "TREC-style question classification: name the type of the answer a question asks for, one of "
             + ", ".join(labels) + "."
         ),
+        labels=labels,
     )

@@ -49,6 +49,7 @@ from funcgrad.core.backward import Candidate, StepTrace, Verdict
 from funcgrad.core.calls import Request, Response
 from funcgrad.core.strategy import Attempt, Note, StepContext, Strategy, Update, check_result
 from funcgrad.core.task import Task
+from funcgrad.core.strategy_state import freeze_state
 from funcgrad.core.values import FrozenDict, freeze
 from funcgrad.training.driver import drive
 
@@ -284,7 +285,7 @@ def start(task: Task, strategy: Strategy, loop: _Loop) -> FitState:
     val = mean_score(val_results) if task.val else 0.0
     test = loop.score(task.state, task.test, 0, "test") if task.test else None
     loop.emit("eval", {"step": 0, "val": val, "test": test})
-    return FitState(0, task.state, freeze(strategy.init(task.state)), val, val, test, val_scores=_per_example(val_results))
+    return FitState(0, task.state, freeze_state(strategy.init(task.state)), val, val, test, val_scores=_per_example(val_results))
 
 
 def _halving_subset(val: Sequence[Example], settings: FitSettings) -> list[Example]:
@@ -313,7 +314,7 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
         context = StepContext(
             step=step, seed=settings.seed, rejected=tuple(rejected),
             history=tuple(sorted(fs.attempts, key=lambda a: -(a.score or 0.0))),
-            steps_since_improvement=fs.steps_since_improvement,
+            steps_since_improvement=fs.steps_since_improvement, labels=task.labels,
         )
         driven = drive(
             loop.strategy.update(results, fs.state, strategy_state, context), strategy=name, critic=loop.critic,
