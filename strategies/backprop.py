@@ -40,11 +40,10 @@ from funcgrad.core.state import PromptState
 from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Stats, read_state
 from funcgrad.core.trace import reverse_topological
-from funcgrad.strategies import edits, sampling
+from funcgrad.strategies import edits, optimizer, sampling
 from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines
 from funcgrad.strategies.guards import Guard, check_proposal
 from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
-from funcgrad.strategies.optimizer import optimizer_request as build_optimizer_request
 from funcgrad.strategies.prompts import backprop as prompts
 from funcgrad.strategies.prompts import edits as edit_prompts
 from funcgrad.strategies.replies import closed_object, extract_fenced, is_generic, json_object, parse_json_reply
@@ -52,7 +51,7 @@ from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_
 
 FIXED = prompts.FIXED
 INPUTS_KEY = "(inputs)"
-BACKWARD = "backward"  # the request role of critiques (docs/strategies.md, "Roles")
+BACKWARD = "backward"  # the request role of critiques (docs/strategies.md, "Cost per phase")
 # Counted in S's rejections when a critique is unusable (the critique falls back to the feedback it was given).
 CRITIQUE_TRUNCATED, CRITIQUE_UNPARSED = "critique_truncated", "critique_unparsed"
 CRITIQUE_GENERIC, CRITIQUE_MISSING_ENTRY = "critique_generic", "critique_missing_entry"
@@ -451,7 +450,7 @@ def optimizer_request(name, state, grads, results, context, knobs) -> Request:
     """The optimizer call for ``name``; retries (after a rejection) sample at ``retry_temperature``."""
     system, body = optimizer_prompt(name, state, grads, results, context, knobs)
     schema = edits.schema(knobs.critique_chars, state[name].value) if knobs.edits else None
-    return build_optimizer_request(system, body, context, knobs, schema)
+    return optimizer.optimizer_request(system, body, context, knobs, schema)
 
 
 def _read_edit(response, old: str) -> tuple[str | None, str, str]:
@@ -523,7 +522,7 @@ def _proposals(asks, responses, results, state, context, knobs, n_asked_before: 
     """Candidates and notes of the optimizer replies, and one option (param -> value) per sample index."""
     n = knobs.n_candidates
     options: list[dict[str, str]] = [{} for _ in range(n)]
-    candidates, notes, counts = [], [], Stats(calls={"optimizer": len(asks)})
+    candidates, notes, counts = [], [], Stats(calls={optimizer.OPTIMIZER: len(asks)})
     for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
         candidate, note, more = read_proposal(name, state, real, results, context, knobs, response,
                                               _optimizer_call(n_asked_before, pos))
@@ -582,4 +581,4 @@ def backprop(**knobs: Any) -> Strategy:
     0.5
     """
     k = make_knobs(BackpropKnobs, "backprop", knobs)
-    return Strategy("backprop", lambda state: Stats(calls={"backward": 0, "optimizer": 0}), _update(k), k)
+    return Strategy("backprop", lambda state: Stats(calls={BACKWARD: 0, optimizer.OPTIMIZER: 0}), _update(k), k)

@@ -51,7 +51,7 @@ from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Pool, PoolEntry, Stats, read_state
 from funcgrad.strategies.guards import Guard, check_proposal
 from funcgrad.strategies.knobs import NON_NEGATIVE, POSITIVE_INT, PROMPT_CAP, check_skip_guards
-from funcgrad.strategies.optimizer import optimizer_request
+from funcgrad.strategies.optimizer import OPTIMIZER, optimizer_request
 from funcgrad.strategies.prompts import gepa as prompts
 from funcgrad.strategies.replies import closed_object, extract_fenced, json_object
 from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line, user_text
@@ -258,7 +258,7 @@ def _reflect(pool: Pool, parent: int, parent_state, parent_results, state, resul
             max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
         )
     candidates = [Candidate(name, old, value, guard, reason, (), _reflection_call_number())]
-    counts = Stats(calls={"optimizer": 1})
+    counts = Stats(calls={OPTIMIZER: 1})
     if guard:
         return pool, candidates, [Note(name, "no_update", f"{guard}: {reason}")], counts + Stats(rejections={guard: 1})
     pool, note, more = yield from _child(pool, parent, name, value, mean_score(parent_results), state, val_seed)

@@ -18,7 +18,7 @@ from typing import Any
 from funcgrad.core.calls import Request
 from funcgrad.core.seeds import derive_seed
 
-OPTIMIZER = "optimizer"  # the request role of proposals (docs/strategies.md, "Roles")
+OPTIMIZER = "optimizer"  # the request role of proposals (docs/strategies.md, "Cost per phase")
 
 
 def attempt_temperature(context, first: float, retry: float) -> float:

@@ -33,7 +33,7 @@ from funcgrad.strategies import sampling
 from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines
 from funcgrad.strategies.guards import Guard, check_proposal
 from funcgrad.strategies.knobs import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
-from funcgrad.strategies.optimizer import optimizer_request
+from funcgrad.strategies.optimizer import OPTIMIZER, optimizer_request
 from funcgrad.strategies.prompts import whole_trace as prompts
 from funcgrad.strategies.replies import json_object, unwrap
 from funcgrad.strategies.text import CURRENT_TAG, clip, fence, fit_prompt, one_line
@@ -257,7 +257,7 @@ def _update(knobs: WholeTraceKnobs):
         requests = sampling.samples(request, knobs.n_candidates, context.attempt, knobs.sample_temperature)
         responses = yield tuple(Call(r) for r in requests)
         grads = _loss_gradients(results, names)
-        options, candidates, notes, counts = [], [], [], Stats(calls={"optimizer": len(requests)})
+        options, candidates, notes, counts = [], [], [], Stats(calls={OPTIMIZER: len(requests)})
         for i, response in enumerate(responses):
             values, cands, ns, more = read_suggestion(response, state, names, results, context, knobs, grads, _sample_call(i))
             options.append(values)
@@ -296,4 +296,4 @@ def whole_trace(**knobs: Any) -> Strategy:
     2
     """
     k = make_knobs(WholeTraceKnobs, "whole_trace", knobs)
-    return Strategy("whole_trace", lambda state: Stats(calls={"backward": 0, "optimizer": 0}), _update(k), k)
+    return Strategy("whole_trace", lambda state: Stats(calls={OPTIMIZER: 0}), _update(k), k)
