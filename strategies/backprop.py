@@ -291,7 +291,8 @@ def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs, s
 
     ``gradients`` is a tuple of :class:`~funcgrad.core.backward.Gradient` sorted by
     (example, call order), numbered from 0; each critique's ``call`` is the index of
-    its request in ``requests`` (the calls in the order they were asked). ``stats``
+    its request in ``requests`` (the calls in the order they were asked), also when
+    the critique was dropped and the downstream feedback passed on instead. ``stats``
     (a mutable dict, see :func:`proposals.new_stats`) receives call and event counts.
     """
     per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs, stats)
@@ -300,7 +301,7 @@ def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs, s
     grads = []
     for key, fields in items:
         request = fields.pop("request")
-        call = next((i for i, r in enumerate(requests) if r is request), None) if fields["source"] == "critique" else None
+        call = next((i for i, r in enumerate(requests) if r is request), None)  # a dropped critique keeps its call
         grads.append(Gradient(len(grads), call=call, **fields))
     return tuple(grads), requests
 
