@@ -5,6 +5,7 @@ What a person sees in a real browser is checked in tests/test_report_browser.py.
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 from pathlib import Path
@@ -38,15 +39,20 @@ def _page(path: Path, **kw) -> str:
     return write_run_report(path, **kw).read_text()
 
 
+def _text(page: str) -> str:
+    """The page's text as a reader sees it: tags dropped, entities decoded, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+
+
 def test_report_shows_each_verdict_reason_and_diff(counting_dir):
     page = _page(counting_dir, initial=counting_task().state)
     assert "rejected by minibatch" in page and "lost on the training minibatch (0.000 &lt; 0.500)" in page
     assert "stopped by guard too_short" in page
     assert page.count('class="badge o-accepted">accepted</span>') >= 1
     # the rejected proposal as a diff against the text it would replace, the changed words marked
-    assert '<div class="ins"><span class="op">+ </span>Answer <mark>badly</mark>' in page
+    assert '<div class="ins"><span class="op">+ </span><bdi>Answer <mark>badly</mark>' in page
     # the critique of the wrong example, attributed to its node call
-    assert "count#0 · ex4 (score 0.00) · critique for instruction · call 0, round 0" in page
+    assert "count#0 · ex4 (score 0.00) · critique for instruction · call 0, round 0" in _text(page)
 
 
 def test_untrusted_text_is_escaped(counting_dir):
@@ -71,7 +77,7 @@ def test_trace_graph_has_one_element_per_record_and_repeated_calls_numbered(tmp_
     assert len(re.findall(r'<g id="g-n\d+"', svg)) == len(trace.records) == 7
     assert "query#0" in svg and "query#1" in svg and "retrieve#1" in svg and ">answer<" in svg
     page = _page(run)
-    assert 'data-records="7"' in page and "∇ attempt 0 · critique for query_instruction" in page
+    assert 'data-records="7"' in page and "∇ g1 attempt 1 · critique for query_instruction" in _text(page)
 
 
 def test_curve_marks_each_proposal_by_outcome(counting_dir):
@@ -156,7 +162,7 @@ def test_initial_prompts_diff_to_final(counting_dir):
     final = read_run(counting_dir).fit.state["instruction"].value
     assert final == "Answer the question. Think carefully and count each item once."
     prompts = page.split('id="prompts"')[1].split('id="steps"')[0]
-    assert "Think carefully and count each item once.</mark></div>" in prompts
+    assert "Think carefully and count each item once.</mark></bdi></div>" in prompts
     assert isinstance(fg.loads((counting_dir / "final_state.json").read_bytes()), fg.PromptState)
 
 
