@@ -237,9 +237,13 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
       candidate sys from g0 [c1]: 'Count.' -> 'List the items, then count.'
     """
     rounds = len({e.round for e in st.effects})
+    key = outcome(st.verdict, st.candidates)
+    label = OUTCOME_LABELS[key]
+    # each reason once: a guard's reason is on its candidate's line; the loop's "no update: " repeats the label
+    reason = "" if key == "guard" else st.reason.removeprefix(f"{label}: ")
     head = (f"step {st.step} attempt {st.attempt + 1} ({escape_line(st.strategy)}): batch {escape_line(', '.join(st.batch)) or '-'}; "
             f"{len(st.calls)} call{'s' if len(st.calls) != 1 else ''} in {rounds} round{'s' if rounds != 1 else ''}; "
-            f"{OUTCOME_LABELS[outcome(st.verdict, st.candidates)]}" + (f": {_one_line(st.reason, 2 * width)}" if st.reason else ""))
+            f"{label}" + (f": {_one_line(reason, 2 * width)}" if reason else ""))
     scores = [f"minibatch {st.minibatch:.3f}" if st.minibatch is not None else "",
               f"val {st.val:.3f}" if st.val is not None else ""]
     if any(scores):
