@@ -109,7 +109,7 @@ def curve_svg(curve: Curve) -> str:
     """
     with matplotlib.rc_context({"font.size": BODY_PT, "legend.fontsize": BODY_PT, "xtick.labelsize": BODY_PT,
                                 "ytick.labelsize": BODY_PT, "axes.labelsize": BODY_PT}):
-        fig = Figure(figsize=(7.2, 7.4))
+        fig = Figure(figsize=(5.6, 7.0))
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.6]})
         steps = [s for s, _ in curve.val]
         top.step(steps, [v for _, v in curve.val], where="post", color="#0072B2", linewidth=1.6)
@@ -149,8 +149,8 @@ def curve_svg(curve: Curve) -> str:
         fig.legend(handles + extra[0], labels + [f"calls: {x}" for x in extra[1]], loc="lower center", ncol=2,
                    frameon=False, bbox_to_anchor=(0.5, 0.0))
         rows = -(-(len(labels) + len(extra[1])) // 2)
-        legend_h = 0.045 * rows + 0.02
-        fig.subplots_adjust(left=0.15, right=0.97, top=0.98, bottom=0.1 + legend_h, hspace=0.08)
+        legend_h = (0.22 * rows + 0.1) / 7.0  # legend rows in inches, as a fraction of the height
+        fig.subplots_adjust(left=0.19, right=0.97, top=0.98, bottom=0.08 + legend_h, hspace=0.08)
         desc = (f"Validation score of the kept state over {len(curve.val)} evaluations; {len(curve.proposals)} proposals "
                 f"({', '.join(f'{sum(1 for p in curve.proposals if p.outcome == k)} {OUTCOMES[k][0]}' for k in OUTCOMES if any(p.outcome == k for p in curve.proposals)) or 'none'})"
                 + (f"; test {' then '.join(f'{v:.3f}' for _, v in curve.test)}" if curve.test else "") + ".")
