@@ -258,6 +258,10 @@ def test_main_job_report(browser, tmp_path):
         _shot(v.page.locator("section.step").first, "main-job-step.png", tmp_path)
     _shot(v.page.locator("details.trace-view").first, "main-job-trace.png", tmp_path)
     v.context.close()
+    narrow = Visit(browser, page, width=400)
+    assert narrow.page.evaluate("document.documentElement.scrollWidth") <= 400
+    _shot(narrow.page, "main-job-report-400.png", tmp_path)
+    narrow.context.close()
 
 
 @pytest.mark.skipif(not os.environ.get("FUNCGRAD_MULTIHOP_RUN"), reason="set FUNCGRAD_MULTIHOP_RUN=RUN_DIR to check a real multihop run's report")
