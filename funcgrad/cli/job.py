@@ -21,7 +21,7 @@ import attrs
 import orjson
 
 from funcgrad.cli.config import EngineConfig, RunConfig
-from funcgrad.core.errors import BudgetExceeded, ConfigError, EngineError, RunFailed
+from funcgrad.core.errors import BudgetExceeded, ConfigError, EngineError, RunFailed, SerializationError
 from funcgrad.cli.plugins import build_strategy, build_task
 from funcgrad.cli.progress import make_reporter
 from funcgrad.training.report import history_tsv, plot_learning_curve, report_markdown
@@ -165,7 +165,10 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
         rd.clear()  # files of a start that never reached its first checkpoint
         source = orjson.loads(orjson.dumps(config.source, default=dict))
         rd.write_json("config.json", {"config_file": str(Path(config_file).resolve()) if config_file else None, "config": source})
-        write_initial_state(rd, task.state)
+        try:
+            write_initial_state(rd, task.state)
+        except SerializationError:
+            pass  # a prompt JSON cannot hold (a lone surrogate): the run's first model call reports it, naming the node
     started = time.monotonic()
     reporter = make_reporter(quiet=quiet, title=label)
     saved = {"step": None if resume_from is None else resume_from.step, "phase": "initial evaluation"}
