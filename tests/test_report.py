@@ -2,8 +2,11 @@
 
 import collections.abc
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 import funcgrad as fg
-from funcgrad.training.report import loss_warnings, report_markdown
+from funcgrad.training.report import held_out_pairs, loss_warnings, report_markdown
 from train_fixtures import hint_strategy, respond, tiny_task
 
 
@@ -95,3 +98,20 @@ def test_funcgrad_evaluate_warns_about_a_loss_that_never_sees_the_answer(tmp_pat
     assert "test: accuracy 0.0% on 4 examples" in out
     assert "funcgrad: warning: All 4 scored examples got score 0 and the same feedback 'no answer'" in err
     monkeypatch.delitem(__import__("sys").modules, "broken", raising=False)
+
+
+_entries = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["test", "val", "train"]), st.sampled_from("abcd"),
+                              st.sampled_from([0.0, 1.0])), max_size=20)
+
+
+@given(_entries)
+def test_held_out_pairs_are_the_first_and_last_test_result_of_each_example_tested_twice(entries):
+    results = [(step, phase, fg.Result(fg.Example(ex, "q", "a"), n, fg.Trace((fg.Record(0, "x", "input"),), output=0), fg.Loss(score, "")))
+               for n, (step, phase, ex, score) in enumerate(entries)]
+    tests = [(ex, r) for _, phase, r in results for ex in [r.example.id] if phase == "test"]
+    twice = list(dict.fromkeys(ex for ex, _ in tests if sum(1 for e, _ in tests if e == ex) > 1))
+    pairs = held_out_pairs(results)
+    assert [b.example.id for b, _ in pairs] == twice
+    for b, a in pairs:
+        same = [r for ex, r in tests if ex == b.example.id]
+        assert (b.output, a.output) == (same[0].output, same[-1].output)

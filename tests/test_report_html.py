@@ -319,3 +319,15 @@ def test_show_failing_prints_only_the_examples_that_failed_or_scored_below_1(cou
     heads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[step ")]
     failing = [r for _, _, r in read_run(counting_dir).traces if r.failed or r.loss.score < 1]
     assert len(heads) == len(failing) > 0 and all(" score 0.00: " in h for h in heads)
+
+
+def test_each_evaluation_of_a_candidate_gets_its_own_table(counting_dir, tmp_path):
+    run = _copy(counting_dir, tmp_path / "run")
+    lines = (run / "traces.jsonl").read_bytes().splitlines(keepends=True)
+    val = [line for line in lines if orjson.loads(line)["phase"] == "val" and orjson.loads(line)["step"] == 2]
+    assert len(val) == 2
+    (run / "traces.jsonl").write_bytes(b"".join(lines) + b"".join(val))  # a second candidate scored at step 2
+    text = _text(_page(run))
+    assert "val, step 2, evaluation 1 of 2: 2 example(s), mean score 1.000" in text
+    assert "val, step 2, evaluation 2 of 2: 2 example(s), mean score 1.000" in text
+    assert "val, step 0: 2 example(s), mean score 0.500" in text
