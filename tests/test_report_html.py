@@ -248,6 +248,7 @@ def test_outcomes_and_attempt_numbers_agree_on_the_page_in_report_md_and_in_show
     assert main(["show", str(counting_dir), "--step", "1", "--limit", "0"]) == 0
     out = capsys.readouterr().out
     assert "step 1 attempt 2 (backprop): batch ex1, ex0; 2 calls in 2 rounds; stopped by a guard\n" in out
+    assert "  candidate instruction from g1 [c1]: stopped by guard too_short: " in out  # as the page names it
     assert out.count("the proposed value 'No.' is a stub") == 1  # on the candidate's line only
 
 

@@ -267,7 +267,7 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
         used = "from " + ",".join(f"g{i}" for i in c.gradients) if c.gradients else "from no gradient"
         via = f" [c{c.call}]" if c.call is not None else ""
         if c.value is None or c.guard:
-            verdict = f" dropped by {c.guard}: {_one_line(c.reason, width)}" if c.guard else f" no value: {_one_line(c.reason, width)}"
+            verdict = f" stopped by guard {c.guard}: {_one_line(c.reason, width)}" if c.guard else f" no value: {_one_line(c.reason, width)}"
             lines.append(f"  candidate {escape_line(c.param)} {used}{via}:{verdict}")
         else:
             lines.append(f"  candidate {escape_line(c.param)} {used}{via}: {_one_line(c.old, width // 2)!r} -> {_one_line(c.value, width)!r}")
