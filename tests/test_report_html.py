@@ -180,11 +180,14 @@ def test_trace_graph_draws_every_record_once_and_escapes_names(trace):
 def test_a_run_still_going_is_not_blamed_for_its_end_files(counting_dir, tmp_path):
     run = _copy(counting_dir, tmp_path / "run")
     doc = orjson.loads((run / "checkpoint.json").read_bytes())
-    doc["fit"]["stopped"] = ""
+    doc["fit"]["stopped"], doc["fit"]["final_test"] = "", None
     (run / "checkpoint.json").write_bytes(orjson.dumps(doc))
     (run / "final_state.json").unlink()
+    lines = (run / "traces.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "traces.jsonl").write_bytes(b"".join(x for x in lines if orjson.loads(x)["step"] != 3 or orjson.loads(x)["phase"] != "test"))
     page = _page(run)
     assert "still running (or killed): 3 step(s) checkpointed" in page
+    assert "No paired difference yet: the final test evaluation runs when the run ends." in page
     assert "final_state.json is missing" not in page and "history.tsv is missing" not in page
     assert "Answer the question. Think carefully and count each item once." in page  # the checkpoint's prompts
 
