@@ -347,13 +347,14 @@ def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs):
 
     ``gradients`` is a tuple of :class:`~funcgrad.core.backward.Gradient` sorted by
     (example, call order), numbered from 0; each critique's ``call`` is the index of
-    its request in ``requests`` (the calls in the order they were asked). ``counts``
+    its request in ``requests`` (the calls in the order they were asked), also when
+    the critique was dropped and the downstream feedback passed on instead. ``counts``
     (:class:`~funcgrad.core.strategy_state.Stats`) holds the call and event counts.
     """
     per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs)
                                                        for i, res in enumerate(results)))
     walked = sorted((w for found, _ in per_example for w in found), key=lambda w: w.order)
-    grads = tuple(attrs.evolve(w.gradient, id=n, call=_critique_call(w.request, requests) if w.gradient.source == "critique" else None)
+    grads = tuple(attrs.evolve(w.gradient, id=n, call=_critique_call(w.request, requests))  # a dropped critique keeps its call
                   for n, w in enumerate(walked))
     return grads, requests, sum((counts for _, counts in per_example), Stats())
 

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 
 import funcgrad
 from funcgrad import Candidate, StepTrace, TraceError, Verdict, check_step_trace, format_step_trace
+from funcgrad.core.backward import OUTCOME_LABELS, outcome
 from funcgrad.core.errors import CheckpointError
 from funcgrad.testing import step_traces
 from funcgrad.training.rundir import RunDir, read_steps
@@ -19,7 +20,8 @@ def test_generated_step_traces_check_round_trip_and_print_one_line_per_record(st
     lines = format_step_trace(st).splitlines()
     runs = sum(1 for e in st.effects if e.kind != "call")
     assert len(lines) == 1 + len(st.calls) + runs + len(st.gradients) + len(st.candidates)
-    assert lines[0].startswith(f"step {st.step} attempt {st.attempt} ") and st.verdict.value in lines[0]
+    assert lines[0].startswith(f"step {st.step} attempt {st.attempt + 1} ")
+    assert OUTCOME_LABELS[outcome(st.verdict, st.candidates)] in lines[0]
 
 
 @settings(max_examples=40, deadline=None)

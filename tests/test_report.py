@@ -2,8 +2,11 @@
 
 import collections.abc
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 import funcgrad as fg
-from funcgrad.training.report import loss_warnings, report_markdown
+from funcgrad.training.report import held_out_pairs, loss_warnings, report_markdown
 from train_fixtures import hint_strategy, respond, tiny_task
 
 
@@ -16,14 +19,27 @@ def test_the_report_shows_every_proposal_as_a_diff_with_its_verdict():
     task = tiny_task()
     fs = _fit(task)
     report = report_markdown(fs, task.state, title="tiny", usage=None, wall_s=None)
-    first, second = report.split("### Step 1, proposal 1: ")[1].split("### Step 1, proposal 2: ")
-    assert first.startswith("rejected: lost on minibatch") or first.startswith("rejected: no validation gain")
+    first, second = report.split("### Step 1, attempt 1: ")[1].split("### Step 1, attempt 2: ")
+    assert first.startswith("rejected by validation\n\n- did not beat the validation score (0.000 <= 0.000)\n")
     assert "-Answer the question.\n+Answer.\n" in first
-    assert second.startswith("accepted\n") and "-Answer the question.\n+Answer the question. Think carefully.\n" in second
+    assert second.startswith("accepted\n\n- beat the validation score (1.000 > 0.000)\n") and "-Answer the question.\n+Answer the question. Think carefully.\n" in second
     # step 2 starts from the accepted text: its (empty) proposal shows the strategy's reason, no diff
-    step2 = report.split("### Step 2, proposal 1: ")[1].split("## Calls and tokens")[0]
-    assert step2.startswith("no update\n") and "already careful" in step2 and "```diff" not in step2
+    step2 = report.split("### Step 2, attempt 1: ")[1].split("## Calls and tokens")[0]
+    assert step2.startswith("no update\n\n- `instruction`: already careful\n") and "```diff" not in step2
     assert "## Warnings" not in report
+
+
+def test_the_report_opens_with_the_paired_test_difference_and_the_selection_set():
+    task = tiny_task()
+    seen = []
+    fs = _fit(task, log_results=lambda step, phase, results: seen.extend((step, phase, r) for r in results))
+    lines = report_markdown(fs, task.state, title="tiny", usage=None, wall_s=None, traces=seen).splitlines()
+    assert lines[2] == ("- test (held out, n = 4): 0.000 -> 1.000; Δ +100.0 points [+100.0, +100.0] (95 % bootstrap interval), "
+                        "W/T/L 4/0/0, sign test p = 0.12, MDE: none (too few examples for the sign test to reach 5 %) (n = 4)")
+    assert lines[3] == ("- validation (the selection set, n = 4): 0.000 -> 1.000; these examples chose the proposals, "
+                        "so the gain on them is optimistic")
+    # without the traces there is no pairing: the scores alone, never a made-up interval
+    assert report_markdown(fs, task.state, title="tiny", usage=None, wall_s=None).splitlines()[2] == "- test: 0.000 -> 1.000"
 
 
 def test_a_loss_that_never_sees_the_answer_is_warned_about():
@@ -82,3 +98,20 @@ def test_funcgrad_evaluate_warns_about_a_loss_that_never_sees_the_answer(tmp_pat
     assert "test: accuracy 0.0% on 4 examples" in out
     assert "funcgrad: warning: All 4 scored examples got score 0 and the same feedback 'no answer'" in err
     monkeypatch.delitem(__import__("sys").modules, "broken", raising=False)
+
+
+_entries = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["test", "val", "train"]), st.sampled_from("abcd"),
+                              st.sampled_from([0.0, 1.0])), max_size=20)
+
+
+@given(_entries)
+def test_held_out_pairs_are_the_first_and_last_test_result_of_each_example_tested_twice(entries):
+    results = [(step, phase, fg.Result(fg.Example(ex, "q", "a"), n, fg.Trace((fg.Record(0, "x", "input"),), output=0), fg.Loss(score, "")))
+               for n, (step, phase, ex, score) in enumerate(entries)]
+    tests = [(ex, r) for _, phase, r in results for ex in [r.example.id] if phase == "test"]
+    twice = list(dict.fromkeys(ex for ex, _ in tests if sum(1 for e, _ in tests if e == ex) > 1))
+    pairs = held_out_pairs(results)
+    assert [b.example.id for b, _ in pairs] == twice
+    for b, a in pairs:
+        same = [r for ex, r in tests if ex == b.example.id]
+        assert (b.output, a.output) == (same[0].output, same[-1].output)

@@ -31,7 +31,8 @@ def test_rejected_proposals_are_fed_back_and_the_next_attempt_is_accepted():
     assert out.val_score == 1.0
     assert (first.verdict, second.verdict) == (Verdict.NO_VAL_GAIN, Verdict.ACCEPTED)
     assert proposal_counts(out) == {
-        "accepted": 1, "rejected: lost on minibatch": 0, "rejected: no validation gain": 1, "no update": 0, "invalid": 0,
+        "accepted": 1, "rejected by minibatch": 0, "rejected by validation": 1, "stopped by a guard": 0, "no update": 0,
+        "invalid": 0,
     }
 
 

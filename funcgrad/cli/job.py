@@ -21,12 +21,12 @@ import attrs
 import orjson
 
 from funcgrad.cli.config import EngineConfig, RunConfig
-from funcgrad.core.errors import BudgetExceeded, ConfigError, EngineError, RunFailed
+from funcgrad.core.errors import BudgetExceeded, ConfigError, EngineError, RunFailed, SerializationError
 from funcgrad.cli.plugins import build_strategy, build_task
 from funcgrad.cli.progress import make_reporter
 from funcgrad.training.report import history_tsv, plot_learning_curve, report_markdown
 from funcgrad.training.html_report import write_run_report
-from funcgrad.training.rundir import FILE_MODE, RunDir, read_traces
+from funcgrad.training.rundir import FILE_MODE, RunDir, read_steps, read_traces, write_initial_state
 from funcgrad.core.serialize import dumps
 from funcgrad.training.fit import FitState, fit, settings_hash
 
@@ -165,6 +165,10 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
         rd.clear()  # files of a start that never reached its first checkpoint
         source = orjson.loads(orjson.dumps(config.source, default=dict))
         rd.write_json("config.json", {"config_file": str(Path(config_file).resolve()) if config_file else None, "config": source})
+        try:
+            write_initial_state(rd, task.state)
+        except SerializationError:
+            pass  # a prompt JSON cannot hold (a lone surrogate): the run's first model call reports it, naming the node
     started = time.monotonic()
     reporter = make_reporter(quiet=quiet, title=label)
     saved = {"step": None if resume_from is None else resume_from.step, "phase": "initial evaluation"}
@@ -224,8 +228,10 @@ def _write_final(rd: RunDir, fs: FitState, task, title: str, usage, wall: float)
         os.replace(plot, rd.path / "learning_curve.png")
     finally:
         plot.unlink(missing_ok=True)
-    scored = [entry["result"] for entry in read_traces(rd.path / "traces.jsonl")] if (rd.path / "traces.jsonl").exists() else []
-    rd.write_text("report.md", report_markdown(fs, task.state, title=title, usage=usage, wall_s=wall, results=scored))
+    entries = read_traces(rd.path / "traces.jsonl") if (rd.path / "traces.jsonl").exists() else []
+    traces = [(entry["step"], entry["phase"], entry["result"]) for entry in entries]
+    rd.write_text("report.md", report_markdown(fs, task.state, title=title, usage=usage, wall_s=wall, results=[t[2] for t in traces],
+                                               traces=traces, steps=read_steps(rd.path)))
     write_run_report(rd.path, initial=task.state, title=title)
 
 

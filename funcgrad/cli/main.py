@@ -2,7 +2,7 @@
 
     funcgrad optimize CONFIG [--resume] [--quiet] [--replay] [--run-dir DIR]
     funcgrad evaluate CONFIG [--state FILE] [--split test|val|train] [--replay]
-    funcgrad show RUN_DIR|TRACE_FILE [--step N] [--phase P] [--limit N]
+    funcgrad show RUN_DIR|TRACE_FILE [--step N] [--phase P] [--failing] [--limit N]
     funcgrad compare CONFIG [--quiet]
     funcgrad report RUN_DIR
 
@@ -107,6 +107,8 @@ def cmd_show(args) -> int:
         if args.phase and entry["phase"] != args.phase:
             continue
         r = entry["result"]
+        if args.failing and not _failing(r):
+            continue
         if r.failed:
             where = f" in node {r.failure.node!r}" if r.failure.node else ""
             print(f"[step {entry['step']} {entry['phase']}] FAILED ({r.failure.kind}{where}): {r.failure.message[:120]}")
@@ -117,6 +119,11 @@ def cmd_show(args) -> int:
         if shown >= args.limit:
             break
     return 0
+
+
+def _failing(result) -> bool:
+    """An example that failed or scored below 1 (what ``show --failing`` keeps)."""
+    return result.failed or result.loss.score < 1
 
 
 def cmd_compare(args) -> int:
@@ -131,22 +138,8 @@ def cmd_report(args) -> int:
     path = Path(args.run_dir)
     if not path.is_dir():
         raise ConfigError(f"{path} is not a run directory (give the folder that holds checkpoint.json and traces.jsonl)")
-    print(f"report: {write_run_report(path, initial=_initial_prompts(path))}")
+    print(f"report: {write_run_report(path)}")  # the initial prompts come from the run's initial_state.json
     return 0
-
-
-def _initial_prompts(run_dir: Path):
-    """The task's initial prompt state, rebuilt from the run's config.json; None when that fails (the page says so)."""
-    import orjson
-
-    from funcgrad.cli.config import parse_config
-
-    try:
-        doc = orjson.loads((run_dir / "config.json").read_bytes())
-        config = parse_config(doc["config"], base_dir=Path(doc["config_file"]).parent if doc.get("config_file") else None)
-        return build_task(config.task, config.task_args, config_dir=config.config_dir).state
-    except (OSError, ValueError, KeyError, TypeError, FuncgradError):
-        return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -170,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="a run directory or a traces.jsonl file")
     s.add_argument("--step", type=int)
     s.add_argument("--phase", help="train, minibatch, val, test, rerun or strategy-eval")
+    s.add_argument("--failing", action="store_true", help="only examples that failed or scored below 1")
     s.add_argument("--limit", type=int, default=5)
     s.set_defaults(func=cmd_show)
     c = sub.add_parser("compare", help="run a grid of strategies x tasks x seeds and tabulate")

@@ -51,6 +51,26 @@ class Verdict(str, enum.Enum):
     INVALID = "invalid"
 
 
+# How a person reads an attempt's verdict, wherever it is shown (format_step_trace, report.md, report.html).
+# "guard" is a NO_UPDATE whose proposals were all stopped by a guard (see :func:`outcome`).
+OUTCOME_LABELS = {
+    "accepted": "accepted", "lost_minibatch": "rejected by minibatch", "no_val_gain": "rejected by validation",
+    "guard": "stopped by a guard", "no_update": "no update", "invalid": "invalid",
+}
+
+
+def outcome(verdict: Verdict | str, candidates: tuple[Candidate, ...] = ()) -> str:
+    """The key of :data:`OUTCOME_LABELS` for a verdict: ``"guard"`` when nothing was proposed because a guard stopped a candidate.
+
+    >>> outcome("no_update", (Candidate("p", "old", "x", guard="too_short"),)), outcome(Verdict.NO_VAL_GAIN)
+    ('guard', 'no_val_gain')
+    """
+    value = Verdict(verdict).value
+    if value == "no_update" and any(c.guard for c in candidates):
+        return "guard"
+    return value
+
+
 def _verdict(value) -> Verdict:
     try:
         return Verdict(value)
@@ -70,7 +90,8 @@ class Gradient:
     ``node``/``record_id``/``call_index`` say which call of the forward trace of
     ``example_id`` it is about (the time stamp); ``score`` is that example's loss;
     ``source`` is ``critique`` (an LLM backward call, ``call`` = its id),
-    ``passthrough`` (downstream feedback passed on unchanged), ``skip`` (the loss
+    ``passthrough`` (downstream feedback passed on unchanged; with a ``call``, the
+    critique that call asked for was dropped and this was passed on instead), ``skip`` (the loss
     feedback via a skip connection), ``fixed`` (errors-only "no noticeable error")
     or ``loss`` (the loss feedback itself, e.g. whole-trace propagation).
 
@@ -205,20 +226,24 @@ def _one_line(text: object, width: int) -> str:
 
 
 def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
-    """The backward pass of one attempt, one record a line.
+    """The backward pass of one attempt, one record a line (attempts numbered from 1, verdicts as :data:`OUTCOME_LABELS`).
 
     >>> g = Gradient(0, "sys", "answer", "e1", 1, 0, 0.0, "count each item once", "critique", call=0)
     >>> c = Candidate("sys", "Count.", "List the items, then count.", gradients=(0,), call=1)
     >>> print(format_step_trace(StepTrace(1, 0, "backprop", ("e1",), gradients=(g,), candidates=(c,),
     ...                                   verdict="no_val_gain", reason="0.30 <= 0.35")))
-    step 1 attempt 0 (backprop): batch e1; 0 calls in 0 rounds; no_val_gain: 0.30 <= 0.35
+    step 1 attempt 1 (backprop): batch e1; 0 calls in 0 rounds; rejected by validation: 0.30 <= 0.35
       g0 sys <- answer#0 %1 of e1 (score 0.00) [critique c0]: 'count each item once'
       candidate sys from g0 [c1]: 'Count.' -> 'List the items, then count.'
     """
     rounds = len({e.round for e in st.effects})
-    head = (f"step {st.step} attempt {st.attempt} ({escape_line(st.strategy)}): batch {escape_line(', '.join(st.batch)) or '-'}; "
+    key = outcome(st.verdict, st.candidates)
+    label = OUTCOME_LABELS[key]
+    # each reason once: a guard's reason is on its candidate's line; the loop's "no update: " repeats the label
+    reason = "" if key == "guard" else st.reason.removeprefix(f"{label}: ")
+    head = (f"step {st.step} attempt {st.attempt + 1} ({escape_line(st.strategy)}): batch {escape_line(', '.join(st.batch)) or '-'}; "
             f"{len(st.calls)} call{'s' if len(st.calls) != 1 else ''} in {rounds} round{'s' if rounds != 1 else ''}; "
-            f"{st.verdict.value}" + (f": {_one_line(st.reason, 2 * width)}" if st.reason else ""))
+            f"{label}" + (f": {_one_line(reason, 2 * width)}" if reason else ""))
     scores = [f"minibatch {st.minibatch:.3f}" if st.minibatch is not None else "",
               f"val {st.val:.3f}" if st.val is not None else ""]
     if any(scores):
@@ -242,7 +267,7 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
         used = "from " + ",".join(f"g{i}" for i in c.gradients) if c.gradients else "from no gradient"
         via = f" [c{c.call}]" if c.call is not None else ""
         if c.value is None or c.guard:
-            verdict = f" dropped by {c.guard}: {_one_line(c.reason, width)}" if c.guard else f" no value: {_one_line(c.reason, width)}"
+            verdict = f" stopped by guard {c.guard}: {_one_line(c.reason, width)}" if c.guard else f" no value: {_one_line(c.reason, width)}"
             lines.append(f"  candidate {escape_line(c.param)} {used}{via}:{verdict}")
         else:
             lines.append(f"  candidate {escape_line(c.param)} {used}{via}: {_one_line(c.old, width // 2)!r} -> {_one_line(c.value, width)!r}")

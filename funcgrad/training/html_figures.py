@@ -12,13 +12,15 @@ backend switch); the SVG is deterministic (no date, a fixed id salt).
 
 >>> from funcgrad.core.trace import Record, Trace
 >>> svg = trace_graph_svg(Trace((Record(0, "x", "input"), Record(1, "f", "fn", inputs=(0,), input_names=("a",)))), prefix="t")
->>> svg.startswith("<svg"), svg.count('id="t-n')
-(True, 2)
+>>> svg.startswith("<svg"), svg.count('id="t-n'), 'target="_blank"' in svg
+(True, 2, False)
 """
 
 from __future__ import annotations
 
+import html
 import io
+import re
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -26,17 +28,19 @@ import matplotlib
 import networkx as nx
 from matplotlib.figure import Figure
 
+from funcgrad.core.backward import OUTCOME_LABELS
 from funcgrad.core.trace import Trace
 
-# Outcome of a proposal -> (legend label, marker, colour); the order is the legend's.
-OUTCOMES = {
-    "accepted": ("accepted", "o", "#1a9850"),
-    "lost_minibatch": ("rejected by minibatch", "v", "#f46d43"),
-    "no_val_gain": ("rejected by validation", "X", "#d73027"),
-    "guard": ("stopped by a guard", "s", "#7b3294"),
-    "no_update": ("no update", "D", "#999999"),
-    "invalid": ("invalid", "P", "#000000"),
+# Outcome of a proposal -> (legend label, marker, colour); the order is the legend's. Labels are the ones every
+# report uses (core.backward.OUTCOME_LABELS); markers differ in shape, colours are the Okabe-Ito palette.
+_MARKS = {
+    "accepted": ("o", "#009E73"), "lost_minibatch": ("v", "#E69F00"), "no_val_gain": ("X", "#D55E00"),
+    "guard": ("^", "#CC79A7"), "no_update": ("D", "#999999"), "invalid": ("P", "#000000"),
 }
+OUTCOMES = {key: (label, *_MARKS[key]) for key, label in OUTCOME_LABELS.items()}
+# Outcomes whose proposals were never scored: drawn in a strip under the score axis, not at a made-up score.
+UNSCORED_Y = -0.14
+BODY_PT = 10.5  # 14 px, the page's body text, at the figure's natural size
 
 KIND_COLOURS = {"input": "#e0e0e0", "llm": "#9ecae1", "fn": "#c7e9c0", "retrieve": "#fdd0a2", "loss": "#fcbba1"}
 
@@ -48,12 +52,15 @@ PHASE_COLOURS = {
 
 @attrs.frozen
 class ProposalPoint:
-    """One proposal on the learning curve: step, attempt, outcome (a key of :data:`OUTCOMES`), score shown."""
+    """One proposal on the learning curve: step, attempt, outcome (a key of :data:`OUTCOMES`), its measured score.
+
+    ``score`` is None for a proposal that was never scored (stopped by a guard, no update, invalid).
+    """
 
     step: int
     attempt: int
     outcome: str
-    score: float
+    score: float | None
 
 
 @attrs.frozen
@@ -70,60 +77,84 @@ class Curve:
     calls: Mapping[str, Mapping[int, int]] = attrs.field(factory=dict)
 
 
-def _svg(fig: Figure, salt: str) -> str:
-    """The figure as an ``<svg>`` element (no XML prolog), text as text, ids salted by ``salt``."""
+def _svg(fig: Figure, salt: str, title: str, desc: str = "") -> str:
+    """The figure as an ``<svg>`` element (no XML prolog, no metadata), text as text, ids salted by ``salt``.
+
+    ``title``/``desc`` become the SVG's ``<title>``/``<desc>`` (its name and text
+    alternative). Links stay in the page: matplotlib's ``target="_blank"`` is removed.
+    """
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = text[text.index("<svg"):]
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
+    text = text.replace(' target="_blank"', "")
+    head = text.index(">") + 1
+    alt = f"<title>{html.escape(title)}</title>" + (f"<desc>{html.escape(desc)}</desc>" if desc else "")
+    return text[:head].replace("<svg ", '<svg role="img" ' if "<a " not in text else '<svg role="group" ', 1) + alt + text[head:]
 
 
 def curve_svg(curve: Curve) -> str:
     """The learning curve (top) and the model calls per step and phase (bottom) as one SVG.
 
-    Proposal markers are grouped per outcome in ``<g id="outcome-{key}">`` elements.
+    Only measured scores are drawn at a score: a proposal never scored sits in the
+    strip under the axis ("not scored"); test scores are separate stars (no line
+    joins them). Proposal markers are grouped per outcome in ``<g id="outcome-{key}">``
+    elements; legend and ticks are at body text size.
 
     >>> svg = curve_svg(Curve([(0, 0.1), (1, 0.3)], [ProposalPoint(1, 0, "accepted", 0.3)], calls={"train": {1: 3}}))
-    >>> 'id="outcome-accepted"' in svg, "rejected by validation" in svg
-    (True, False)
+    >>> 'id="outcome-accepted"' in svg, "rejected by validation" in svg, "<title>" in svg
+    (True, False, True)
     """
-    fig = Figure(figsize=(7.5, 5.2))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    steps = [s for s, _ in curve.val]
-    top.step(steps, [v for _, v in curve.val], where="post", color="#2171b5", label="validation (kept state)")
-    top.plot(steps, [v for _, v in curve.val], "o", color="#2171b5", markersize=3)
-    for key, (label, marker, colour) in OUTCOMES.items():
-        points = [p for p in curve.proposals if p.outcome == key]
-        if not points:
-            continue
-        coll = top.scatter(
-            [p.step + 0.08 * p.attempt for p in points], [p.score for p in points], marker=marker, s=46,
-            color=colour, edgecolor="white", linewidth=0.6, zorder=3, label=f"proposal: {label}",
-        )
-        coll.set_gid(f"outcome-{key}")
-    if curve.test:
-        top.plot([s for s, _ in curve.test], [v for _, v in curve.test], "s--", color="#54278f", markersize=7, label="test")
-    top.set_ylim(-0.04, 1.04)
-    top.set_ylabel("accuracy")
-    top.grid(alpha=0.3)
-    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    steps = sorted(set(steps).union(*(per_step for per_step in curve.calls.values())))  # a step still running too
-    base = [0] * len(steps)
-    for phase, per_step in curve.calls.items():
-        heights = [per_step.get(s, 0) for s in steps]
-        bars = bottom.bar(steps, heights, bottom=base, width=0.6, color=PHASE_COLOURS.get(phase, "#bbbbbb"), label=phase)
-        for n, patch in enumerate(bars.patches):
-            patch.set_gid(f"calls-{phase}-{n}")
-        base = [b + h for b, h in zip(base, heights)]
-    bottom.set_ylabel("model calls")
-    bottom.set_xlabel("step (0 = initial evaluation)")
-    bottom.set_xticks(steps)
-    bottom.grid(axis="y", alpha=0.3)
-    if curve.calls:
-        bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.subplots_adjust(left=0.09, right=0.72, top=0.97, bottom=0.1, hspace=0.08)
-    return _svg(fig, "curve")
+    with matplotlib.rc_context({"font.size": BODY_PT, "legend.fontsize": BODY_PT, "xtick.labelsize": BODY_PT,
+                                "ytick.labelsize": BODY_PT, "axes.labelsize": BODY_PT}):
+        fig = Figure(figsize=(5.6, 7.0))
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.6]})
+        steps = [s for s, _ in curve.val]
+        top.step(steps, [v for _, v in curve.val], where="post", color="#0072B2", linewidth=1.6)
+        top.plot(steps, [v for _, v in curve.val], "o", color="#0072B2", markersize=4, label="validation of the kept state")
+        for key, (label, marker, colour) in OUTCOMES.items():
+            points = [p for p in curve.proposals if p.outcome == key]
+            if not points:
+                continue
+            coll = top.scatter(
+                [p.step + 0.1 * (p.attempt + 1) for p in points], [UNSCORED_Y if p.score is None else p.score for p in points],
+                marker=marker, s=70, color=colour, edgecolor="#222222", linewidth=0.6, zorder=3, label=f"proposal: {label}",
+            )
+            coll.set_gid(f"outcome-{key}")
+        if curve.test:
+            top.plot([s for s, _ in curve.test], [v for _, v in curve.test], "*", linestyle="none", color="#000000",
+                     markersize=13, label="test (start and end)")
+        if any(p.score is None for p in curve.proposals):
+            top.axhline((UNSCORED_Y + 0) / 2 - 0.02, color="#bbbbbb", linewidth=0.8)
+        top.set_ylim(UNSCORED_Y - 0.06, 1.04)
+        top.set_yticks([UNSCORED_Y, 0, 0.25, 0.5, 0.75, 1.0], ["not scored", "0", "0.25", "0.5", "0.75", "1"])
+        top.set_ylabel("accuracy")
+        top.grid(alpha=0.3)
+        steps = sorted(set(steps).union(*(per_step for per_step in curve.calls.values())))  # a step still running too
+        base = [0] * len(steps)
+        for phase, per_step in curve.calls.items():
+            heights = [per_step.get(s, 0) for s in steps]
+            bars = bottom.bar(steps, heights, bottom=base, width=0.6, color=PHASE_COLOURS.get(phase, "#bbbbbb"), label=phase)
+            for n, patch in enumerate(bars.patches):
+                patch.set_gid(f"calls-{phase}-{n}")
+            base = [b + h for b, h in zip(base, heights)]
+        bottom.set_ylabel("model calls")
+        bottom.set_xlabel("step (0 = initial evaluation)")
+        bottom.set_xticks(steps)
+        bottom.grid(axis="y", alpha=0.3)
+        handles, labels = top.get_legend_handles_labels()
+        extra = bottom.get_legend_handles_labels() if curve.calls else ([], [])
+        fig.legend(handles + extra[0], labels + [f"calls: {x}" for x in extra[1]], loc="lower center", ncol=2,
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
+        rows = -(-(len(labels) + len(extra[1])) // 2)
+        legend_h = (0.22 * rows + 0.1) / 7.0  # legend rows in inches, as a fraction of the height
+        fig.subplots_adjust(left=0.19, right=0.97, top=0.98, bottom=0.08 + legend_h, hspace=0.08)
+        desc = (f"Validation score of the kept state over {len(curve.val)} evaluations; {len(curve.proposals)} proposals "
+                f"({', '.join(f'{sum(1 for p in curve.proposals if p.outcome == k)} {OUTCOMES[k][0]}' for k in OUTCOMES if any(p.outcome == k for p in curve.proposals)) or 'none'})"
+                + (f"; test {' then '.join(f'{v:.3f}' for _, v in curve.test)}" if curve.test else "") + ".")
+        return _svg(fig, "curve", "Learning curve and model calls per step", desc)
 
 
 def node_label(trace: Trace, record_id: int) -> str:
@@ -179,7 +210,8 @@ def trace_graph_svg(trace: Trace, *, prefix: str, reached: Mapping[int, int] | N
     pad_x = 0.5 if widest > 1 else 1.0
     ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
     ax.set_ylim(min(ys) - 0.6 / max(layers, 1) - 0.05, max(ys) + 0.6 / max(layers, 1) + 0.05)
-    return _svg(fig, prefix)
+    names = ", ".join(node_label(trace, r.id) for r in trace.records)
+    return _svg(fig, prefix, f"Trace graph: {len(trace.records)} records", f"Records in order: {names}. Each node links to its record.")
 
 
 def compare_svg(labels: Sequence[str], before: Sequence[float], after: Sequence[float], per_seed: Sequence[Sequence[float]]) -> str:
@@ -196,4 +228,5 @@ def compare_svg(labels: Sequence[str], before: Sequence[float], after: Sequence[
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _svg(fig, "compare")
+    return _svg(fig, "compare", "Test accuracy before and after per strategy",
+                "; ".join(f"{lbl}: {b:.3f} -> {a:.3f}" for lbl, b, a in zip(labels, before, after)))

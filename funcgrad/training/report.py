@@ -15,14 +15,18 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from funcgrad.core.backward import OUTCOME_LABELS, StepTrace, outcome
 from funcgrad.core.errors import StateError
 from funcgrad.core.run import Result
 from funcgrad.core.state import PromptState, apply_updates
-from funcgrad.training.fit import FitState
+from funcgrad.core.stats import Paired, paired
+from funcgrad.core.values import thaw
+from funcgrad.training.fit import FitState, Proposal
 
 
 def _fmt(score: float | None) -> str:
@@ -37,19 +41,132 @@ def history_tsv(fs: FitState) -> str:
     return "\n".join(rows) + "\n"
 
 
-_VERDICT_LABELS = {
-    "accepted": "accepted", "lost_minibatch": "rejected: lost on minibatch",
-    "no_val_gain": "rejected: no validation gain", "no_update": "no update", "invalid": "invalid",
-}
+def proposal_outcome(proposal: Proposal, attempt: StepTrace | None = None) -> str:
+    """The key of :data:`~funcgrad.core.backward.OUTCOME_LABELS` for a proposal (its recorded attempt tells a guard stop).
+
+    >>> proposal_outcome(Proposal({"a": "x"}, verdict="no_val_gain"))
+    'no_val_gain'
+    """
+    return outcome(proposal.verdict, attempt.candidates if attempt is not None else ())
 
 
-def proposal_counts(fs: FitState) -> dict[str, int]:
-    """Accepted, rejected (by stage) and empty proposals over the run, from each proposal's verdict."""
-    counts = dict.fromkeys(_VERDICT_LABELS.values(), 0)
+def proposal_counts(fs: FitState, steps: Sequence[StepTrace] = ()) -> dict[str, int]:
+    """Proposals over the run per outcome label (``steps``, the recorded attempts, tell guard stops from other no-updates)."""
+    attempts = {(st.step, st.attempt): st for st in steps}
+    counts = dict.fromkeys(OUTCOME_LABELS.values(), 0)
     for e in fs.log:
-        for p in e.proposals:
-            counts[_VERDICT_LABELS[p.verdict.value]] += 1
+        for k, p in enumerate(e.proposals):
+            counts[OUTCOME_LABELS[proposal_outcome(p, attempts.get((e.step, k)))]] += 1
     return counts
+
+
+def proposal_reasons(proposal: Proposal) -> list[tuple[str, str]]:
+    """``(param, reason)`` pairs saying once why a proposal ended as it did ("" = the whole step).
+
+    A proposal with no value has the strategy's notes as its reasons (the loop's own
+    reason only joins them); otherwise the loop's reason comes first, then the
+    notes that say something else.
+
+    >>> from funcgrad.core.strategy import Note
+    >>> p = Proposal({}, [Note("a", "no_update", "too_short: a stub")], verdict="no_update", reason="no update: too_short: a stub")
+    >>> proposal_reasons(p)
+    [('a', 'too_short: a stub')]
+    """
+    notes = [(n.param, n.reason) for n in proposal.notes if n.reason]
+    if proposal.verdict.value == "no_update" and notes:
+        out = notes
+    else:
+        out = ([("", proposal.reason)] if proposal.reason else []) + notes
+    return list(dict.fromkeys(out))
+
+
+def held_out_pairs(traces: Iterable[tuple[int, str, Result]]) -> tuple[tuple[Result, Result], ...]:
+    """``(before, after)`` per test example, in test order, from a run's ``(step, phase, result)`` entries.
+
+    The first test result of an example is its score with the initial prompts, the
+    last one its score with the final prompts; an example tested once is left out.
+
+    >>> from funcgrad.core.run import Example, Loss
+    >>> from funcgrad.core.trace import Record, Trace
+    >>> r = lambda s: Result(Example("e", "q", "a"), "a", Trace((Record(0, "x", "input"),), output=0), Loss(s, ""))
+    >>> [(b.loss.score, a.loss.score) for b, a in held_out_pairs([(0, "test", r(0.0)), (0, "val", r(0.0)), (3, "test", r(1.0))])]
+    [(0.0, 1.0)]
+    """
+    first: dict[str, Result] = {}
+    last: dict[str, Result] = {}
+    for _, phase, result in traces:
+        if phase != "test":
+            continue
+        if result.example.id in first:
+            last[result.example.id] = result
+        else:
+            first[result.example.id] = result
+    return tuple((first[k], last[k]) for k in first if k in last)
+
+
+def _score(result: Result) -> float | None:
+    return None if result.loss is None else result.loss.score
+
+
+def held_out_difference(pairs: Sequence[tuple[Result, Result]]) -> Paired | None:
+    """The paired test difference after - before (:func:`funcgrad.core.stats.paired`); None without pairs.
+
+    A failed example (no score) on either side is left out, and ``n_examples`` says what remained.
+    """
+    if not pairs:
+        return None
+    return paired([[_score(a) for _, a in pairs]], [[_score(b) for b, _ in pairs]])
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "\u2212")
+
+
+def difference_text(d: Paired) -> str:
+    """The paired difference in one line, as the report page and report.md print it.
+
+    >>> from funcgrad.core.stats import Paired
+    >>> difference_text(Paired(0.033, -0.083, 0.15, 8, 46, 6, 0.79, 0.15, 60, 1))
+    'Δ +3.3 points [−8.3, +15.0] (95 % bootstrap interval), W/T/L 8/46/6, sign test p = 0.79, MDE 15.0 points (n = 60)'
+    """
+    if d.n_examples == 0:
+        return "no test example was scored both before and after"
+    mde = f"MDE {100 * d.mde:.1f} points" if math.isfinite(d.mde) else "MDE: none (too few examples for the sign test to reach 5 %)"
+    return (f"Δ {_points(d.diff)} points [{_points(d.low)}, {_points(d.high)}] ({100 * d.level:.0f} % bootstrap interval), "
+            f"W/T/L {d.wins}/{d.ties}/{d.losses}, sign test p = {d.p:.2g}, {mde} (n = {d.n_examples})")
+
+
+def selection_text(fs: FitState) -> str:
+    """The validation scores, named as what they are: the set that selected the proposals.
+
+    >>> from funcgrad.core.state import Param
+    >>> fs = FitState(2, PromptState.of(a=Param("x")), {}, 0.45, 0.1, None, val_scores={f"v{i}": 0.0 for i in range(20)})
+    >>> selection_text(fs)
+    'validation (the selection set, n = 20): 0.100 -> 0.450; these examples chose the proposals, so the gain on them is optimistic'
+    """
+    n = f", n = {len(fs.val_scores)}" if fs.val_scores else ""
+    return (f"validation (the selection set{n}): {_fmt(fs.initial_val)} -> {_fmt(fs.val_score)}; "
+            "these examples chose the proposals, so the gain on them is optimistic")
+
+
+def output_text(value: Any) -> str:
+    """A pipeline output as plain text: strings as they are, mappings as ``key: value`` lines, sequences one item a line.
+
+    >>> print(output_text({"answer": 3, "raw": "three lines"}))
+    answer: 3
+    raw: three lines
+    >>> print(output_text(("a", 2)))
+    a
+    2
+    """
+    value = thaw(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return "\n".join(f"{k}: {output_text(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return "\n".join(output_text(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def _diff(before: str, after: str, old: str, new: str) -> str:
@@ -57,20 +174,22 @@ def _diff(before: str, after: str, old: str, new: str) -> str:
     return "```diff\n" + "\n".join(lines) + "\n```"
 
 
-def proposals_markdown(fs: FitState, initial: PromptState) -> str:
-    """Every proposal of the run with its verdict and, per param, a diff of its text against the value it would replace.
+def proposals_markdown(fs: FitState, initial: PromptState, steps: Sequence[StepTrace] = ()) -> str:
+    """Every proposal of the run with its outcome, its reasons (each naming its param) and, per param, a diff.
 
-    The "current" value is the one the step started from: the initial prompts with
-    every earlier accepted proposal applied.
+    Attempts are numbered from 1 and outcomes named as on the report page
+    (:data:`~funcgrad.core.backward.OUTCOME_LABELS`; ``steps``, the recorded attempts,
+    tell a guard stop). The "current" value is the one the step started from: the
+    initial prompts with every earlier accepted proposal applied.
 
     >>> from funcgrad.core.state import Param
     >>> from funcgrad.training.fit import Proposal, StepLog
     >>> p = Proposal({"a": "Count items."}, verdict="no_val_gain", reason="did not beat the validation score")
     >>> fs = FitState(1, PromptState.of(a=Param("Count.")), {}, 0.0, 0.0, None, log=(StepLog(1, ("e0",), 0.0, (p,), False, 0.0),))
     >>> print(proposals_markdown(fs, PromptState.of(a=Param("Count."))))
-    ### Step 1, proposal 1: rejected: no validation gain
+    ### Step 1, attempt 1: rejected by validation
     <BLANKLINE>
-    did not beat the validation score
+    - did not beat the validation score
     <BLANKLINE>
     `a`:
     ```diff
@@ -81,13 +200,15 @@ def proposals_markdown(fs: FitState, initial: PromptState) -> str:
     +Count items.
     ```
     """
+    attempts = {(st.step, st.attempt): st for st in steps}
     current, parts = initial, []
     for e in fs.log:
         for i, p in enumerate(e.proposals, 1):
             verdict = p.verdict.value
-            parts.append(f"### Step {e.step}, proposal {i}: {_VERDICT_LABELS.get(verdict, verdict)}")
-            if p.reason:
-                parts.append(p.reason)
+            parts.append(f"### Step {e.step}, attempt {i}: {OUTCOME_LABELS[proposal_outcome(p, attempts.get((e.step, i - 1)))]}")
+            reasons = proposal_reasons(p)
+            if reasons:
+                parts.append("\n".join(f"- `{param}`: {why}" if param else f"- {why}" for param, why in reasons))
             for name, text in p.values.items():
                 before = current[name].value if name in current else ""
                 parts.append(f"`{name}`:\n" + _diff(before, str(text), "current", "proposed"))
@@ -180,18 +301,26 @@ def plot_learning_curve(fs: FitState, path: Path, title: str = "") -> Path:
     return path
 
 
+def summary_markdown(fs: FitState, traces: Sequence[tuple[int, str, Result]] = ()) -> list[str]:
+    """The lines report.md opens with: the paired test difference, then validation named as the selection set."""
+    pairs = held_out_pairs(traces)
+    d = held_out_difference(pairs)
+    n = f" (held out, n = {len(pairs)})" if pairs else ""
+    test = f"- test{n}: {_fmt(fs.initial_test)} -> {_fmt(fs.final_test)}"
+    return [test + (f"; {difference_text(d)}" if d is not None else ""), f"- {selection_text(fs)}"]
+
+
 def report_markdown(
     fs: FitState, initial: PromptState, *, title: str, usage: Any, wall_s: float | None, results: Sequence[Result] = (),
+    traces: Sequence[tuple[int, str, Result]] = (), steps: Sequence[StepTrace] = (),
 ) -> str:
-    """The whole report.md text; ``results`` (the run's scored examples) feed :func:`loss_warnings`."""
-    counts = proposal_counts(fs)
-    lines = [
-        f"# {title}",
-        "",
-        f"- stopped: {fs.stopped or 'running'} after {fs.step} steps",
-        f"- test accuracy: {_fmt(fs.initial_test)} -> {_fmt(fs.final_test)}",
-        f"- validation accuracy: {_fmt(fs.initial_val)} -> {_fmt(fs.val_score)}",
-    ]
+    """The whole report.md text; ``results`` (the run's scored examples) feed :func:`loss_warnings`.
+
+    ``traces`` (the run's ``(step, phase, result)`` entries) give the paired test
+    difference; ``steps`` (its recorded attempts) name guard stops as the page does.
+    """
+    counts = proposal_counts(fs, steps)
+    lines = [f"# {title}", "", *summary_markdown(fs, traces), f"- stopped: {fs.stopped or 'running'} after {fs.step} steps"]
     if wall_s is not None:
         lines.append(f"- wall time of this invocation: {wall_s:.0f} s")
     warnings = loss_warnings(results)
@@ -199,10 +328,11 @@ def report_markdown(
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     lines += ["", "![learning curve](learning_curve.png)", "", "## Proposals", ""]
     lines += [f"- {k}: {v}" for k, v in counts.items()]
-    lines += ["", proposals_markdown(fs, initial)]
+    lines += ["", proposals_markdown(fs, initial, steps)]
     lines += ["", "## Calls and tokens", "", usage_markdown(usage), "", "## Prompts: initial vs final", "", prompt_diff(initial, fs.state)]
-    lines += ["", "## Steps", "", "| step | train | proposals | accepted | val | reasons |", "|---|---|---|---|---|---|"]
+    attempts = {(st.step, st.attempt): st for st in steps}
+    lines += ["", "## Steps", "", "| step | train | attempts | accepted | val | outcomes |", "|---|---|---|---|---|---|"]
     for e in fs.log:
-        reasons = "; ".join(p.reason[:80] for p in e.proposals) or "-"
-        lines.append(f"| {e.step} | {e.train_score:.2f} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {e.val_score:.3f} | {reasons} |")
+        outcomes = ", ".join(OUTCOME_LABELS[proposal_outcome(p, attempts.get((e.step, k)))] for k, p in enumerate(e.proposals)) or "-"
+        lines.append(f"| {e.step} | {e.train_score:.2f} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {e.val_score:.3f} | {outcomes} |")
     return "\n".join(lines) + "\n"

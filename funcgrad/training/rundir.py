@@ -3,6 +3,7 @@
 Layout::
 
     RUN_DIR/config.json       the validated config the run was started with
+    RUN_DIR/initial_state.json the prompts the run started from (see :func:`write_initial_state`)
     RUN_DIR/checkpoint.json   the latest FitState (written atomically after every step)
     RUN_DIR/traces.jsonl      one line per example run: {"step", "phase", "result"}
     RUN_DIR/steps.jsonl       one line per strategy attempt: its recorded backward pass (a StepTrace)
@@ -39,7 +40,8 @@ import orjson
 from funcgrad.core.backward import StepTrace, check_step_trace
 from funcgrad.core.errors import CheckpointError, ConfigError
 from funcgrad.core.run import Result
-from funcgrad.core.serialize import to_data
+from funcgrad.core.serialize import dumps, to_data
+from funcgrad.core.state import PromptState
 from funcgrad.engines.files import write_atomic
 from funcgrad.training.fit import FitState, fit_state_from_data, fit_state_to_data
 
@@ -320,3 +322,19 @@ def read_steps(path: str | Path) -> tuple[StepTrace, ...]:
         except Exception as exc:  # any malformed line: name it
             raise CheckpointError(f"{path}:{n}: not a funcgrad step line ({type(exc).__name__}: {exc})") from None
     return tuple(out)
+
+
+INITIAL_STATE = "initial_state.json"
+
+
+def write_initial_state(rd: RunDir, state: PromptState) -> Path:
+    """Write ``RUN_DIR/initial_state.json``: the prompts a run starts from, so its report never rebuilds them from task code.
+
+    >>> import tempfile
+    >>> from funcgrad.core.serialize import loads
+    >>> from funcgrad.core.state import Param
+    >>> path = write_initial_state(RunDir(tempfile.mkdtemp()), PromptState.of(a=Param("Count.")))
+    >>> loads(path.read_bytes())["a"].value
+    'Count.'
+    """
+    return rd.write_text(INITIAL_STATE, dumps(state, indent=True).decode())
