@@ -14,6 +14,7 @@ import pytest
 from funcgrad.cli.main import main
 from funcgrad.cli.compare import plan, read_test_outcomes
 from funcgrad.cli.compare_page import compare_page, write_compare_report
+from funcgrad.cli.config import parse_config
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
 from compare_fixtures import RLO_LABEL, SCRIPT_LABEL, load, write_grid
@@ -29,6 +30,9 @@ def test_plan_expands_the_grid_and_names_bad_keys(tmp_path):
         ("backprop", 3, 3), ("backprop", 4, 4), ("whole_trace", 3, 3), ("whole_trace", 4, 4)]
     assert cells[0].config["run"]["dir"] == str(tmp_path / "out" / "cells" / "object_counting--backprop--seed3")
     assert executor.kind == "serial" and root == tmp_path / "out"
+    tracked, _, _ = plan({"grid": grid, "run": {"dir": "out"}, "tracking": {"dir": "store"}}, tmp_path)
+    configs = [parse_config(c.config, base_dir=tmp_path) for c in tracked]
+    assert {c.tracking.uri for c in configs} == {f"sqlite:///{tmp_path}/store/mlflow.db"}  # one store, a run per cell
     bad = [
         ({**grid, "seed": [1]}, {}, r"\[grid\] has unknown key 'seed'"),
         ({**grid, "seeds": []}, {}, r"\[grid\] seeds must be a non-empty list"),

@@ -33,7 +33,8 @@ Config (see examples/compare_*.toml)::
     name = "backprop"
     time_stamps = false
     [executor]                                  # optional: kind = "serial" | "ray", address, cpus_per_cell, engine_urls
-    # [engine] [critic] [train] [budget] [run] [loss] as in an optimize config; [budget] is per cell
+    # [engine] [critic] [train] [budget] [run] [loss] [tracking] as in an optimize config; [budget] is per cell,
+    # [tracking] logs every cell as its own MLflow run (named after the cell's directory)
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from funcgrad.engines.files import write_atomic
 from funcgrad.engines.meter import UsageTable
 
 _GRID_KEYS = {"tasks", "strategies", "seeds"}
-_SECTIONS = {"grid", "tasks", "strategies", "engine", "critic", "train", "budget", "run", "loss", "executor"}
+_SECTIONS = {"grid", "tasks", "strategies", "engine", "critic", "train", "budget", "run", "loss", "executor", "tracking"}
 
 
 @attrs.frozen
@@ -149,7 +150,7 @@ def plan(data: Mapping, base_dir: Path) -> tuple[list[Cell], Path, ExecutorConfi
                     "task": task, "strategy": strategy, "train": {**data.get("train", {}), "seed": seed},
                     "run": {"dir": str(cell_dir), **({"cache": str((base_dir / Path(cache).expanduser()).resolve())} if cache else {})},
                 }
-                raw.update({k: data[k] for k in ("engine", "critic", "budget", "loss") if k in data})
+                raw.update({k: data[k] for k in ("engine", "critic", "budget", "loss", "tracking") if k in data})
                 url = executor.engine_url(len(cells))
                 if url is not None:
                     raw["engine"] = {**raw.get("engine", {}), "base_url": url}
