@@ -3,6 +3,8 @@
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import funcgrad as fg
 from funcgrad.core.html import MAX_TEXT, clip
@@ -113,3 +115,34 @@ def test_the_fragment_has_no_script_and_scoped_styles(view):
     assert "<script" not in html and html.startswith('<div class="fg-view')
     styles = html[html.index("<style>") + 7: html.index("</style>")]
     assert all(line.startswith(".fg-view") for line in styles.strip().splitlines())
+
+
+class _PreTexts(HTMLParser):
+    """The text inside each <pre> element as a browser reads it: entities decoded, a newline right after <pre> dropped."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.texts: list[str] = []
+        self._in = self._fresh = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "pre":
+            self._in = self._fresh = True
+            self.texts.append("")
+
+    def handle_endtag(self, tag):
+        self._in = self._in and tag != "pre"
+
+    def handle_data(self, data):
+        if self._in:
+            self.texts[-1] += data[1:] if self._fresh and data.startswith("\n") else data
+            self._fresh = False
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from("<>&\"'/ ab\u202e\u202c\u200f\n\t=!-"), max_size=MAX_TEXT + 20))
+def test_any_param_text_reads_back_from_its_view_exactly(text):
+    """Escaping loses nothing: the browser's reading of the <pre> is the (clipped) text itself, leading newline included."""
+    p = _PreTexts()
+    p.feed(fg.PromptState.of(sys=fg.Param(text))._repr_html_())
+    assert p.texts == [clip(text)]

@@ -36,7 +36,8 @@ _STYLE = """<style>
 </style>"""
 
 _MACROS = """
-{% macro text(t) %}<pre dir="auto">{{ clip(t) }}</pre>{% endmacro %}
+{% macro text(t) %}<pre dir="auto">
+{{ clip(t) }}</pre>{% endmacro %}
 {% macro name(n) %}<bdi>{{ n }}</bdi>{% endmacro %}
 {% macro score(x) %}{{ "n/a" if x is none else "%.3f"|format(x) }}{% endmacro %}
 """
@@ -152,7 +153,7 @@ def trace_html(trace: Any) -> str:
 
     >>> from funcgrad.core.trace import Record, Trace
     >>> html = trace_html(Trace((Record(0, "x", "input", output="\\u202eabc"),), example_id="e1", output=0))
-    >>> '<pre dir="auto">\\u202eabc</pre>' in html, "<bdi>e1</bdi>" in html
+    >>> '<pre dir="auto">\\n\\u202eabc</pre>' in html, "<bdi>e1</bdi>" in html
     (True, True)
     """
     return _render(_TRACE, trace=trace)
