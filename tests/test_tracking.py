@@ -111,10 +111,30 @@ def test_a_store_that_cannot_be_opened_is_one_warning_and_the_run_completes(tmp_
     assert (tmp_path / "run" / "report.html").exists() and not (tmp_path / "run" / "tracking.json").exists()
 
 
-def test_a_failure_mid_run_is_one_warning_then_silence(tmp_path, mlflow_client):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, mlflow_client):
+    """One local store for the tests of the Tracker itself (a new SQLite store takes seconds to set up)."""
+    return local_store(tmp_path_factory.mktemp("tracking") / "store")
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, store, mlflow_client):
+    (tmp_path / "run").mkdir()
+    said = []
+    first = Tracker(store, tmp_path / "run", warn=said.append)
+    with pytest.raises(RuntimeError), first:
+        raise RuntimeError("killed")  # the job stopped: its MLflow run is marked FAILED
+    client = mlflow_client(tracking_uri=store.uri)
+    assert client.get_run(first.run_id).info.status == "FAILED"
+    again = Tracker(store, tmp_path / "run", resume=True, warn=said.append)
+    assert again.run_id == first.run_id and client.get_run(first.run_id).info.status == "RUNNING"
+    fresh = Tracker(store, tmp_path / "run", warn=said.append)  # a new start in the same directory: a new MLflow run
+    assert fresh.run_id != first.run_id and said == []
+
+
+def test_a_failure_mid_run_is_one_warning_then_silence(tmp_path, store):
     said = []
     (tmp_path / "run").mkdir()
-    tracker = Tracker(local_store(tmp_path / "store"), tmp_path / "run", {"task": {"name": "t"}}, warn=said.append)
+    tracker = Tracker(store, tmp_path / "run", {"task": {"name": "t"}}, warn=said.append)
     assert said == [] and tracker.run_id
 
     def broken(*args, **kwargs):
