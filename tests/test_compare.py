@@ -1,6 +1,7 @@
 """funcgrad compare: grid planning, results table, resumable cells."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +13,11 @@ import pytest
 
 from funcgrad.cli.main import main
 from funcgrad.cli.compare import plan, read_test_outcomes
+from funcgrad.cli.compare_page import compare_page, write_compare_report
+from funcgrad.cli.config import parse_config
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
+from compare_fixtures import RLO_LABEL, SCRIPT_LABEL, load, write_grid
 from train_fixtures import grid_config, respond_body, results_without_wall
 
 TESTS = Path(__file__).parent
@@ -26,6 +30,9 @@ def test_plan_expands_the_grid_and_names_bad_keys(tmp_path):
         ("backprop", 3, 3), ("backprop", 4, 4), ("whole_trace", 3, 3), ("whole_trace", 4, 4)]
     assert cells[0].config["run"]["dir"] == str(tmp_path / "out" / "cells" / "object_counting--backprop--seed3")
     assert executor.kind == "serial" and root == tmp_path / "out"
+    tracked, _, _ = plan({"grid": grid, "run": {"dir": "out"}, "tracking": {"dir": "store"}}, tmp_path)
+    configs = [parse_config(c.config, base_dir=tmp_path) for c in tracked]
+    assert {c.tracking.uri for c in configs} == {f"sqlite:///{tmp_path}/store/mlflow.db"}  # one store, a run per cell
     bad = [
         ({**grid, "seed": [1]}, {}, r"\[grid\] has unknown key 'seed'"),
         ({**grid, "seeds": []}, {}, r"\[grid\] seeds must be a non-empty list"),
@@ -89,6 +96,11 @@ def test_compare_writes_table_and_skips_finished_cells(tmp_path, monkeypatch, ca
     assert (hint["a"], hint["b"], hint["paired"]["n_examples"], hint["paired"]["n_seeds"]) == ("hint", "no optimization", 4, 2)
     assert data["tiny"]["rows"][0]["answers"]["evaluation"] == 8  # initial + final test, outside the budget
     assert (tmp_path / "grid" / "results.png").stat().st_size > 0
+    assert data["tiny"]["rows"][0]["val_curves"] == [[[0, 0.0], [1, 1.0], [2, 1.0]]] * 2  # per seed: step, val
+    page = (tmp_path / "grid" / "compare.html").read_text()
+    assert '<tr class="baseline"><td><bdi>no optimization</bdi></td><td class="num">4 cells</td>' in page
+    assert '<td class="num delta">+100.0</td><td class="num">[+100.0, +100.0]</td><td class="num">0.125</td><td class="num">0.375</td>' in page
+    assert page.count('<a href="cells/') == 4  # every cell's own report
 
 
 def test_a_long_cell_shows_its_progress_under_its_own_name(tmp_path, monkeypatch, capsys):
@@ -160,3 +172,49 @@ def test_engine_urls_spread_the_cells_over_servers(tmp_path, monkeypatch):
     cells = sorted(p.name for p in (tmp_path / "grid" / "cells").iterdir())
     used = [orjson.loads((tmp_path / "grid" / "cells" / c / "config.json").read_bytes())["config"]["engine"]["base_url"] for c in cells]
     assert used == servers
+
+
+def test_compare_page_names_columns_formats_numbers_and_marks_significance(tmp_path):
+    root = write_grid(tmp_path / "grid")
+    data = load(root)
+    backprop = next(c for c in data["object_counting"]["comparisons"] if c["a"] == "backprop" and c["b"] == "no optimization")
+    assert backprop["paired"]["p"] < 0.001 and backprop["p_holm"] < 0.05  # the fixture's strong arm
+    page = write_compare_report(root).read_text()
+    for header in ("Strategy", "Test before (%)", "Test after (%)", "Δ vs none (points)", "95 % interval", "p", "p, Holm",
+                   "Wins / ties / losses", "Detectable effect (points)", "Δ A − B (points)", "Wall time (s)"):
+        assert f"<th>{header}</th>" in page
+    for raw in ("<th>diff</th>", "<th>low</th>", "<th>p_holm</th>", "e-0"):
+        assert raw not in page
+    row = page[page.index("<td><bdi>backprop</bdi></td><td class=\"num\">3</td>"):]
+    row = row[: row.index("</tr>")]
+    assert '<td class="num">&lt; 0.001</td>' in row and "<span class=\"sig\"" in row
+    assert f'<td class="num delta">+{100 * backprop["paired"]["diff"]:.1f}</td>' in row
+    weak = page[page.index(f"<td><bdi>{RLO_LABEL}</bdi></td>"):]
+    assert "<span class=\"sig\"" not in weak[: weak.index("</tr>")]  # not significant: no mark
+    assert page.index('<tr class="baseline"><td><bdi>no optimization</bdi></td><td class="num">9 cells</td>') < page.index("<bdi>backprop</bdi>")
+
+
+def test_compare_page_figures_have_titles_intervals_and_every_cells_curve(tmp_path):
+    page = write_compare_report(write_grid(tmp_path / "grid")).read_text()
+    assert page.count('role="img"') == 2 and page.count("<title>object_counting: ") == 2
+    delta = page[page.index("<title>object_counting: paired test difference"):]
+    assert "backprop: +" in delta[: delta.index("</desc>")] and "points, 95 % interval [" in delta
+    curves = page[page.index("<title>object_counting: validation accuracy"):]
+    desc = curves[: curves.index("</desc>")]
+    assert desc.count("after step 4") == 9  # 3 strategies x 3 seeds, each curve described
+
+
+def test_compare_page_escapes_and_isolates_config_text(tmp_path):
+    page = write_compare_report(write_grid(tmp_path / "grid")).read_text()
+    assert "<script>" not in page and "&lt;script&gt;document.title=" in page
+    html = re.sub(r"<svg.*?</svg>", "", page, flags=re.S)  # an SVG text element isolates its own text
+    assert html.count(RLO_LABEL) == html.count(f"<bdi>{RLO_LABEL}</bdi>") == 4  # arms, 2 pairs, cost
+
+
+def test_compare_page_reads_an_older_or_missing_results_file(tmp_path):
+    older = {"t": [{"strategy": "a", "before": [0.25, 0.5], "after": [0.5, None], "wall_s": 3.0}]}  # rows only, no curves
+    page = compare_page(older)
+    assert '<td class="num">37.5 <span class="muted seeds">(25.0, 50.0)</span></td>' in page  # mean over seeds, per seed
+    assert '<td class="num">50.0 <span class="muted seeds">(50.0, n/a)</span> <span class="missing">1 of 2 missing</span></td>' in page
+    assert page.count('role="img"') == 1  # the differences; no curves in an older file
+    assert "results.json could not be read: FileNotFoundError" in write_compare_report(tmp_path).read_text()

@@ -16,12 +16,11 @@ import os
 import shutil
 from pathlib import Path
 
-import orjson
 import pytest
 from PIL import Image, ImageStat
 
 from funcgrad.tasks.multihop import initial_state as multihop_prompts
-from funcgrad.training.html_report import read_run, write_compare_report, write_run_report
+from funcgrad.training.html_report import read_run, write_run_report
 from report_fixtures import LONG_WORD, RTL_ID, SCRIPT_REPLY, counting_run, counting_task, multihop_run
 
 pytestmark = pytest.mark.browser
@@ -148,22 +147,6 @@ def test_multihop_trace_graph_shows_the_node_called_twice(browser, tmp_path):
     assert all(min(nodes.nth(i).bounding_box()["width"], nodes.nth(i).bounding_box()["height"]) > 15 for i in range(nodes.count()))
     assert v.errors == [] and v.others() == []
     _shot(view, "multihop-trace.png", tmp_path)
-    v.context.close()
-
-
-def test_compare_page_renders_plot_tables_and_cell_links(browser, tmp_path):
-    cell = counting_run(tmp_path / "grid" / "cells" / "counting--backprop--seed0")
-    write_run_report(cell, initial=counting_task().state)
-    results = {"counting": {"rows": [{"strategy": "backprop", "before": [0.5], "after": [1.0], "wall_s": 1.5}],
-                            "comparisons": [{"a": "backprop", "b": "no optimization", "paired": {"diff": 0.5}, "p_holm": 0.25}]}}
-    (tmp_path / "grid" / "results.json").write_bytes(orjson.dumps(results))
-    v = Visit(browser, write_compare_report(tmp_path / "grid"))
-    assert v.errors == [] and v.others() == []
-    assert v.page.locator("figure svg").bounding_box()["width"] > 300
-    assert v.page.locator("table.summary td").all_inner_texts() == ["backprop", "0.5", "1"]
-    assert v.page.locator("table.comparisons th").all_inner_texts()[:3] == ["a", "b", "diff"]
-    v.page.get_by_role("link", name="counting--backprop--seed0").click()
-    assert v.page.title() == "counting / backprop"  # the cell's own report opens from the grid
     v.context.close()
 
 

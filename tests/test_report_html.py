@@ -20,7 +20,7 @@ import funcgrad as fg
 import funcgrad.testing as fgt
 from funcgrad.cli.main import main
 from funcgrad.training.html_figures import trace_graph_svg
-from funcgrad.training.html_report import compare_page, read_run, text_diff, write_compare_report, write_run_report
+from funcgrad.training.html_report import read_run, text_diff, write_run_report
 from funcgrad.training.report import difference_text, held_out_difference, held_out_pairs, report_markdown
 from report_fixtures import SCRIPT_REPLY, counting_run, counting_task, multihop_run
 
@@ -130,22 +130,6 @@ def test_cli_report_rebuilds_the_page_with_the_initial_prompts(counting_dir, tmp
     assert (run / "report.html").exists()
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
-
-
-def test_compare_page_shows_every_row_key_and_links_cells(tmp_path):
-    (tmp_path / "cells" / "a").mkdir(parents=True)
-    (tmp_path / "cells" / "a" / "report.html").write_text("x")
-    results = {"counting": {
-        "rows": [{"strategy": "backprop", "before": [0.25, 0.5], "after": [0.5, None], "wall_s": 3.0, "new_figure": "<b>7</b>"}],
-        "comparisons": [{"a": "backprop", "b": "no optimization", "paired": {"diff": 0.125, "p": 0.3}, "p_holm": 0.6}],
-    }}
-    (tmp_path / "results.json").write_bytes(orjson.dumps(results))
-    page = write_compare_report(tmp_path).read_text()
-    assert "<th>new_figure</th>" in page and "&lt;b&gt;7&lt;/b&gt;" in page
-    assert "<td>0.375</td>" in page and "<td>0.5</td>" in page  # means over the seeds that have a score
-    assert "<th>p_holm</th>" in page and "<td>0.125</td>" in page
-    assert 'href="cells/a/report.html"' in page and "<svg" in page
-    assert "results.json could not be read" in compare_page(None, problem="results.json could not be read: x")
 
 
 _lines = st.lists(st.text(alphabet="ab \t", max_size=8), max_size=5).map("\n".join)

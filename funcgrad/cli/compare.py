@@ -18,7 +18,8 @@ initial test) and with every other strategy, with a bootstrap 95 % interval over
 seeds and examples, win/tie/loss counts, an exact sign (McNemar) test with Holm
 correction over all comparisons of a task, and the minimum detectable effect. Output:
 ``RUN_DIR/results.md`` (also printed), ``results.png`` (paired differences per seed
-with intervals) and ``results.json``. See docs/compare.md.
+with intervals), ``results.json`` and ``compare.html`` (:mod:`funcgrad.cli.compare_page`:
+the tables, the intervals and every cell's learning curve). See docs/compare.md.
 
 Config (see examples/compare_*.toml)::
 
@@ -32,7 +33,8 @@ Config (see examples/compare_*.toml)::
     name = "backprop"
     time_stamps = false
     [executor]                                  # optional: kind = "serial" | "ray", address, cpus_per_cell, engine_urls
-    # [engine] [critic] [train] [budget] [run] [loss] as in an optimize config; [budget] is per cell
+    # [engine] [critic] [train] [budget] [run] [loss] [tracking] as in an optimize config; [budget] is per cell,
+    # [tracking] logs every cell as its own MLflow run (named after the cell's directory)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 import attrs
 import orjson
 
+from funcgrad.cli.compare_page import BASELINE, write_compare_report
 from funcgrad.cli.config import parse_config, read_toml
 from funcgrad.cli.executors import ExecutorConfig, check_executor, describe, parse_executor, run_cells
 from funcgrad.cli.plugins import build_strategy, build_task
@@ -54,11 +57,9 @@ from funcgrad.core.errors import ConfigError, FuncgradError
 from funcgrad.core.stats import Paired, holm, paired
 from funcgrad.engines.files import write_atomic
 from funcgrad.engines.meter import UsageTable
-from funcgrad.training.html_report import write_compare_report
 
 _GRID_KEYS = {"tasks", "strategies", "seeds"}
-_SECTIONS = {"grid", "tasks", "strategies", "engine", "critic", "train", "budget", "run", "loss", "executor"}
-BASELINE = "no optimization"
+_SECTIONS = {"grid", "tasks", "strategies", "engine", "critic", "train", "budget", "run", "loss", "executor", "tracking"}
 
 
 @attrs.frozen
@@ -149,7 +150,7 @@ def plan(data: Mapping, base_dir: Path) -> tuple[list[Cell], Path, ExecutorConfi
                     "task": task, "strategy": strategy, "train": {**data.get("train", {}), "seed": seed},
                     "run": {"dir": str(cell_dir), **({"cache": str((base_dir / Path(cache).expanduser()).resolve())} if cache else {})},
                 }
-                raw.update({k: data[k] for k in ("engine", "critic", "budget", "loss") if k in data})
+                raw.update({k: data[k] for k in ("engine", "critic", "budget", "loss", "tracking") if k in data})
                 url = executor.engine_url(len(cells))
                 if url is not None:
                     raw["engine"] = {**raw.get("engine", {}), "base_url": url}
@@ -210,7 +211,7 @@ def run_cell(payload: bytes) -> bytes:
         "task": cell["task"], "strategy": cell["strategy"], "seed": cell["seed"], "test_ids": [e.id for e in task.test],
         "initial_test": fs.initial_test, "final_test": fs.final_test, "stopped": fs.stopped, "steps": fs.step,
         "accepted": sum(e.accepted for e in fs.log), "usage": job.usage, "wall_s": job.wall_s,
-        "before": before, "after": after,
+        "before": before, "after": after, "val_curve": [[0, fs.initial_val]] + [[e.step, e.val_score] for e in fs.log],
     })
 
 
@@ -250,7 +251,7 @@ def _arm_row(strategy: str, cells: Sequence[dict]) -> dict:
         "stopped": [c["stopped"] for c in cells],
         "answers": _per_phase(cells, "answers"), "tokens": _per_phase(cells, "answer_tokens"),
         "accepted": statistics.fmean(c["accepted"] for c in cells), "steps": statistics.fmean(c["steps"] for c in cells),
-        "wall_s": statistics.fmean(c["wall_s"] for c in cells),
+        "wall_s": statistics.fmean(c["wall_s"] for c in cells), "val_curves": [c["val_curve"] for c in cells],
     }
 
 

@@ -21,6 +21,7 @@ import attrs
 from funcgrad.core.errors import ConfigError
 from funcgrad.core.judge import Judge
 from funcgrad.training.fit import FitSettings
+from funcgrad.training.tracking import TrackingConfig, local_store, uri_store
 from funcgrad.core.values import FrozenDict, freeze
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
@@ -72,9 +73,10 @@ class RunConfig:
     source: FrozenDict = attrs.field(factory=FrozenDict)
     judge: Judge | None = None
     config_dir: str | None = None
+    tracking: TrackingConfig | None = None
 
 
-_SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run", "loss")
+_SECTIONS = ("task", "strategy", "engine", "critic", "train", "budget", "run", "loss", "tracking")
 _ENGINE_TYPES = {
     "model": str, "base_url": str, "api_key_env": str, "concurrency": int, "n_ctx": int, "threads": int,
     "timeout": (int, float), "deadline": (int, float), "retries": int,
@@ -184,7 +186,29 @@ def parse_config(data: Mapping, *, base_dir: Path | None = None) -> RunConfig:
         run_dir=run_dir, cache_dir=cache, source=freeze(data),
         config_dir=str(base_dir.resolve()) if base_dir is not None else None,
         judge=_judge(_table(data, "loss"), engine) if "loss" in data else None,
+        tracking=parse_tracking(_table(data, "tracking"), base) if "tracking" in data else None,
     )
+
+
+_TRACKING_TYPES = {"uri": str, "dir": str, "experiment": str, "run_name": str}
+
+
+def parse_tracking(table: Mapping, base_dir: Path) -> TrackingConfig:
+    """The ``[tracking]`` table (MLflow, funcgrad.training.tracking): ``uri`` (any tracking URI) or ``dir`` (a local
+    folder holding mlflow.db and artifacts/, relative to the config file; default ``mlruns``), ``experiment``, ``run_name``.
+
+    >>> parse_tracking({"dir": "store", "experiment": "counting"}, Path("/cfg")).uri
+    'sqlite:////cfg/store/mlflow.db'
+    """
+    fields = _typed("tracking", table, _TRACKING_TYPES)
+    if "uri" in fields and "dir" in fields:
+        raise ConfigError("[tracking] sets both uri and dir; keep uri (a tracking server or database) or dir (a local folder)")
+    if any(fields.get(k) == "" for k in _TRACKING_TYPES):
+        raise ConfigError(f"[tracking] {next(k for k in _TRACKING_TYPES if fields.get(k) == '')} is empty; drop it or name a value")
+    names = {k: fields[k] for k in ("experiment", "run_name") if k in fields}
+    if "uri" in fields:
+        return uri_store(fields["uri"], **names)
+    return local_store(base_dir / Path(fields.get("dir", "mlruns")).expanduser(), **names)
 
 
 def read_toml(path: str | Path) -> dict:

@@ -27,6 +27,7 @@ from funcgrad.cli.progress import make_reporter
 from funcgrad.training.report import history_tsv, plot_learning_curve, report_markdown
 from funcgrad.training.html_report import write_run_report
 from funcgrad.training.rundir import FILE_MODE, RunDir, read_steps, read_traces, write_initial_state
+from funcgrad.training.tracking import Tracker
 from funcgrad.core.serialize import dumps
 from funcgrad.training.fit import FitState, fit, settings_hash
 
@@ -172,7 +173,8 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
     started = time.monotonic()
     reporter = make_reporter(quiet=quiet, title=label)
     saved = {"step": None if resume_from is None else resume_from.step, "phase": "initial evaluation"}
-    with open_engines(config, usage, replay=replay) as engines, reporter:
+    tracker = Tracker(config.tracking, rd.path, config.source, resume=resume_from is not None)  # [tracking]: a failure there is one warning, never the run's
+    with open_engines(config, usage, replay=replay) as engines, reporter, tracker:
         meter = engines.meter
 
         def save(fs):
@@ -186,6 +188,7 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
             elif kind == "step":  # until the next phase event, the run is in the next step's minibatch
                 saved["phase"] = f"step {data['step'] + 1}"
             reporter(kind, data, meter.report())
+            tracker.event(kind, data)
 
         try:
             fs = fit(
@@ -200,6 +203,7 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
     wall = wall_before + time.monotonic() - started
     rd.write_json("wall.json", {"wall_s": wall})
     _write_final(rd, fs, task, title, usage, wall)
+    tracker.finish(fs, usage, wall)
     return JobResult(fs, usage, wall, str(rd.path), title)
 
 

@@ -182,6 +182,11 @@ class StepTrace:
     minibatch: float | None = attrs.field(default=None, converter=_optional_float)
     val: float | None = attrs.field(default=None, converter=_optional_float)
 
+    def _repr_html_(self) -> str:
+        """Verdict, gradients and candidates as HTML, text escaped (Jupyter; :func:`funcgrad.core.html.step_trace_html`)."""
+        from funcgrad.core.html import step_trace_html
+        return step_trace_html(self)
+
 
 def check_step_trace(st: StepTrace) -> StepTrace:
     """Return ``st`` if its invariants hold, else raise TraceError naming the broken one.

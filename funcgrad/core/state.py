@@ -164,6 +164,11 @@ class PromptState:
         leaves = [leaf for name in names for leaf in self.resolve(name)]
         return PEER_SEPARATOR.join(self[leaf].value for leaf in leaves)
 
+    def _repr_html_(self) -> str:
+        """The params as an HTML table, text escaped (Jupyter shows it; :func:`funcgrad.core.html.state_html`)."""
+        from funcgrad.core.html import state_html
+        return state_html(self)
+
 
 def apply_updates(state: PromptState, updates: Mapping[str, str]) -> PromptState:
     """Return a new state with the text of some params replaced; the original is unchanged.

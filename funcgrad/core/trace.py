@@ -94,6 +94,11 @@ class Trace:
         """Distinct node names in order of first call."""
         return tuple(dict.fromkeys(r.node for r in self.records))
 
+    def _repr_html_(self) -> str:
+        """The records as an HTML table, text escaped (Jupyter shows it; :func:`funcgrad.core.html.trace_html`)."""
+        from funcgrad.core.html import trace_html
+        return trace_html(self)
+
 
 def check_trace(trace: Trace) -> Trace:
     """Return ``trace`` if it is well formed, else raise TraceError saying what is wrong.

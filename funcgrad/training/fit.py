@@ -194,6 +194,11 @@ class FitState:
     stopped: str = ""
     val_scores: FrozenDict = attrs.field(factory=FrozenDict, converter=lambda v: FrozenDict({str(k): float(x) for k, x in dict(v).items()}))
 
+    def _repr_html_(self) -> str:
+        """Scores, the step log with every verdict and the final prompts as HTML (Jupyter; :func:`funcgrad.core.html.fit_html`)."""
+        from funcgrad.core.html import fit_html
+        return fit_html(self)
+
 
 Event = Callable[[str, dict], None]
 

@@ -4,8 +4,7 @@
   what the loop decided, and the model calls of each step per phase on a second panel;
 - :func:`trace_graph_svg`: one forward trace as a graph laid out by networkx
   (topological generations as rows), nodes coloured by kind, each node an element
-  with id ``{prefix}-n{record id}`` linking to ``#{prefix}-r{record id}``;
-- :func:`compare_svg`: test accuracy before and after per strategy of a comparison grid.
+  with id ``{prefix}-n{record id}`` linking to ``#{prefix}-r{record id}``.
 
 Every figure is a fresh :class:`matplotlib.figure.Figure` (no pyplot, no global
 backend switch); the SVG is deterministic (no date, a fixed id salt).
@@ -21,7 +20,7 @@ from __future__ import annotations
 import html
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import attrs
 import matplotlib
@@ -212,21 +211,3 @@ def trace_graph_svg(trace: Trace, *, prefix: str, reached: Mapping[int, int] | N
     ax.set_ylim(min(ys) - 0.6 / max(layers, 1) - 0.05, max(ys) + 0.6 / max(layers, 1) + 0.05)
     names = ", ".join(node_label(trace, r.id) for r in trace.records)
     return _svg(fig, prefix, f"Trace graph: {len(trace.records)} records", f"Records in order: {names}. Each node links to its record.")
-
-
-def compare_svg(labels: Sequence[str], before: Sequence[float], after: Sequence[float], per_seed: Sequence[Sequence[float]]) -> str:
-    """Bars of mean test accuracy before and after per strategy, with each seed's final score as a dot."""
-    fig = Figure(figsize=(max(5.0, 1.5 * len(labels)), 3.4))
-    ax = fig.subplots()
-    xs = list(range(len(labels)))
-    ax.bar([x - 0.2 for x in xs], before, width=0.4, label="before", color="#bdbdbd")
-    ax.bar([x + 0.2 for x in xs], after, width=0.4, label="after (mean)", color="#3182bd")
-    for x, values in zip(xs, per_seed):
-        ax.scatter([x + 0.2] * len(values), values, color="black", s=12, zorder=3, label="after, per seed" if x == 0 else None)
-    ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _svg(fig, "compare", "Test accuracy before and after per strategy",
-                "; ".join(f"{lbl}: {b:.3f} -> {a:.3f}" for lbl, b, a in zip(labels, before, after)))

@@ -1,4 +1,4 @@
-"""``report.html``: one self-contained page per run directory, and ``compare.html`` per grid.
+"""``report.html``: one self-contained page per run directory (a grid's ``compare.html``: :mod:`funcgrad.cli.compare_page`).
 
 The page is built only from the files of the run directory (so ``funcgrad report RUN``
 rebuilds it at any time), read leniently: a missing or corrupt file is named at the
@@ -49,7 +49,7 @@ from funcgrad.core.state import PromptState, apply_updates
 from funcgrad.core.values import thaw
 from funcgrad.engines.files import write_atomic
 from funcgrad.training.fit import FitState, fit_state_from_data
-from funcgrad.training.html_figures import Curve, ProposalPoint, compare_svg, curve_svg, node_label, trace_graph_svg
+from funcgrad.training.html_figures import Curve, ProposalPoint, curve_svg, node_label, trace_graph_svg
 from funcgrad.training.report import (
     difference_text, held_out_difference, held_out_pairs, output_text, proposal_reasons, selection_text,
 )
@@ -608,73 +608,6 @@ def write_run_report(run_dir: str | Path, *, initial: PromptState | None = None,
     """
     path = Path(run_dir) / "report.html"
     write_atomic(path, run_page(read_run(run_dir), initial=initial, title=title).encode(), durable=True)
-    return path
-
-
-# ---------------------------------------------------------------- compare.html
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return ", ".join(_cell(v) for v in value)
-    return "n/a" if value is None else str(value)
-
-
-def _mean(values: Any) -> float | None:
-    present = [v for v in values if isinstance(v, int | float)] if isinstance(values, list) else []
-    return statistics.fmean(present) if present else None
-
-
-def _table(records: Sequence[Mapping[str, Any]], first: Sequence[str]) -> dict:
-    """Columns ``first`` then every other key in order of appearance; cells as text."""
-    keys = list(first) + list(dict.fromkeys(k for r in records for k in r if k not in first))
-    return {"keys": keys, "rows": [[_cell(r.get(k)) for k in keys] for r in records]}
-
-
-def compare_page(results: Any, *, cells: Sequence[tuple[str, str]] = (), problem: str = "") -> str:
-    """The HTML of a comparison grid from the data ``funcgrad compare`` writes to results.json.
-
-    ``results`` maps each task to ``{"rows": [...], "comparisons": [...]}`` (or to the rows); a row needs
-    ``strategy`` and per-seed ``before``/``after`` test scores for the plot, and every
-    key is shown as a column as it is (so new figures appear without a change here).
-    ``cells`` are ``(label, href)`` links to the cells' own reports.
-    """
-    tasks = []
-    for task, data in (results.items() if isinstance(results, Mapping) else ()):
-        data = {"rows": data} if isinstance(data, list) else data  # the older results.json: a list of rows per task
-        rows = [r for r in (data.get("rows", []) if isinstance(data, Mapping) else []) if isinstance(r, Mapping)]
-        comparisons = [
-            {"a": c.get("a"), "b": c.get("b"), **(c["paired"] if isinstance(c.get("paired"), Mapping) else {}),
-             **{k: v for k, v in c.items() if k not in ("a", "b", "paired")}}
-            for c in (data.get("comparisons", []) if isinstance(data, Mapping) else []) if isinstance(c, Mapping)
-        ]
-        summary = [{"strategy": r.get("strategy"), "test before": _mean(r.get("before")), "test after": _mean(r.get("after"))}
-                   for r in rows]
-        svg = compare_svg([str(r.get("strategy")) for r in rows], [x["test before"] or 0.0 for x in summary],
-                          [x["test after"] or 0.0 for x in summary],
-                          [[v for v in r.get("after", []) if isinstance(v, int | float)] for r in rows])
-        tasks.append({"task": task, "svg": Markup(svg), "summary": _table(summary, ["strategy"]),
-                      "rows": _table(rows, ["strategy"]), "comparisons": _table(comparisons, ["a", "b"])})
-    return _env().get_template("compare.html.j2").render(
-        {"title": "strategy comparison", "tasks": tasks, "cells": cells, "problem": problem}
-    )
-
-
-def write_compare_report(root: str | Path) -> Path:
-    """Write ``root/compare.html`` from ``root/results.json``, linking every cell's report.html; returns its path."""
-    root = Path(root)
-    results, problem = None, ""
-    try:
-        results = orjson.loads((root / "results.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        problem = f"results.json could not be read: {_short(exc)}"
-    cells = [(p.parent.name, p.relative_to(root).as_posix()) for p in sorted(root.glob("**/report.html"))]
-    path = root / "compare.html"
-    write_atomic(path, compare_page(results, cells=cells, problem=problem).encode(), durable=True)
     return path
 
 
