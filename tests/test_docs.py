@@ -160,6 +160,7 @@ def test_every_python_block_is_run_written_to_a_file_checked_or_listed_as_not_ru
 
 
 @pytest.mark.real_model
+@pytest.mark.smoke
 def test_tutorial_optimizes_on_the_embedded_model(local_engine, tmp_path, monkeypatch, capsys):
     """The tutorial's kbqa.py + kbqa.toml through `funcgrad optimize`, on the session's 0.5B server."""
     from funcgrad.cli.main import main

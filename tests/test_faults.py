@@ -413,6 +413,7 @@ def test_two_servers_with_the_same_model_name_do_not_share_answers(tmp_path, cap
 
 
 @pytest.mark.real_model
+@pytest.mark.smoke
 def test_the_embedded_model_behind_faults_answers_every_example_once(local_engine, tmp_path):
     """A fault-injecting proxy in front of the real model: every example still gets the model's own answer."""
     import funcgrad as fg

@@ -237,6 +237,7 @@ CASES = (  # (question, reference, right answer, wrong answer)
 
 
 @pytest.mark.real_model
+@pytest.mark.quality
 def test_real_judge_ranks_each_right_answer_above_the_wrong_one(large_local_engine):
     """On the 1.5B model (the 0.5B cannot judge: docs/losses.md): each right answer scores above the wrong one."""
     examples = [Example(f"case{i}", question, ref) for i, (question, ref, _, _) in enumerate(CASES)]

@@ -1,7 +1,11 @@
 """One step of each built-in strategy on the embedded local model (qwen2.5-coder-0.5b).
 
-Small on purpose: a 3-example object-counting minibatch, short token caps. Each test
-prints its call counts, latency and outcome (run with ``-s`` to see them)::
+Small on purpose: a 3-example object-counting minibatch, short token caps. The
+one-step tests are the smoke tier: whatever the model replies, the update must
+account for it (:func:`check_accounted`) and the calls must be the ones the
+strategy's contract names. The repair test is the quality tier: on the 1.5B model,
+one step must fix a broken prompt. Each test prints its call counts, latency and
+outcome (run with ``-s`` to see them)::
 
     python -m pytest tests/test_strategies_real.py -m real_model -q -s
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -63,9 +68,6 @@ class Counting:
             self.log.append((request.role, time.perf_counter() - t0, response.finish_reason, response.text))
         return response
 
-    async def acomplete(self, request):
-        return self.complete(request)
-
     def calls(self, role):
         return sum(1 for r, *_ in self.log if r == role)
 
@@ -91,15 +93,34 @@ def report(name, update, s, engine, results):
             print(f"  {role} {t:.1f}s finish={finish}: {text[:200]!r}")
 
 
-def check_outcome(update, state):
+def check_accounted(update, s, state, results, max_value_chars):
+    """Whatever the model replied, the update accounts for it (one optimizer sample per param).
+
+    What passed the guards is exactly what is proposed, each with a ``proposed`` note;
+    every guarded candidate has a note naming its guard and is counted in the
+    strategy state's rejections; and a proposed value obeys the guards' contract: not
+    empty, not the current value, at most ``max_value_chars``, no training input
+    copied, no failing example's expected answer leaked.
+    """
     assert update.notes, "every step explains itself"
-    if update.values:
-        new = apply_updates(state, update.values)
-        assert new["sys"].value != state["sys"].value
-    else:
-        assert any(n.status == "no_update" and n.reason for n in update.notes)
+    assert dict(update.values) == {c.param: c.value for c in update.candidates if not c.guard}
+    guarded = Counter(c.guard for c in update.candidates if c.guard)
+    counted = rejection_counts(s)
+    assert all(counted.get(guard, 0) >= n for guard, n in guarded.items()), (guarded, counted)
+    for c in update.candidates:
+        if c.guard:
+            assert any(n.status == "no_update" and n.reason.startswith(f"{c.guard}:") for n in update.notes), c
+    failing_targets = [r.example.target for r in results if r.loss.score < 1.0]
+    for name, value in update.values.items():
+        assert any(n.param == name and n.status == "proposed" for n in update.notes)
+        assert value.strip() and value.strip() != state[name].value.strip()
+        assert len(value) <= max_value_chars
+        assert not any(e.x in value for e in TRAIN)
+        words = " ".join(value.lower().split())
+        assert not any(re.search(rf"(?<!\w){re.escape(t)}(?!\w)", words) for t in failing_targets), value
 
 
+@pytest.mark.smoke
 def test_backprop_one_step(local_engine, minibatch):
     engine = Counting(local_engine)
     engine.concurrency = 2
@@ -113,9 +134,10 @@ def test_backprop_one_step(local_engine, minibatch):
     if failing:  # the examples' critiques were one round, in flight together; the optimizer came after
         assert [e.round for e in done.effects] == [0] * failing + [1]
         assert len([g for g in update.gradients if g.source in ("critique", "passthrough")]) == failing
-    check_outcome(update, STATE)
+    check_accounted(update, s, STATE, minibatch, strategy.config["max_value_chars"])
 
 
+@pytest.mark.smoke
 def test_whole_trace_one_step(local_engine, minibatch):
     engine = Counting(local_engine)
     strategy = whole_trace(**SMALL)
@@ -124,9 +146,10 @@ def test_whole_trace_one_step(local_engine, minibatch):
     report("whole_trace", update, s, engine, minibatch)
     failing = any(r.loss.score < 1.0 for r in minibatch)
     assert engine.calls("optimizer") == int(failing) and engine.calls("backward") == 0
-    check_outcome(update, STATE)
+    check_accounted(update, s, STATE, minibatch, strategy.config["max_value_chars"])
 
 
+@pytest.mark.smoke
 def test_sampled_momentum_one_step(local_engine, minibatch):
     engine = Counting(local_engine)
     strategy = sampled_momentum(whole_trace(**SMALL), k=2)
@@ -145,10 +168,17 @@ def test_sampled_momentum_one_step(local_engine, minibatch):
                       concurrency=1).value
     report("sampled_momentum(whole_trace)", update, s, engine, minibatch)
     print(f"  evaluated {evals}")
-    assert len(evals) == 2  # k = 2 candidates, both scored on the 2 validation examples
-    assert engine.calls("optimizer") <= 1 and engine.calls("backward") == 0
-    assert engine.calls("forward") in (4, 4 + len(TRAIN))  # + a re-run when p* is the past state
-    check_outcome(update, STATE)
+    # k = 2 candidates, the past and the current state, both scored on the 2 validation examples
+    assert sorted(value for value, _ in evals) == sorted([past["sys"].value, STATE["sys"].value])
+    scores = dict(evals)
+    star = past if scores[past["sys"].value] > scores[STATE["sys"].value] else STATE  # a tie keeps the current state
+    # the inner strategy stepped from p*: the training minibatch is re-run under it when it is the past state
+    assert engine.calls("forward") == 2 * len(VAL) + (len(TRAIN) if star is past else 0)
+    assert engine.calls("backward") == 0 and engine.calls("optimizer") <= 1
+    inner = [c.value for c in update.candidates if not c.guard]
+    assert len(inner) <= 1
+    moved_to = inner[0] if inner else star["sys"].value  # the inner proposal from p*, else p* itself
+    assert dict(update.values) == ({} if moved_to == STATE["sys"].value else {"sys": moved_to})
 
 
 # The 1.5B model ignores "Always answer 0." (it still counted 5 of 11 examples right, 3/3 on
@@ -162,6 +192,7 @@ EASY_VAL = (
 )
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("make", [lambda: whole_trace(n_candidates=3, **SMALL), lambda: backprop(backward_max_tokens=120, critique_words=30, critique_chars=200, **SMALL)],
                          ids=["whole_trace", "backprop"])
 def test_one_step_repairs_a_deliberately_broken_prompt(large_local_engine, make):

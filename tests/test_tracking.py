@@ -11,6 +11,8 @@ from funcgrad.cli.main import main
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
 from funcgrad.training.tracking import Tracker, local_store
+from funcgrad.training.events import StepDone
+from funcgrad.training.records import StepLog
 from train_fixtures import respond_body
 
 TESTS = Path(__file__).parent
@@ -141,9 +143,9 @@ def test_a_failure_mid_run_is_one_warning_then_silence(tmp_path, store):
         raise OSError("disk full\nsecond line")
 
     tracker._client.log_batch = broken
-    log = type("Log", (), {"train_score": 0.5, "proposals": (), "accepted": False})()
-    tracker.event("step", {"step": 1, "val": 0.5, "log": log})
-    tracker.event("step", {"step": 2, "val": 0.5, "log": log})
+    log = StepLog(1, ("e1",), 0.5, (), False, 0.5)
+    tracker.event(StepDone(1, 2, log))
+    tracker.event(StepDone(2, 2, log))
     tracker.finish(type("Fit", (), {"initial_val": 0.0, "initial_test": 0.0, "final_test": 1.0, "step": 2, "stopped": "done"})())
     assert said == ["tracking stopped: OSError: disk full; the run goes on"]
 
@@ -153,6 +155,6 @@ def test_without_mlflow_tracking_is_off_with_one_warning(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
     said = []
     with Tracker(local_store(tmp_path / "store"), tmp_path / "run", warn=said.append) as tracker:
-        tracker.event("step", {"step": 1})
+        tracker.event(StepDone(1, 1, StepLog(1, (), 0.0, (), False, 0.0)))
     assert said == ["tracking is off: mlflow is not installed (pip install 'funcgrad[mlflow]'); the run goes on"]
     assert not (tmp_path / "store").exists()

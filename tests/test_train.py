@@ -1,13 +1,20 @@
 """The training loop: acceptance, rejection feedback, budgets, checkpoints and resume."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats as scipy_stats
 
 from funcgrad.core.backward import Verdict
+from funcgrad.core.stats import one_sided_sign_test, sign_test
 from funcgrad.core.errors import CheckpointError
 from funcgrad.engines.meter import Budget, MeteredEngine
 from funcgrad.training.report import proposal_counts
 from funcgrad.training.rundir import RunDir, read_steps, read_traces
 from funcgrad.engines.scripted import ScriptedEngine
+from funcgrad.training.events import (
+    ExampleScored, FinalTest, FitDone, InitialEvaluation, InitialScores, ProposalJudged, Proposing, StepDone, TrainingStarted,
+)
 from funcgrad.training.fit import FitSettings, batch_ids, fit, total_steps
 from train_fixtures import hint_strategy, respond, tiny_task
 
@@ -133,3 +140,35 @@ def test_same_seed_and_answers_give_the_same_run():
     run = lambda: fit(tiny_task(), hint_strategy(first_try_bad=True), engine=ScriptedEngine(respond),
                       settings=FitSettings(steps=3, batch_size=2, seed=3))
     assert run() == run()
+
+
+def test_events_come_typed_and_in_order_and_agree_with_the_log():
+    events = []
+    out = fit(tiny_task(), hint_strategy(first_try_bad=True), engine=ScriptedEngine(respond),
+              settings=FitSettings(steps=2, batch_size=2, proposals_per_step=2), on_event=events.append)
+    steps = [e for e in events if not isinstance(e, ExampleScored)]
+    assert [type(e) for e in steps] == [
+        InitialEvaluation, InitialScores, TrainingStarted,
+        Proposing, ProposalJudged, ProposalJudged, StepDone,   # step 1: the first try is rejected, the second accepted
+        Proposing, ProposalJudged, StepDone,                   # step 2: no update (already careful)
+        FinalTest, FitDone,
+    ]
+    assert steps[1] == InitialScores(out.initial_val, out.initial_test) and steps[2] == TrainingStarted(0, 2)
+    assert [e.proposal for e in steps if isinstance(e, ProposalJudged)] == [p for log in out.log for p in log.proposals]
+    assert [e.log for e in steps if isinstance(e, StepDone)] == list(out.log)
+    assert [e.label for e in steps if isinstance(e, (InitialEvaluation, Proposing, FinalTest))] == [
+        "initial evaluation", "step 1: proposing", "step 2: proposing", "final test evaluation"]
+    assert steps[-1] == FitDone(2, out.initial_test, out.final_test)
+    batches = [(e.batch, e.total) for e in events if isinstance(e, ExampleScored) and e.done == e.total]
+    assert batches == [("val", 4), ("test", 4),                               # initial evaluation (4 val, 4 test)
+                       ("train", 2), ("minibatch", 2), ("val", 4), ("minibatch", 2), ("val", 4),  # step 1, two attempts
+                       ("train", 2), ("test", 4)]                             # step 2 (no update), final test
+    assert sum(isinstance(e, ExampleScored) for e in events) == 4 + 4 + 2 + 2 * (2 + 4) + 2 + 4
+
+
+@given(st.integers(0, 80), st.integers(0, 80))
+def test_the_gates_one_sided_sign_test_is_the_binomial_tail(wins, losses):
+    p = one_sided_sign_test(wins, losses)
+    n = wins + losses
+    assert p == (pytest.approx(scipy_stats.binomtest(wins, n, 0.5, alternative="greater").pvalue, rel=1e-9) if n else 1.0)
+    assert sign_test(wins, losses) == pytest.approx(min(1.0, 2 * min(p, one_sided_sign_test(losses, wins))), rel=1e-9)

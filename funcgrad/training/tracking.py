@@ -29,6 +29,7 @@ import orjson
 from funcgrad.core.values import thaw
 from funcgrad.engines.files import write_atomic
 from funcgrad.engines.meter import UsageTable
+from funcgrad.training.events import StepDone
 
 MAX_PARAM = 500  # characters of one param value (older MLflow servers refuse longer ones)
 ARTIFACTS = ("report.html", "report.md", "history.tsv", "final_state.json", "config.json", "learning_curve.png")
@@ -155,14 +156,15 @@ class Tracker:
         if metrics:
             self._client.log_batch(self.run_id, metrics=metrics)
 
-    def event(self, kind: str, data: Mapping[str, Any]) -> None:
-        """A progress event of ``fit`` (``on_event``): each ``step`` logs its metrics and its accepted prompt."""
-        if kind == "step":
-            self._guard(self._step, data)
+    def event(self, event: Any) -> None:
+        """A progress event of ``fit`` (``on_event``): each :class:`~funcgrad.training.events.StepDone` logs its
+        metrics and its accepted prompt."""
+        if isinstance(event, StepDone):
+            self._guard(self._step, event)
 
-    def _step(self, data: Mapping[str, Any]) -> None:
-        log, step = data["log"], data["step"]
-        self._metrics({"val": data["val"], "minibatch": log.train_score, "proposals": len(log.proposals),
+    def _step(self, event: StepDone) -> None:
+        log, step = event.log, event.step
+        self._metrics({"val": log.val_score, "minibatch": log.train_score, "proposals": len(log.proposals),
                        "accepted": float(log.accepted)}, step)
         for p in log.proposals:
             if p.accepted:
