@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -20,6 +21,7 @@ import pytest
 from funcgrad.cli.main import main
 from funcgrad.engines.stub import StubServer
 from funcgrad.training.rundir import RunDir
+from fault_fixtures import DiskFault
 from train_fixtures import respond_body
 
 TESTS = Path(__file__).parent
@@ -443,3 +445,240 @@ def test_the_embedded_model_behind_faults_answers_every_example_once(local_engin
     assert [r.failed for r in results] == [False] * 3
     assert sorted(seen.values()) == [2, 2, 2]  # each question: one injected fault, then the model's answer
     assert all(r.trace.records[1].output.strip() and r.trace.records[1].error is None for r in results)
+
+
+# ---------------------------------------------------------------- 6. issue 23: keys, statistics, input, resume, storage
+
+
+def _critic(url: str, key_env: str | None = None) -> str:
+    named = f'api_key_env = "{key_env}"\n' if key_env else ""
+    return f'\n[critic]\nbase_url = "{url}"\nmodel = "stub"\nretries = 1\n{named}'
+
+
+@pytest.mark.parametrize("section", ["engine", "critic"])
+def test_a_named_key_variable_that_is_not_set_never_falls_back_to_openai_api_key(tmp_path, capsys, monkeypatch, section):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-users-openai-key")
+    monkeypatch.delenv("FUNCGRAD_TEST_OTHER_KEY", raising=False)
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, engine='api_key_env = "FUNCGRAD_TEST_OTHER_KEY"' if section == "engine" else "")
+        if section == "critic":
+            cfg.write_text(cfg.read_text() + _critic(stub.base_url, "FUNCGRAD_TEST_OTHER_KEY"))
+        assert main(["optimize", str(cfg), "--quiet"]) == 2
+        assert main(["evaluate", str(cfg), "--quiet"]) == 2
+        assert stub.requests == ()  # nothing was sent, least of all the OpenAI key
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(f"[{section}] api_key_env = 'FUNCGRAD_TEST_OTHER_KEY': FUNCGRAD_TEST_OTHER_KEY is not set" in e for e in err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_each_server_gets_the_key_its_section_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("FUNCGRAD_TEST_OTHER_KEY", "sk-other")
+    with StubServer(respond_body) as task_server, StubServer(respond_body) as critic_server:
+        cfg = _config(tmp_path, task_server.base_url, engine='api_key_env = "FUNCGRAD_TEST_OTHER_KEY"', steps=1)
+        cfg.write_text(cfg.read_text() + _critic(critic_server.base_url))  # names no variable: OPENAI_API_KEY
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        task_keys = {r.headers.get("authorization") for r in task_server.requests}
+        critic_keys = {r.headers.get("authorization") for r in critic_server.requests}
+    assert task_keys == {"Bearer sk-other"} and critic_keys == {"Bearer sk-openai"}
+    run_files = b"".join(p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file())
+    assert b"sk-other" not in run_files and b"sk-openai" not in run_files
+
+
+def test_a_task_without_validation_examples_is_refused_before_anything(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url, task='name = "fault_fixtures:no_val_task"')), "--quiet"]) == 2
+        assert stub.requests == ()
+    assert "has no validation examples (e.g. [task] n_val = 0)" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_failed_validation_examples_are_counted_logged_and_never_averaged_in(tmp_path, capsys):
+    def faults(index, body):  # two of the four validation examples (e4..e7) always fail
+        return "500" if body["messages"][-1]["content"] in ("q5", "q6") else None
+
+    with StubServer(respond_body, faults=faults) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        cfg.write_text(cfg.read_text().replace("seed = 1\n", "seed = 1\nmax_failure_rate = 0.5\n"))
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy 0.0% -> 100.0% (both over 4 examples, none failed)" in out
+    assert "validation 0.0% -> 100.0% (both over 2 of 4 examples, 2 failed)" in out
+    run = tmp_path / "run"
+    failed = [orjson.loads(x) for x in (run / "failures.jsonl").read_bytes().splitlines()]
+    assert {(f["step"], f["phase"], f["result"]["example"]["id"]) for f in failed} >= {(0, "val", "e5"), (0, "val", "e6")}
+    assert all(f["result"]["loss"] is None for f in failed)
+    header, *rows = [line.split("\t") for line in (run / "history.tsv").read_text().splitlines()]
+    assert header[-4:] == ["train_n", "train_failed", "val_n", "val_failed"]
+    assert [row[-2:] for row in rows] == [["4", "2"]] * len(rows) and rows
+    report = (run / "report.md").read_text()
+    assert "- validation accuracy: 0.000 (over 2 of 4 examples, 2 failed) -> 1.000 (over 2 of 4 examples, 2 failed)" in report
+
+
+def test_a_misspelt_param_in_an_evaluated_state_is_refused(tmp_path, capsys):
+    import funcgrad as fg
+
+    state = tmp_path / "st.json"
+    state.write_bytes(fg.dumps(fg.PromptState.of(instructoin=fg.Param("Answer the question."))))
+    with StubServer(respond_body) as stub:
+        assert main(["evaluate", str(_config(tmp_path, stub.base_url)), "--state", str(state), "--quiet"]) == 2
+        assert stub.requests == ()
+    captured = capsys.readouterr()
+    assert "has param 'instructoin', which task 'tiny' does not have; the task's params are: instruction" in _one_error_line(captured.err)
+    assert "accuracy" not in captured.out
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [(["--step", "99"], "--step 99: this run has no such step (its logged steps: 0 to 3)"),
+     (["--step", "-1"], "--step -1: this run has no such step"),
+     (["--phase", "bogus"], "--phase 'bogus' is not a phase; choose one of train, rerun, minibatch"),
+     (["--limit", "-1"], "--limit -1: must be a whole number >= 1"), (["--limit", "0"], "--limit 0: must be")],
+)
+def test_show_refuses_a_selection_that_cannot_match(tmp_path, capsys, args, says):
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "run"), *args]) == 2
+    captured = capsys.readouterr()
+    assert says in _one_error_line(captured.err) and captured.out == ""
+
+
+def test_a_checkpoint_step_beyond_the_runs_steps_is_refused(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        path = tmp_path / "run" / "checkpoint.json"
+        doc = orjson.loads(path.read_bytes())
+        doc["fit"]["step"] = 99
+        path.write_bytes(orjson.dumps(doc))
+        calls = len(stub.requests)
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 2
+        assert len(stub.requests) == calls
+    captured = capsys.readouterr()
+    assert "field fit.step = 99 is beyond the run's 3 steps" in _one_error_line(captured.err) and "99 steps" not in captured.out
+
+
+def test_report_on_a_folder_without_a_run_writes_nothing(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a run directory" in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_resume_after_a_failure_before_the_first_checkpoint_redoes_the_work(tmp_path, capsys):
+    clean = _clean_run(tmp_path)
+    switch = Switch("500", when=lambda: True)
+    with StubServer(respond_body, faults=switch) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        assert main(["optimize", str(cfg), "--quiet"]) == 3
+        assert "before its first checkpoint (a rerun, with or without --resume, starts over)" in _one_error_line(capsys.readouterr().err)
+        switch.on = False  # the cause is fixed
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 0, capsys.readouterr().err
+    final = _checkpoint(tmp_path / "run")
+    assert (final["step"], final["state"], final["final_test"], final["log"]) == (clean["step"], clean["state"], clean["final_test"], clean["log"])
+
+
+def _lines_parse(path: Path) -> int:
+    return len([orjson.loads(line) for line in path.read_bytes().splitlines()])
+
+
+def test_a_full_disk_under_the_run_directory_is_one_line_and_resume_finishes(tmp_path, capsys, monkeypatch):
+    clean = _clean_run(tmp_path)
+    run = tmp_path / "run"
+    disk = DiskFault(monkeypatch, run, when=_after_step(run, 1))  # the disk fills once step 1 is checkpointed
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        assert main(["optimize", str(cfg), "--quiet"]) == 3
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"cannot write '{run}" in line and "[Errno 28] No space left on device (ENOSPC)" in line
+        assert "with its checkpoint at step 1 (rerun with --resume" in line and disk.hits
+        checkpoint_before = (run / "checkpoint.json").read_bytes()
+        assert _checkpoint(run)["step"] == 1 and _lines_parse(run / "traces.jsonl") > 0  # intact: no half line
+        assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")]
+        disk.on = False  # space freed
+        assert checkpoint_before == (run / "checkpoint.json").read_bytes()
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 0, capsys.readouterr().err
+    final = _checkpoint(run)
+    assert (final["step"], final["state"], final["final_test"], final["log"]) == (clean["step"], clean["state"], clean["final_test"], clean["log"])
+
+
+def test_a_full_disk_under_the_cache_is_not_blamed_on_the_users_node(tmp_path, capsys, monkeypatch):
+    DiskFault(monkeypatch, tmp_path / "cache")
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 3
+        assert len(stub.requests) <= 2  # the first unstorable answer stops the run (2 workers may be in flight)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "the answer cache cannot store the answer to" in line and f"cannot write '{tmp_path / 'cache'}" in line
+    assert "[Errno 28]" in line and "that answer was paid for but is not kept" in line
+    assert "pipeline failure" not in line and "node" not in line.split("[the run stopped")[0]
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_keeps_the_old_page(tmp_path, capsys, monkeypatch):
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url)), "--quiet"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    before = (run / "report.html").read_bytes()
+    DiskFault(monkeypatch, run, error=13)  # a read-only run directory (EACCES)
+    assert main(["report", str(run)]) == 3
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot write '{run / 'report.html'}': [Errno 13] Permission denied (EACCES)" in line
+    assert (run / "report.html").read_bytes() == before
+
+
+def test_a_task_factory_that_raises_is_one_line(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        assert main(["optimize", str(_config(tmp_path, stub.base_url, task='name = "fault_fixtures:raising_factory"')), "--quiet"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "[task] task factory 'fault_fixtures:raising_factory' raised RuntimeError: the dataset file was not found (at fault_fixtures.py:" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_replaced_by_a_directory_is_named(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, steps=1)
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        (tmp_path / "run" / "checkpoint.json").unlink()
+        (tmp_path / "run" / "checkpoint.json").mkdir()
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 2
+    assert "checkpoint.json' is a directory, not a file" in _one_error_line(capsys.readouterr().err)
+
+
+def test_resume_with_a_changed_setting_names_it(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url, steps=1)
+        assert main(["optimize", str(cfg), "--quiet"]) == 0
+        cfg.write_text(cfg.read_text().replace("steps = 1", "steps = 5"))
+        assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 2
+    assert "belongs to a different configuration (changed: [train] steps: 1 -> 5)" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_config_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys):
+    with StubServer(respond_body) as stub:
+        cfg = _config(tmp_path, stub.base_url)
+        cfg.write_bytes(b"\xef\xbb\xbf" + cfg.read_bytes())
+        assert main(["evaluate", str(cfg), "--quiet"]) == 0
+    assert "tiny test: accuracy 0.0% on 4 examples, none failed" in capsys.readouterr().out
+
+
+def test_a_base_url_that_is_not_http_is_bad_input_and_writes_nothing(tmp_path, capsys):
+    assert main(["optimize", str(_config(tmp_path, "htp://127.0.0.1:9/v1")), "--quiet"]) == 2
+    assert "[engine] base_url = 'htp://127.0.0.1:9/v1': must be an http:// or https:// URL" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_silently_hung_server_is_cut_by_the_deadline(tmp_path, capsys):
+    with StubServer(respond_body, faults=lambda i, body: "hang") as stub:
+        cfg = _config(tmp_path, stub.base_url, engine="deadline = 1")
+        started = time.monotonic()
+        assert main(["evaluate", str(cfg), "--quiet"]) == 3
+        took = time.monotonic() - started
+    assert "no complete answer within deadline=1s" in _one_error_line(capsys.readouterr().err)
+    assert took < 4.5  # the 5 s read timeout never fired
+
+
+def test_a_replay_miss_names_the_command_line_flag(tmp_path, capsys):
+    assert main(["optimize", str(_config(tmp_path, "http://127.0.0.1:9/v1")), "--quiet", "--replay"]) == 3
+    line = _one_error_line(capsys.readouterr().err)
+    assert "record it by running once without --replay" in line and "replay=True" not in line

@@ -243,6 +243,8 @@ class _Call:
         self.attempt += 1
         if isinstance(exc, _Deadline):
             return self._retry_or_raise(f"no complete answer within deadline={self.engine.deadline}s", give_up=True)
+        if isinstance(exc, httpx.TimeoutException) and self.remaining() <= 0:  # the read was cut to the call's deadline
+            return self._retry_or_raise(f"no complete answer within deadline={self.engine.deadline}s", give_up=True)
         if isinstance(exc, httpx.TimeoutException):
             return self._retry_or_raise(f"no answer within timeout={self.engine.timeout}s ({type(exc).__name__})")
         if isinstance(exc, httpx.TransportError):

@@ -50,6 +50,7 @@ from funcgrad.core.calls import Request, Response
 from funcgrad.core.strategy import Attempt, Note, StepContext, Strategy, Update, check_result
 from funcgrad.core.task import Task
 from funcgrad.core.values import FrozenDict, freeze
+from funcgrad.training.counts import Counts, validation_counts
 from funcgrad.training.driver import drive
 
 
@@ -160,7 +161,11 @@ class Proposal:
 
 @attrs.frozen
 class StepLog:
-    """What happened in one step (a JSON value): the batch, its score, every proposal and the outcome."""
+    """What happened in one step (a JSON value): the batch, its score, every proposal and the outcome.
+
+    ``train_counts`` / ``val_counts`` say over how many examples ``train_score`` and
+    ``val_score`` were computed and how many failed (None: not recorded, or no validation split).
+    """
 
     step: int
     batch: tuple[str, ...] = attrs.field(converter=tuple)
@@ -168,6 +173,8 @@ class StepLog:
     proposals: tuple[Proposal, ...] = attrs.field(converter=tuple)
     accepted: bool
     val_score: float
+    train_counts: Counts | None = None
+    val_counts: Counts | None = None
 
 
 @attrs.frozen
@@ -337,7 +344,8 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
             break
         rejected.append(Attempt(update.values, proposal.val if proposal.val is not None else proposal.minibatch, False, proposal.reason))
     improved = accepted_state is not None
-    log = StepLog(step + 1, tuple(e.id for e in batch), train_score, tuple(proposals), improved, val_score)
+    log = StepLog(step + 1, tuple(e.id for e in batch), train_score, tuple(proposals), improved, val_score,
+                  Counts(len(batch), len(batch) - len(results)), validation_counts(task.val, val_scores))
     attempts = fs.attempts + ((Attempt(accepted_state.values(), val_score, True, ""),) if improved else ())
     return attrs.evolve(
         fs, step=step + 1, state=accepted_state if improved else fs.state, strategy_state=strategy_state,
@@ -471,13 +479,15 @@ def _step_log_data(entry: StepLog) -> dict:
     proposals = [{"values": dict(p.values), "notes": to_data(p.notes), "minibatch": p.minibatch, "val": p.val,
                   "verdict": p.verdict.value, "reason": p.reason} for p in entry.proposals]
     return {"step": entry.step, "batch": list(entry.batch), "train_score": entry.train_score, "proposals": proposals,
-            "accepted": entry.accepted, "val_score": entry.val_score}
+            "accepted": entry.accepted, "val_score": entry.val_score,
+            "train_counts": entry.train_counts and entry.train_counts.to_data(), "val_counts": entry.val_counts and entry.val_counts.to_data()}
 
 
 def _step_log_from(data: dict) -> StepLog:
     proposals = tuple(Proposal(p["values"], from_data(p["notes"]), p["minibatch"], p["val"], p["verdict"], p["reason"])
                       for p in data["proposals"])
-    return StepLog(data["step"], data["batch"], data["train_score"], proposals, data["accepted"], data["val_score"])
+    return StepLog(data["step"], data["batch"], data["train_score"], proposals, data["accepted"], data["val_score"],
+                   Counts.from_data(data.get("train_counts")), Counts.from_data(data.get("val_counts")))
 
 
 def fit_state_from_data(data: dict) -> FitState:

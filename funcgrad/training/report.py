@@ -22,19 +22,42 @@ from typing import Any
 from funcgrad.core.errors import StateError
 from funcgrad.core.run import Result
 from funcgrad.core.state import PromptState, apply_updates
+from funcgrad.training.counts import Counts, RunCounts
 from funcgrad.training.fit import FitState
 
 
-def _fmt(score: float | None) -> str:
-    return "n/a" if score is None else f"{score:.3f}"
-
-
 def history_tsv(fs: FitState) -> str:
-    """One row per step: step, batch, train score, proposals, accepted, validation score."""
-    rows = ["step\tbatch\ttrain_score\tproposals\taccepted\tval_score"]
+    """One row per step: step, batch, train score, proposals, accepted, validation score, then the counts
+    behind the two scores (examples run, of them failed; empty when not recorded). A score over no
+    answered example is ``n/a``.
+
+    >>> from funcgrad.core.state import Param
+    >>> from funcgrad.training.fit import StepLog
+    >>> log = (StepLog(1, ("e0", "e1"), 1.0, (), False, 0.5, Counts(2, 1), Counts(4, 0)),)
+    >>> history_tsv(FitState(1, PromptState.of(a=Param("x")), {}, 0.5, 0.5, None, log=log)).splitlines()[1].split()
+    ['1', 'e0,e1', '1.000', '0', '0', '0.500', '2', '1', '4', '0']
+    """
+    rows = ["step\tbatch\ttrain_score\tproposals\taccepted\tval_score\ttrain_n\ttrain_failed\tval_n\tval_failed"]
     for e in fs.log:
-        rows.append(f"{e.step}\t{','.join(e.batch)}\t{e.train_score:.3f}\t{len(e.proposals)}\t{int(e.accepted)}\t{e.val_score:.3f}")
+        train, val = _score(e.train_score, e.train_counts), _score(e.val_score, e.val_counts)
+        rows.append(f"{e.step}\t{','.join(e.batch)}\t{train}\t{len(e.proposals)}\t{int(e.accepted)}\t{val}"
+                    f"\t{_tsv_counts(e.train_counts)}\t{_tsv_counts(e.val_counts)}")
     return "\n".join(rows) + "\n"
+
+
+def _score(score: float, counts: Counts | None) -> str:
+    return "n/a" if counts is not None and counts.answered == 0 else f"{score:.3f}"
+
+
+def _tsv_counts(counts: Counts | None) -> str:
+    return "\t" if counts is None else f"{counts.n}\t{counts.failed}"
+
+
+def _accuracy(score: float | None, counts: Counts | None) -> str:
+    """A report line's figure: ``0.250 (over 60 examples, none failed)``; ``n/a`` over no answered example."""
+    if score is None or (counts is not None and counts.answered == 0):
+        return "n/a" + (f" (0 of {counts.n} examples answered)" if counts is not None and score is not None else "")
+    return f"{score:.3f}" + (f" ({counts.describe()})" if counts is not None else "")
 
 
 _VERDICT_LABELS = {
@@ -182,15 +205,17 @@ def plot_learning_curve(fs: FitState, path: Path, title: str = "") -> Path:
 
 def report_markdown(
     fs: FitState, initial: PromptState, *, title: str, usage: Any, wall_s: float | None, results: Sequence[Result] = (),
+    run_counts: RunCounts = RunCounts(),
 ) -> str:
-    """The whole report.md text; ``results`` (the run's scored examples) feed :func:`loss_warnings`."""
-    counts = proposal_counts(fs)
+    """The whole report.md text; ``results`` (the run's scored examples) feed :func:`loss_warnings`;
+    ``run_counts`` say over how many examples each accuracy was computed and how many failed."""
+    counts, rc = proposal_counts(fs), run_counts
     lines = [
         f"# {title}",
         "",
         f"- stopped: {fs.stopped or 'running'} after {fs.step} steps",
-        f"- test accuracy: {_fmt(fs.initial_test)} -> {_fmt(fs.final_test)}",
-        f"- validation accuracy: {_fmt(fs.initial_val)} -> {_fmt(fs.val_score)}",
+        f"- test accuracy: {_accuracy(fs.initial_test, rc.initial_test)} -> {_accuracy(fs.final_test, rc.final_test)}",
+        f"- validation accuracy: {_accuracy(fs.initial_val, rc.initial_val)} -> {_accuracy(fs.val_score, rc.val)}",
     ]
     if wall_s is not None:
         lines.append(f"- wall time of this invocation: {wall_s:.0f} s")
@@ -204,5 +229,6 @@ def report_markdown(
     lines += ["", "## Steps", "", "| step | train | proposals | accepted | val | reasons |", "|---|---|---|---|---|---|"]
     for e in fs.log:
         reasons = "; ".join(p.reason[:80] for p in e.proposals) or "-"
-        lines.append(f"| {e.step} | {e.train_score:.2f} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {e.val_score:.3f} | {reasons} |")
+        train, val = _accuracy(e.train_score, e.train_counts), _accuracy(e.val_score, e.val_counts)
+        lines.append(f"| {e.step} | {train} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {val} | {reasons} |")
     return "\n".join(lines) + "\n"
