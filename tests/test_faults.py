@@ -515,6 +515,14 @@ def test_failed_validation_examples_are_counted_logged_and_never_averaged_in(tmp
     assert "- validation accuracy: 0.000 (over 2 of 4 examples, 2 failed) -> 1.000 (over 2 of 4 examples, 2 failed)" in report
 
 
+def test_a_failure_rate_that_lets_a_whole_batch_fail_is_refused(tmp_path, capsys):
+    cfg = _config(tmp_path, "http://127.0.0.1:9/v1")
+    cfg.write_text(cfg.read_text().replace("seed = 1\n", "seed = 1\nmax_failure_rate = 1\n"))
+    assert main(["optimize", str(cfg), "--quiet"]) == 2
+    assert "max_failure_rate=1 must be a number in [0, 1): at 1 every example of a batch could fail" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_misspelt_param_in_an_evaluated_state_is_refused(tmp_path, capsys):
     import funcgrad as fg
 
@@ -623,7 +631,7 @@ def test_a_report_that_cannot_be_written_is_one_line_and_keeps_the_old_page(tmp_
     DiskFault(monkeypatch, run, error=13)  # a read-only run directory (EACCES)
     assert main(["report", str(run)]) == 3
     line = _one_error_line(capsys.readouterr().err)
-    assert f"cannot write '{run / 'report.html'}': [Errno 13] Permission denied (EACCES)" in line
+    assert f"cannot write '{run / 'report.html'}': [Errno 13] Permission denied (EACCES); free space or fix" in line
     assert (run / "report.html").read_bytes() == before
 
 

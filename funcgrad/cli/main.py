@@ -166,10 +166,13 @@ def cmd_report(args) -> int:
     path = Path(args.run_dir)
     if not path.is_dir() or not any((path / name).exists() for name in ("checkpoint.json", "traces.jsonl", "config.json")):
         raise ConfigError(f"{path} is not a run directory (give the folder that holds checkpoint.json and traces.jsonl)")
+    fix = "free space or fix the run directory's permissions, then rerun funcgrad report (the old report.html is unchanged)"
     try:
         written = write_run_report(path, initial=_initial_prompts(path))
+    except StorageError as exc:
+        raise StorageError(f"{exc}; {fix}") from None
     except OSError as exc:
-        raise storage_error(exc, path / "report.html", "fix the run directory's permissions or free space") from None
+        raise storage_error(exc, path / "report.html", fix) from None
     print(f"report: {written}")
     return 0
 

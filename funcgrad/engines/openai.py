@@ -167,7 +167,7 @@ def _server_message(content: bytes) -> str:
 
 def _hint(status: int) -> str:
     if status in (401, 403):
-        return "check the API key (api_key= or OPENAI_API_KEY) and its permissions"
+        return "check the API key (api_key=, or the variable it came from: [engine] api_key_env or OPENAI_API_KEY) and its permissions"
     if status == 404:
         return "check the model name and base_url (it usually ends in /v1)"
     return "check the request parameters against what this server supports"
