@@ -17,9 +17,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, strategies as st
 
 from funcgrad.cli.main import main
 from funcgrad.engines.stub import StubServer
+from funcgrad.training.counts import Counts, change, figure
 from funcgrad.training.rundir import RunDir
 from fault_fixtures import DiskFault
 from train_fixtures import respond_body
@@ -690,3 +692,80 @@ def test_a_replay_miss_names_the_command_line_flag(tmp_path, capsys):
     assert main(["optimize", str(_config(tmp_path, "http://127.0.0.1:9/v1")), "--quiet", "--replay"]) == 3
     line = _one_error_line(capsys.readouterr().err)
     assert "record it by running once without --replay" in line and "replay=True" not in line
+
+
+# ---------------------------------------------------------------- 7. statistics honesty, as properties
+
+_counts = st.integers(0, 50).flatmap(lambda n: st.builds(Counts, st.just(n), st.integers(0, n)))
+_scores = st.one_of(st.none(), st.floats(0, 1))
+
+
+@given(_scores, _counts)
+def test_a_figure_is_printed_only_over_answered_examples_and_names_them(score, counts):
+    text = figure(score, counts)
+    assert ("%" in text) == (score is not None and counts.answered > 0)
+    if "%" in text:
+        assert f" {counts.n} example" in text and (f"{counts.failed} failed" in text if counts.failed else "none failed" in text)
+    assert Counts.from_data(counts.to_data()) == counts
+
+
+@given(_scores, _counts, _scores, _counts)
+def test_a_change_line_never_hides_a_count(before, before_counts, after, after_counts):
+    text = change(before, before_counts, after, after_counts)
+    for score, counts in ((before, before_counts), (after, after_counts)):
+        if score is not None and counts.answered:
+            assert str(counts.n) in text and (str(counts.failed) if counts.failed else "none failed") in text
+    assert text.count("%") == (before is not None and before_counts.answered > 0) + (after is not None and after_counts.answered > 0)
+
+
+def test_step_counts_survive_the_checkpoint_and_old_checkpoints_still_load():
+    from funcgrad.training.fit import FitState, StepLog, fit_state_from_data, fit_state_to_data
+    import funcgrad as fg
+
+    state = fg.PromptState.of(a=fg.Param("x"))
+    fs = FitState(1, state, {}, 0.5, 0.5, None, log=(StepLog(1, ("e0",), 1.0, (), False, 0.5, Counts(1, 0), Counts(4, 2)),))
+    data = orjson.loads(orjson.dumps(fit_state_to_data(fs)))
+    assert fit_state_from_data(data).log == fs.log
+    for entry in data["log"]:  # a checkpoint written before the counts existed
+        del entry["train_counts"], entry["val_counts"]
+    assert fit_state_from_data(data).log[0].val_counts is None
+
+
+def test_an_append_that_fills_the_disk_half_way_is_cut_back(tmp_path, monkeypatch):
+    import errno
+
+    import funcgrad as fg
+    from funcgrad.core.errors import StorageError
+    from funcgrad.core.run import Loss, Result
+
+    rd = RunDir(tmp_path)
+    result = Result(fg.Example("e", "q"), "a", fg.Trace(), Loss(1.0))
+    rd.log_results(0, "val", [result])
+    before = rd.traces_path.read_bytes()
+    real_write, calls = os.write, []
+
+    def half_then_full(fd, data):  # the kernel takes half the bytes, then the disk is full
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(StorageError, match=r"cannot write '.*traces.jsonl': \[Errno 28\] No space left on device \(ENOSPC\)"):
+        rd.log_results(1, "val", [result])
+    monkeypatch.undo()
+    assert len(calls) == 2 and rd.traces_path.read_bytes() == before  # whole lines only
+
+
+def test_a_cache_that_cannot_store_an_answer_stops_the_run_and_says_it_was_paid_for(tmp_path, monkeypatch):
+    from funcgrad.core.calls import Request
+    from funcgrad.core.errors import EngineUnavailable
+    from funcgrad.engines.cache import CachedEngine
+    from funcgrad.engines.scripted import ScriptedEngine
+
+    asked = []
+    engine = CachedEngine(ScriptedEngine(lambda r: asked.append(r) or "4"), tmp_path)
+    DiskFault(monkeypatch, tmp_path)
+    with pytest.raises(EngineUnavailable, match=r"cannot write '.*\.json': \[Errno 28\] .*that answer was paid for but is not kept"):
+        engine.complete(Request(messages=(("user", "2+2?"),)))
+    assert len(asked) == 1 and not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob(".tmp-*"))
