@@ -583,10 +583,12 @@ def test_resume_after_a_failure_before_the_first_checkpoint_redoes_the_work(tmp_
         cfg = _config(tmp_path, stub.base_url)
         assert main(["optimize", str(cfg), "--quiet"]) == 3
         assert "before its first checkpoint (a rerun, with or without --resume, starts over)" in _one_error_line(capsys.readouterr().err)
+        failures = (tmp_path / "run" / "failures.jsonl").read_bytes()
         switch.on = False  # the cause is fixed
         assert main(["optimize", str(cfg), "--quiet", "--resume"]) == 0, capsys.readouterr().err
     final = _checkpoint(tmp_path / "run")
     assert (final["step"], final["state"], final["final_test"], final["log"]) == (clean["step"], clean["state"], clean["final_test"], clean["log"])
+    assert failures and (tmp_path / "run" / "failures.jsonl").read_bytes() == failures  # the record of what went wrong is kept
 
 
 def _lines_parse(path: Path) -> int:

@@ -213,8 +213,8 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
     resume_from, usage, wall_before = None, None, 0.0
     if rd.has_checkpoint() and not resume:
         raise ConfigError(f"{rd.path} already holds a run; pass --resume to continue it, or set [run] dir to a new directory")
-    if resume and not rd.has_checkpoint():
-        resume = False  # the start failed before its first checkpoint: redoing the lost work is starting over
+    restart = resume and not rd.has_checkpoint()  # the start failed before its first checkpoint: redoing it is starting over
+    resume = resume and not restart
     if resume:
         resume_from, usage = rd.load_checkpoint(fingerprint=fp, explain=lambda: _explain_change(rd, config))
         _check_step(resume_from, task, config, rd)
@@ -225,7 +225,7 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
             return JobResult(resume_from, usage, wall_before, str(rd.path), title, _counts(rd, resume_from))
         resume_from = attrs.evolve(resume_from, stopped="")
     else:
-        rd.clear()  # files of a start that never reached its first checkpoint
+        rd.clear(keep=("failures.jsonl",) if restart else ())  # files of a start that never reached its first checkpoint
         source = orjson.loads(orjson.dumps(config.source, default=dict))
         rd.write_json("config.json", {"config_file": str(Path(config_file).resolve()) if config_file else None, "config": source})
     started = time.monotonic()
@@ -310,10 +310,12 @@ def _write_final(rd: RunDir, fs: FitState, task, title: str, usage, wall: float)
         rd.write_text("history.tsv", history_tsv(fs))
         rd.write_text("final_state.json", dumps(fs.state, indent=True).decode())
         plot = rd.path / ".learning_curve.tmp.png"
-        os.close(os.open(plot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))  # savefig keeps this mode
         try:
+            os.close(os.open(plot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))  # savefig keeps this mode
             plot_learning_curve(fs, plot, title=title)
             os.replace(plot, rd.path / "learning_curve.png")
+        except OSError as exc:  # a write error inside savefig does not carry the file name
+            raise storage_error(exc, rd.path / "learning_curve.png") from None
         finally:
             plot.unlink(missing_ok=True)
         entries = read_traces(rd.path / "traces.jsonl") if (rd.path / "traces.jsonl").exists() else []
@@ -325,7 +327,7 @@ def _write_final(rd: RunDir, fs: FitState, task, title: str, usage, wall: float)
     except StorageError as exc:
         raise StorageError(f"{exc}; {fix}") from None
     except OSError as exc:
-        raise storage_error(exc, fix=fix) from None
+        raise storage_error(exc, exc.filename or rd.path, fix) from None
 
 
 def _read_wall(rd: RunDir) -> float:

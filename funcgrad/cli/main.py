@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 0
     except OSError as exc:  # a file funcgrad had no specific message for (disk full, no permission): path and errno
-        print(f"funcgrad: error: cannot access {_one_line(os_error_text(exc))}", file=sys.stderr)
+        print(f"funcgrad: error: cannot read or write {_one_line(os_error_text(exc))}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("funcgrad: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)

@@ -21,15 +21,18 @@ from funcgrad.core.errors import StorageError
 
 
 def os_error_text(exc: OSError, path: str | os.PathLike | None = None) -> str:
-    """``'PATH': [Errno N] reason (ENAME)`` for an OSError met while writing ``path`` (default: the error's own filename).
+    """``'PATH': [Errno N] reason (ENAME)`` for an OSError met while writing ``path`` (default: the error's
+    own filename; without either, no path).
 
     >>> os_error_text(OSError(errno.ENOSPC, "No space left on device"), "/run/x")
     "'/run/x': [Errno 28] No space left on device (ENOSPC)"
+    >>> os_error_text(OSError(errno.EIO, "Input/output error"))
+    '[Errno 5] Input/output error (EIO)'
     """
     where = path if path is not None else exc.filename
     name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
-    reason = exc.strerror or str(exc)
-    return f"{str(where)!r}: [Errno {exc.errno}] {reason}" + (f" ({name})" if name else "")
+    text = f"[Errno {exc.errno}] {exc.strerror or exc}" + (f" ({name})" if name else "")
+    return text if where is None else f"{str(where)!r}: {text}"
 
 
 def storage_error(exc: OSError, path: str | os.PathLike | None = None, fix: str = "") -> StorageError:

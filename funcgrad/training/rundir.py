@@ -109,8 +109,11 @@ class RunDir:
                     f"run directory {str(self.path)!r} is being written by {who}; wait for it to finish "
                     "(or stop it), or use another [run] dir / --run-dir"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname()}), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname()}), 0)
+            except OSError as exc:
+                raise storage_error(exc, self.lock_path, "free space or fix the run directory's permissions") from None
             try:
                 yield
             finally:
@@ -126,9 +129,11 @@ class RunDir:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def clear(self) -> None:
-        """Remove the files a previous start left (:data:`RUN_FILES`), so a fresh start appends to nothing."""
+    def clear(self, keep: tuple[str, ...] = ()) -> None:
+        """Remove the files a previous start left (:data:`RUN_FILES` but ``keep``), so a fresh start appends to nothing."""
         for name in RUN_FILES:
+            if name in keep:
+                continue
             path = self.path / name
             try:
                 path.unlink(missing_ok=True)
