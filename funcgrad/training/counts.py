@@ -67,12 +67,14 @@ def counts_of(results: Iterable[Result]) -> Counts:
 
 def validation_counts(val: Sequence[Example], val_scores: Mapping[str, float]) -> Counts | None:
     """Counts behind the current validation score: every validation example, of which those without a
-    per-example score (``val_scores`` holds the answered ones) failed; None without a validation split.
+    per-example score (``val_scores`` holds the answered ones) failed. None without a validation split,
+    or without per-example scores (a checkpoint older than them: at least one example of a batch is
+    always answered, since ``max_failure_rate`` < 1).
 
     >>> validation_counts([Example("a", 1), Example("b", 2)], {"a": 1.0}), validation_counts([], {})
     (Counts(n=2, failed=1), None)
     """
-    if not val:
+    if not val or not val_scores:
         return None
     return Counts(len(val), sum(e.id not in val_scores for e in val))
 
