@@ -674,9 +674,12 @@ def test_a_config_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys):
     assert "tiny test: accuracy 0.0% on 4 examples, none failed" in capsys.readouterr().out
 
 
-def test_a_base_url_that_is_not_http_is_bad_input_and_writes_nothing(tmp_path, capsys):
-    assert main(["optimize", str(_config(tmp_path, "htp://127.0.0.1:9/v1")), "--quiet"]) == 2
-    assert "[engine] base_url = 'htp://127.0.0.1:9/v1': must be an http:// or https:// URL" in _one_error_line(capsys.readouterr().err)
+@pytest.mark.parametrize(
+    "url", ["htp://127.0.0.1:9/v1", "HTTP://127.0.0.1:9/v1", "http:///v1", "http://127.0.0.1:99999/v1", "http://[::1/v1", "http://h st/v1"]
+)
+def test_a_base_url_that_is_not_http_is_bad_input_and_writes_nothing(tmp_path, capsys, url):
+    assert main(["optimize", str(_config(tmp_path, url)), "--quiet"]) == 2
+    assert f"[engine] base_url = {url!r}: must be an http:// or https:// URL with a host" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 

@@ -132,7 +132,8 @@ def _engine(section: str, table: Mapping) -> EngineConfig:
     url = fields.get("base_url")
     if url is not None and not _http_url(url):
         raise ConfigError(
-            f"[{section}] base_url = {url!r}: must be an http:// or https:// URL with a host, e.g. \"http://127.0.0.1:8080/v1\""
+            f"[{section}] base_url = {url!r}: must be an http:// or https:// URL with a host (and a port in 1-65535, "
+            "no blanks), e.g. \"http://127.0.0.1:8080/v1\""
         )
     if not fields.get("api_key_env", "x").isidentifier():
         raise ConfigError(f"[{section}] api_key_env = {fields['api_key_env']!r}: must be the name of an environment variable, e.g. \"MY_KEY\"")
@@ -140,13 +141,19 @@ def _engine(section: str, table: Mapping) -> EngineConfig:
 
 
 def _http_url(url: str) -> bool:
-    """Whether ``url`` is an absolute http(s) URL with a host.
+    """Whether ``url`` is an absolute http(s) URL with a host (and a valid port, no blanks), as OpenAIEngine takes it.
 
     >>> _http_url("http://127.0.0.1:8080/v1"), _http_url("htp://127.0.0.1/v1"), _http_url("https:///v1")
     (True, False, False)
+    >>> _http_url("HTTP://h/v1"), _http_url("http://h:99999/v1"), _http_url("http://[::1/v1"), _http_url("http://h /v1")
+    (False, False, False, False)
     """
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError:
+        return False
+    return url.startswith(("http://", "https://")) and bool(parts.hostname) and not any(c.isspace() for c in url)
 
 
 def api_key(cfg: EngineConfig, section: str = "engine", environ: Mapping[str, str] = os.environ) -> str:
@@ -162,7 +169,7 @@ def api_key(cfg: EngineConfig, section: str = "engine", environ: Mapping[str, st
     'k2'
     >>> api_key(EngineConfig(base_url="http://h/v1", model="m", api_key_env="MY_KEY"), environ={"OPENAI_API_KEY": "k2"})
     Traceback (most recent call last):
-    funcgrad.core.errors.ConfigError: [engine] api_key_env = 'MY_KEY': MY_KEY is not set; export it (the key of http://h/v1), or drop api_key_env to use OPENAI_API_KEY
+    funcgrad.core.errors.ConfigError: [engine] api_key_env = 'MY_KEY': MY_KEY is not set; export it (the key of http://h/v1), or drop api_key_env (then OPENAI_API_KEY is sent if it is set, else no key)
     """
     if cfg.api_key_env is None:
         return environ.get(DEFAULT_KEY_VARIABLE, "")
@@ -170,7 +177,7 @@ def api_key(cfg: EngineConfig, section: str = "engine", environ: Mapping[str, st
     if key is None:
         raise ConfigError(
             f"[{section}] api_key_env = {cfg.api_key_env!r}: {cfg.api_key_env} is not set; export it (the key of "
-            f"{cfg.base_url}), or drop api_key_env to use {DEFAULT_KEY_VARIABLE}"
+            f"{cfg.base_url}), or drop api_key_env (then {DEFAULT_KEY_VARIABLE} is sent if it is set, else no key)"
         )
     return key
 
