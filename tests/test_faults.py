@@ -774,3 +774,38 @@ def test_a_cache_that_cannot_store_an_answer_stops_the_run_and_says_it_was_paid_
     with pytest.raises(EngineUnavailable, match=r"cannot write '.*\.json': \[Errno 28\] .*that answer was paid for but is not kept"):
         engine.complete(Request(messages=(("user", "2+2?"),)))
     assert len(asked) == 1 and not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_the_mean_gate_compares_two_states_on_the_examples_both_answered():
+    """The current prompt's call fails on v2, which the candidate gets right: on the examples both
+    answered they tie, so there is no evidence of a gain (the old rule compared 0.500 over 4 with
+    0.333 over 3 and accepted)."""
+    import funcgrad as fg
+    from funcgrad.core.errors import EngineError
+    from funcgrad.engines.scripted import ScriptedEngine
+    from funcgrad.training.fit import FitSettings, fit
+
+    node = fg.LLM("answer", system=("sys",), user="{input}")
+    right = {"A": {"v0", "t0"}, "B": {"v0", "v2", "t0"}}
+
+    def respond(request):
+        system, question = request.messages[0].content, request.messages[-1].content
+        if system == "A" and question == "v2":
+            raise EngineError("HTTP 500: injected")
+        return "yes" if question in right[system] else "no"
+
+    def data(ids):
+        return tuple(fg.Example(i, i, "yes") for i in ids)
+
+    def to_b(results, state, s, context):
+        return fg.Update({"sys": "B"}), s
+        yield
+
+    task = fg.Task("gate", lambda p, x: node(p, input=x), fg.PromptState.of(sys=fg.Param("A")), fg.exact_match,
+                   data(["t0"]), data(["v0", "v1", "v2", "v3"]), ())
+    out = fit(task, fg.Strategy("to_b", lambda state: None, to_b), engine=ScriptedEngine(respond),
+              settings=FitSettings(steps=1, batch_size=1, proposals_per_step=1, max_failure_rate=0.25))
+    proposal = out.log[0].proposals[0]
+    assert (proposal.verdict.value, proposal.val) == ("no_val_gain", 0.5)
+    assert proposal.reason == "did not beat the validation score (0.333 <= 0.333 on the 3 of 4 examples both answered)"
+    assert out.log[0].val_counts == Counts(4, 1) and out.state["sys"].value == "A"

@@ -79,6 +79,24 @@ def validation_counts(val: Sequence[Example], val_scores: Mapping[str, float]) -
     return Counts(len(val), sum(e.id not in val_scores for e in val))
 
 
+def paired_means(new: Mapping[str, float], old: Mapping[str, float]) -> tuple[float, float, int]:
+    """Means of per-example scores ``new`` and ``old`` over the examples both answered, and how many.
+
+    A gate compares two states on the same examples: an example one of them failed on
+    is left out of both means (it is never a score of 0). Without failures this is the
+    plain means of both.
+
+    >>> paired_means({"a": 1.0, "b": 0.0}, {"a": 0.0, "c": 1.0})
+    (1.0, 0.0, 1)
+    >>> paired_means({"a": 1.0}, {"b": 1.0})
+    (0.0, 0.0, 0)
+    """
+    common = [k for k in new if k in old]
+    if not common:
+        return 0.0, 0.0, 0
+    return sum(new[k] for k in common) / len(common), sum(old[k] for k in common) / len(common), len(common)
+
+
 def figure(score: float | None, counts: Counts | None) -> str:
     """A score as a percentage with what it was computed over; ``n/a`` when nothing was answered."""
     if score is None:

@@ -50,7 +50,7 @@ from funcgrad.core.calls import Request, Response
 from funcgrad.core.strategy import Attempt, Note, StepContext, Strategy, Update, check_result
 from funcgrad.core.task import Task
 from funcgrad.core.values import FrozenDict, freeze
-from funcgrad.training.counts import Counts, validation_counts
+from funcgrad.training.counts import Counts, paired_means, validation_counts
 from funcgrad.training.driver import drive
 
 
@@ -386,20 +386,22 @@ def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int)
     val_results = loop.batch(candidate, first, step + 1, "val") if first else ()
     if first:
         current = fs.val_scores or _per_example(loop.batch(fs.state, val_set, step + 1, "val"))
-        sub, base_sub = mean_score(val_results), sum(current.get(e.id, 0.0) for e in first) / len(first)
-        if sub <= base_sub:
+        sub, base_sub, paired = paired_means(_per_example(val_results), current)  # a failure is never a 0
+        if not paired or sub <= base_sub:
+            over = f" on the {paired} of them both answered" if paired < len(first) else ""
             return attrs.evolve(base, minibatch=after, val=sub, verdict=Verdict.NO_VAL_GAIN,
                                 reason=f"successive halving: no gain on the first {len(first)} validation examples "
-                                       f"({sub:.3f} <= {base_sub:.3f})"), None, {}
+                                       f"({sub:.3f} <= {base_sub:.3f}{over})"), None, {}
     if val_set:
         done = {r.example.id for r in val_results}
         rest = loop.batch(candidate, [e for e in val_set if e.id not in done], step + 1, "val")
         by_id = {r.example.id: r for r in (*val_results, *rest)}
         val_results = tuple(by_id[e.id] for e in val_set if e.id in by_id)  # failed examples were left out
     val, scores = (mean_score(val_results) if val_set else after), _per_example(val_results)
-    if loop.task.val and settings.accept == "mean" and val <= fs.val_score:
+    gained, comparison = _mean_gate(scores, fs, len(val_set)) if val_set else (True, "")
+    if loop.task.val and settings.accept == "mean" and not gained:
         return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.NO_VAL_GAIN,
-                            reason=f"did not beat the validation score ({val:.3f} <= {fs.val_score:.3f})"), None, {}
+                            reason=f"did not beat the validation score {comparison}"), None, {}
     if loop.task.val and settings.accept != "mean":
         current = fs.val_scores or _per_example(loop.batch(fs.state, loop.task.val, step + 1, "val"))
         gained, why = paired_gain(scores, current, settings)
@@ -408,8 +410,20 @@ def _judge(update: Update, fs: FitState, results, batch, loop: _Loop, step: int)
                                 reason=f"no paired validation gain: {why}"), None, {}
         why = f"accepted: {why}"
     elif loop.task.val:
-        why = f"beat the validation score ({val:.3f} > {fs.val_score:.3f})"
+        why = f"beat the validation score {comparison}"
     return attrs.evolve(base, minibatch=after, val=val, verdict=Verdict.ACCEPTED, reason=why), candidate, scores
+
+
+def _mean_gate(scores: dict[str, float], fs: FitState, n_val: int) -> tuple[bool, str]:
+    """The ``mean`` rule: whether the candidate's mean beats the current one over the validation examples
+    both answered (a failure is never a 0), and the comparison in words, e.g. ``(0.500 > 0.250)``."""
+    if not fs.val_scores:  # a checkpoint without per-example scores: the recorded means
+        new, old, paired = sum(scores.values()) / max(1, len(scores)), fs.val_score, n_val
+    else:
+        new, old, paired = paired_means(scores, fs.val_scores)
+    gained = paired > 0 and new > old
+    over = f" on the {paired} of {n_val} examples both answered" if paired < n_val else ""
+    return gained, f"({new:.3f} {'>' if gained else '<='} {old:.3f}{over})"
 
 
 def fit(
