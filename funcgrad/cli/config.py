@@ -183,7 +183,13 @@ def api_key(cfg: EngineConfig, section: str = "engine", environ: Mapping[str, st
 
 
 def check_api_keys(config: RunConfig) -> None:
-    """ConfigError if a server engine of ``config`` names a key variable that is not set (before any request)."""
+    """ConfigError if a server engine of ``config`` names a key variable that is not set (before any request).
+
+    >>> base = {"task": {"name": "object_counting"}, "strategy": {"name": "backprop"}}
+    >>> check_api_keys(parse_config(base | {"critic": {"base_url": "http://h/v1", "model": "m", "api_key_env": "NO_SUCH_VAR_23"}}))
+    Traceback (most recent call last):
+    funcgrad.core.errors.ConfigError: [critic] api_key_env = 'NO_SUCH_VAR_23': NO_SUCH_VAR_23 is not set; export it (the key of http://h/v1), or drop api_key_env (then OPENAI_API_KEY is sent if it is set, else no key)
+    """
     for section, cfg in (("engine", config.engine), ("critic", config.critic)):
         if cfg is not None and not cfg.local:
             api_key(cfg, section)

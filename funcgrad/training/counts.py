@@ -139,6 +139,16 @@ def run_counts(entries: Sequence[Mapping[str, Any]], fit_state: Any) -> RunCount
     final test at the last step; when that is step 0 too (a budget spent in step 1),
     the second run of the test examples is the final one. The current validation
     counts are those of the last step (or of the initial evaluation).
+
+    >>> from funcgrad.core.run import Failure, Loss
+    >>> from funcgrad.core.state import Param, PromptState
+    >>> from funcgrad.core.trace import Trace
+    >>> from funcgrad.training.fit import FitState
+    >>> ok = Result(Example("a", "q"), 1, Trace(), Loss(1.0))
+    >>> bad = Result(Example("b", "q"), None, Trace(), None, Failure("engine", "HTTP 500"))
+    >>> entries = [{"step": 0, "phase": "val", "result": r} for r in (ok, bad)]
+    >>> run_counts(entries, FitState(0, PromptState.of(a=Param("x")), {}, 1.0, 1.0, None)).val
+    Counts(n=2, failed=1)
     """
     def runs(step: int, phase: str) -> list[list[Result]]:
         found = [e["result"] for e in entries if e["step"] == step and e["phase"] == phase]
