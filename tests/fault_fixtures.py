@@ -4,6 +4,10 @@ Each is :func:`train_fixtures.tiny_task` with one thing broken, so a run must st
 with a failure that names it instead of scoring the examples 0.
 """
 
+import errno
+import os
+from pathlib import Path
+
 import attrs
 
 import funcgrad as fg
@@ -44,3 +48,46 @@ def surrogate_task(where: str = "input", n: int = 12) -> fg.Task:
         bad = fg.Example("e-bad", "q\udc80", "x")  # raises: a lone surrogate cannot reach a model or a trace
         return attrs.evolve(task, test=task.test + (bad,))
     return attrs.evolve(task, state=fg.PromptState.of(instruction=fg.Param("Answer the \udc80 question.")))
+
+
+def no_val_task(n: int = 12) -> fg.Task:
+    """``tiny_task`` with an empty validation split (what ``n_val = 0`` gives a built-in task)."""
+    return attrs.evolve(tiny_task(n), val=())
+
+
+def raising_factory(n: int = 12) -> fg.Task:
+    """A task factory with a bug: it raises before building anything."""
+    raise RuntimeError("the dataset file was not found")
+
+
+class DiskFault:
+    """Writes under ``root`` fail with ``OSError(errno)`` while ``on`` (and ``when()``) hold: a full disk
+    (ENOSPC: every ``os.write``) or a read-only folder (EACCES: also every ``os.open`` that creates or writes).
+
+    It patches ``os.write`` and ``os.open`` (through pytest's ``monkeypatch``), which every funcgrad
+    write goes through (appends, atomic replacements, the lock, temp files); other paths are untouched.
+    """
+
+    def __init__(self, monkeypatch, root, error: int = errno.ENOSPC, when=lambda: True):
+        self.root, self.error, self.when, self.on, self.hits = str(Path(root).resolve()), error, when, True, []
+        real_write, real_open = os.write, os.open
+
+        def active(path: str) -> bool:
+            return self.on and (path == self.root or path.startswith(self.root + os.sep)) and self.when()
+
+        def write(fd, data):
+            path = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+            if active(path):
+                self.hits.append(path)
+                raise OSError(self.error, os.strerror(self.error))
+            return real_write(fd, data)
+
+        def open_(path, flags, mode=0o777, *, dir_fd=None):
+            writes = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            if self.error != errno.ENOSPC and writes and active(os.path.abspath(os.fspath(path))):
+                self.hits.append(os.fspath(path))
+                raise OSError(self.error, os.strerror(self.error), os.fspath(path))
+            return real_open(path, flags, mode, dir_fd=dir_fd)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "open", open_)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from funcgrad.cli.main import main
-from funcgrad.cli.config import load_config, parse_config
+from funcgrad.cli.config import DEFAULT_DEADLINE, load_config, parse_config
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
 from train_fixtures import respond_body
@@ -49,7 +49,7 @@ def test_each_bad_config_key_or_value_gives_one_clear_message(change, message):
 def test_retries_and_deadline_are_engine_settings():
     cfg = parse_config({**BASE, "engine": {"retries": 0, "deadline": 90}})
     assert (cfg.engine.retries, cfg.engine.deadline) == (0, 90)
-    assert (parse_config(BASE).engine.retries, parse_config(BASE).engine.deadline) == (None, None)
+    assert (parse_config(BASE).engine.retries, parse_config(BASE).engine.deadline) == (None, DEFAULT_DEADLINE) == (None, 600.0)
 
 
 def test_missing_and_invalid_toml_files(tmp_path):

@@ -119,6 +119,16 @@ def test_a_server_trickling_its_answer_is_cut_by_the_deadline():
     assert len(stub.requests) == 1
 
 
+def test_a_silently_hung_server_is_cut_by_the_deadline_and_says_so():
+    with StubServer(faults=lambda i, body: "hang") as stub:
+        with engine_for(stub, timeout=5.0, deadline=0.5) as engine:
+            started = time.monotonic()
+            with pytest.raises(EngineError, match=r"failed after 1 attempts: no complete answer within deadline=0.5s"):
+                engine.complete(ask())
+            took = time.monotonic() - started
+    assert took < 2.0 and len(stub.requests) == 1  # not the 5 s read timeout, and no retry past the deadline
+
+
 def test_the_deadline_also_bounds_retries():
     sleeps = []
     clock = [0.0]

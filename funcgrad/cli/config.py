@@ -11,7 +11,10 @@ docs/cli.md for the full list of keys.
 
 from __future__ import annotations
 
+import codecs
+import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from funcgrad.training.tracking import TrackingConfig, local_store, uri_store
 from funcgrad.core.values import FrozenDict, freeze
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
+DEFAULT_DEADLINE = 600.0  # seconds per call, retries included: a silently hung server stops a call after 10 minutes
 
 
 @attrs.frozen
@@ -32,18 +37,20 @@ class EngineConfig:
     """Where model calls go: a local GGUF model served by funcgrad (``model`` = known
     name or .gguf path), or any OpenAI-compatible server (``base_url`` + ``model``,
     key read from the environment variable ``api_key_env``; the key itself never goes
-    in a config file). ``timeout`` bounds each read of an answer, ``deadline`` (seconds)
-    a whole call with its retries; ``retries`` is how often a transient failure is
-    retried (None: 4 for a server, 2 for the embedded model)."""
+    in a config file; None: ``OPENAI_API_KEY``, see :func:`api_key`). ``timeout`` bounds
+    each read of an answer, ``deadline`` (seconds) a whole call with its retries
+    (default :data:`DEFAULT_DEADLINE`, so a silently hung server stops a run within
+    minutes); ``retries`` is how often a transient failure is retried (None: 4 for a
+    server, 2 for the embedded model)."""
 
     model: str = DEFAULT_MODEL
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None
     concurrency: int = 2
     n_ctx: int = 4096
     threads: int = 2
     timeout: float = 600.0
-    deadline: float | None = None
+    deadline: float = DEFAULT_DEADLINE
     retries: int | None = None
 
     @property
@@ -124,7 +131,70 @@ def _engine(section: str, table: Mapping) -> EngineConfig:
     fields = _typed(section, table, _ENGINE_TYPES)
     if "base_url" in fields and "model" not in fields:
         raise ConfigError(f"[{section}] base_url is set, so model = \"...\" (the server's model name) is required too")
+    url = fields.get("base_url")
+    if url is not None and not _http_url(url):
+        raise ConfigError(
+            f"[{section}] base_url = {url!r}: must be an http:// or https:// URL with a host (and a port in 1-65535, "
+            "no blanks), e.g. \"http://127.0.0.1:8080/v1\""
+        )
+    if not fields.get("api_key_env", "x").isidentifier():
+        raise ConfigError(f"[{section}] api_key_env = {fields['api_key_env']!r}: must be the name of an environment variable, e.g. \"MY_KEY\"")
     return EngineConfig(**fields)
+
+
+def _http_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL with a host (and a valid port, no blanks), as OpenAIEngine takes it.
+
+    >>> _http_url("http://127.0.0.1:8080/v1"), _http_url("htp://127.0.0.1/v1"), _http_url("https:///v1")
+    (True, False, False)
+    >>> _http_url("HTTP://h/v1"), _http_url("http://h:99999/v1"), _http_url("http://[::1/v1"), _http_url("http://h /v1")
+    (False, False, False, False)
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError:
+        return False
+    return url.startswith(("http://", "https://")) and bool(parts.hostname) and not any(c.isspace() for c in url)
+
+
+def api_key(cfg: EngineConfig, section: str = "engine", environ: Mapping[str, str] = os.environ) -> str:
+    """The API key sent to ``cfg``'s server: from the variable ``api_key_env`` names, or from
+    ``OPENAI_API_KEY`` only when it names none ("" when that is unset: no key is sent).
+
+    A variable that is named but not set is a ConfigError, never a fall-back to
+    another key: a key goes only to a server the config chose it for.
+
+    >>> api_key(EngineConfig(base_url="http://h/v1", model="m", api_key_env="MY_KEY"), environ={"MY_KEY": "k1"})
+    'k1'
+    >>> api_key(EngineConfig(base_url="http://h/v1", model="m"), environ={"OPENAI_API_KEY": "k2"})
+    'k2'
+    >>> api_key(EngineConfig(base_url="http://h/v1", model="m", api_key_env="MY_KEY"), environ={"OPENAI_API_KEY": "k2"})
+    Traceback (most recent call last):
+    funcgrad.core.errors.ConfigError: [engine] api_key_env = 'MY_KEY': MY_KEY is not set; export it (the key of http://h/v1), or drop api_key_env (then OPENAI_API_KEY is sent if it is set, else no key)
+    """
+    if cfg.api_key_env is None:
+        return environ.get(DEFAULT_KEY_VARIABLE, "")
+    key = environ.get(cfg.api_key_env)
+    if key is None:
+        raise ConfigError(
+            f"[{section}] api_key_env = {cfg.api_key_env!r}: {cfg.api_key_env} is not set; export it (the key of "
+            f"{cfg.base_url}), or drop api_key_env (then {DEFAULT_KEY_VARIABLE} is sent if it is set, else no key)"
+        )
+    return key
+
+
+def check_api_keys(config: RunConfig) -> None:
+    """ConfigError if a server engine of ``config`` names a key variable that is not set (before any request).
+
+    >>> base = {"task": {"name": "object_counting"}, "strategy": {"name": "backprop"}}
+    >>> check_api_keys(parse_config(base | {"critic": {"base_url": "http://h/v1", "model": "m", "api_key_env": "NO_SUCH_VAR_23"}}))
+    Traceback (most recent call last):
+    funcgrad.core.errors.ConfigError: [critic] api_key_env = 'NO_SUCH_VAR_23': NO_SUCH_VAR_23 is not set; export it (the key of http://h/v1), or drop api_key_env (then OPENAI_API_KEY is sent if it is set, else no key)
+    """
+    for section, cfg in (("engine", config.engine), ("critic", config.critic)):
+        if cfg is not None and not cfg.local:
+            api_key(cfg, section)
 
 
 def _judge(table: Mapping, engine: EngineConfig) -> Judge:
@@ -214,8 +284,11 @@ def parse_tracking(table: Mapping, base_dir: Path) -> TrackingConfig:
 def read_toml(path: str | Path) -> dict:
     """The parsed TOML file at ``path``; ConfigError if it is missing or not valid TOML."""
     path = Path(path)
+    bom = 0
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
+        data = path.read_bytes()
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # e.g. saved by Notepad: accepted
+        return tomllib.loads(data[bom:].decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except IsADirectoryError:
@@ -223,7 +296,7 @@ def read_toml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (bad byte at offset {exc.start + bom}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 

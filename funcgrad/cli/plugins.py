@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import inspect
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -72,6 +73,8 @@ def _import(spec: str, what: str, dirs: Sequence[Path]) -> Callable:
         raise ConfigError(f"{what} {spec!r}: no module named {exc.name!r} in {where}") from None
     except ImportError as exc:
         raise ConfigError(f"{what} {spec!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # the module itself raised while being imported (a bug in it, a syntax error)
+        raise ConfigError(f"{what} {spec!r}: importing module {module!r} raised {_raised(exc)}; fix the module") from None
     factory = getattr(loaded, attr, None)
     if not callable(factory):
         raise ConfigError(f"{what} {spec!r}: module {module!r} ({loaded.__file__}) has no function {attr!r}")
@@ -110,6 +113,23 @@ def _call(factory: Callable, args: Mapping[str, Any], what: str, section: str) -
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{section}] {what}: {exc}") from None
+    except Exception as exc:  # any other bug in the user's factory: one line naming it, not a traceback
+        raise ConfigError(f"[{section}] {what} raised {_raised(exc)}; fix the factory (it runs before any model call)") from None
+
+
+def _raised(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` and the file and line of the user's code that raised it
+    (none for code without a file, such as this doctest, nor for a SyntaxError, which names its own).
+
+    >>> try:
+    ...     {}["k"]
+    ... except KeyError as exc:
+    ...     _raised(exc)
+    "KeyError: 'k'"
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]  # not importlib's
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames and not isinstance(exc, SyntaxError) else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def build_strategy(name: str, args: Mapping[str, Any] = {}, *, config_dir: str | Path | None = None, section: str = "strategy") -> Strategy:

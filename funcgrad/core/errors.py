@@ -68,3 +68,10 @@ class RunFailed(FuncgradError):
 
 class StrategyError(FuncgradError):
     """A strategy yielded something that is not an effect, or returned a malformed update."""
+
+
+class StorageError(FuncgradError):
+    """A file could not be written (disk full, no permission, a directory in its place).
+
+    The message names the path and the errno; the file that was there before is left intact.
+    """

@@ -33,8 +33,8 @@ import attrs
 import orjson
 
 from funcgrad.core.calls import Engine, Request, Response, Usage
-from funcgrad.core.errors import CacheMiss, EngineError
-from funcgrad.engines.files import write_atomic
+from funcgrad.core.errors import CacheMiss, EngineError, EngineUnavailable, StorageError
+from funcgrad.engines.files import storage_error, write_atomic
 
 FORMAT = "funcgrad.engines.cache/1"
 log = logging.getLogger(__name__)
@@ -99,11 +99,17 @@ class CachedEngine:
     docs); it defaults to ``inner.identity`` ("" for engines without one, e.g. scripted
     ones) and must be given to replay a server's answers. Identical requests in flight
     at the same time are sent once; the others wait and get the answer as a cache hit.
+    ``replay_flag`` is how the user turned replay on, named by a miss (the command line passes ``--replay``).
+
+    An answer that cannot be stored (disk full, no permission) raises
+    :class:`~funcgrad.core.errors.EngineUnavailable` naming the entry's path and the
+    errno and saying that this paid answer is not kept: a cache that cannot be
+    written would lose every later answer too, so the run stops at once.
     """
 
     def __init__(
         self, inner: Engine | None, directory: str | os.PathLike, *, replay: bool = False, model: str | None = None,
-        identity: str | None = None,
+        identity: str | None = None, replay_flag: str = "replay=True",
     ):
         if inner is None and not replay:
             raise EngineError("CachedEngine(inner=None) can only replay; pass replay=True or an engine to call on misses")
@@ -117,6 +123,7 @@ class CachedEngine:
         self.model = model
         self.identity = identity if identity is not None else getattr(inner, "identity", "")
         self.replay = replay
+        self.replay_flag = replay_flag
         self.directory = Path(directory)
         self.concurrency = inner.concurrency if inner is not None else 64
         self._lock = threading.Lock()
@@ -170,14 +177,24 @@ class CachedEngine:
             log.warning("answer to %s is not storable as JSON (%s); not cached", describe(request, self.model, key), exc)
             return
         path = self.path(key)
-        path.parent.mkdir(exist_ok=True)
-        write_atomic(path, payload)
+        try:
+            try:
+                path.parent.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise storage_error(exc, path.parent) from None
+            write_atomic(path, payload)
+        except StorageError as exc:
+            raise EngineUnavailable(
+                f"the answer cache cannot store the answer to {describe(request, request.model or self.model, key)}: "
+                f"{exc}; that answer was paid for but is not kept (a rerun asks for it again); free space "
+                f"in {self.directory} or set [run] cache to a writable folder"
+            ) from None
 
     def _miss(self, request: Request) -> CacheMiss:
         key = self.key(request)
         return CacheMiss(
             f"replay found no cached answer for {describe(request, request.model or self.model, key)} in {self.directory}; "
-            "record it by running once without replay=True, or check that prompts, sampling and model match the recorded run"
+            f"record it by running once without {self.replay_flag}, or check that prompts, sampling and model match the recorded run"
         )
 
     def _lead(self, request: Request) -> tuple[concurrent.futures.Future, bool]:

@@ -167,7 +167,7 @@ def _server_message(content: bytes) -> str:
 
 def _hint(status: int) -> str:
     if status in (401, 403):
-        return "check the API key (api_key= or OPENAI_API_KEY) and its permissions"
+        return "check the API key (api_key=, or the variable it came from: [engine] api_key_env or OPENAI_API_KEY) and its permissions"
     if status == 404:
         return "check the model name and base_url (it usually ends in /v1)"
     return "check the request parameters against what this server supports"
@@ -242,6 +242,8 @@ class _Call:
         """Delay before the next attempt after a transport error (timeout, deadline, reset, refused)."""
         self.attempt += 1
         if isinstance(exc, _Deadline):
+            return self._retry_or_raise(f"no complete answer within deadline={self.engine.deadline}s", give_up=True)
+        if isinstance(exc, httpx.TimeoutException) and self.remaining() <= 0:  # the read was cut to the call's deadline
             return self._retry_or_raise(f"no complete answer within deadline={self.engine.deadline}s", give_up=True)
         if isinstance(exc, httpx.TimeoutException):
             return self._retry_or_raise(f"no answer within timeout={self.engine.timeout}s ({type(exc).__name__})")

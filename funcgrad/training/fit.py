@@ -51,6 +51,7 @@ from funcgrad.core.state import PromptState
 from funcgrad.core.strategy import Attempt, StepContext, Strategy, Update, check_result
 from funcgrad.core.strategy_state import freeze_state
 from funcgrad.core.task import Task
+from funcgrad.training.counts import Counts, validation_counts
 from funcgrad.training.driver import drive
 from funcgrad.training.events import (
     ExampleScored, FinalTest, FitDone, InitialEvaluation, InitialScores, OnEvent, ProposalJudged, Proposing, StepDone,
@@ -186,7 +187,8 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
             break
         rejected.append(Attempt(update.values, proposal.val if proposal.val is not None else proposal.minibatch, False, proposal.reason))
     improved = accepted_state is not None
-    log = StepLog(step + 1, tuple(e.id for e in batch), train_score, tuple(proposals), improved, val_score)
+    log = StepLog(step + 1, tuple(e.id for e in batch), train_score, tuple(proposals), improved, val_score,
+                  Counts(len(batch), len(batch) - len(results)), validation_counts(task.val, val_scores))
     attempts = fs.attempts + ((Attempt(accepted_state.values(), val_score, True, ""),) if improved else ())
     return attrs.evolve(
         fs, step=step + 1, state=accepted_state if improved else fs.state, strategy_state=strategy_state,

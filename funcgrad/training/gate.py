@@ -25,6 +25,7 @@ from funcgrad.core.seeds import derive_seed
 from funcgrad.core.state import PromptState, apply_updates
 from funcgrad.core.stats import one_sided_sign_test
 from funcgrad.core.strategy import Update
+from funcgrad.training.counts import paired_means
 from funcgrad.training.records import FitState, Proposal
 from funcgrad.training.settings import FitSettings
 
@@ -96,20 +97,22 @@ def judge(
     val_results = run(candidate, first, "val") if first else ()
     if first:
         current = fs.val_scores or scores_by_example(run(fs.state, val, "val"))
-        sub, base_sub = mean_score(val_results), sum(current.get(e.id, 0.0) for e in first) / len(first)
-        if sub <= base_sub:
+        sub, base_sub, both = paired_means(scores_by_example(val_results), current)  # a failure is never a 0
+        if not both or sub <= base_sub:
+            over = f" on the {both} of them both answered" if both < len(first) else ""
             return attrs.evolve(base, minibatch=after, val=sub, verdict=Verdict.NO_VAL_GAIN,
                                 reason=f"successive halving: no gain on the first {len(first)} validation examples "
-                                       f"({sub:.3f} <= {base_sub:.3f})"), None, {}
+                                       f"({sub:.3f} <= {base_sub:.3f}{over})"), None, {}
     if val:
         done = {r.example.id for r in val_results}
         rest = run(candidate, [e for e in val if e.id not in done], "val")
         by_id = {r.example.id: r for r in (*val_results, *rest)}
         val_results = tuple(by_id[e.id] for e in val if e.id in by_id)  # failed examples were left out
     score, scores = (mean_score(val_results) if val else after), scores_by_example(val_results)
-    if val and settings.accept == "mean" and score <= fs.val_score:
+    gained, comparison = mean_gate(scores, fs, len(val)) if val else (True, "")
+    if val and settings.accept == "mean" and not gained:
         return attrs.evolve(base, minibatch=after, val=score, verdict=Verdict.NO_VAL_GAIN,
-                            reason=f"did not beat the validation score ({score:.3f} <= {fs.val_score:.3f})"), None, {}
+                            reason=f"did not beat the validation score {comparison}"), None, {}
     if val and settings.accept != "mean":
         current = fs.val_scores or scores_by_example(run(fs.state, val, "val"))
         gained, why = paired_gain(scores, current, settings)
@@ -118,5 +121,23 @@ def judge(
                                 reason=f"no paired validation gain: {why}"), None, {}
         why = f"accepted: {why}"
     elif val:
-        why = f"beat the validation score ({score:.3f} > {fs.val_score:.3f})"
+        why = f"beat the validation score {comparison}"
     return attrs.evolve(base, minibatch=after, val=score, verdict=Verdict.ACCEPTED, reason=why), candidate, scores
+
+
+def mean_gate(scores: dict[str, float], fs: FitState, n_val: int) -> tuple[bool, str]:
+    """The ``mean`` rule: whether the candidate's mean beats the current one over the validation examples
+    both answered (a failure is never a 0), and the comparison in words.
+
+    >>> from funcgrad.core.state import PromptState
+    >>> fs = FitState(0, PromptState.of(), None, 0.25, 0.25, None, val_scores={"a": 0.0, "b": 1.0, "c": 0.0})
+    >>> mean_gate({"a": 1.0, "b": 1.0}, fs, 3)
+    (True, '(1.000 > 0.500 on the 2 of 3 examples both answered)')
+    """
+    if not fs.val_scores:  # a checkpoint without per-example scores: the recorded means
+        new, old, both = sum(scores.values()) / max(1, len(scores)), fs.val_score, n_val
+    else:
+        new, old, both = paired_means(scores, fs.val_scores)
+    gained = both > 0 and new > old
+    over = f" on the {both} of {n_val} examples both answered" if both < n_val else ""
+    return gained, f"({new:.3f} {'>' if gained else '<='} {old:.3f}{over})"

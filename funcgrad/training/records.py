@@ -22,6 +22,7 @@ from funcgrad.core.serialize import from_data, to_data
 from funcgrad.core.state import PromptState
 from funcgrad.core.strategy import Attempt, Note
 from funcgrad.core.values import FrozenDict
+from funcgrad.training.counts import Counts
 
 
 @attrs.frozen
@@ -50,7 +51,11 @@ class Proposal:
 
 @attrs.frozen
 class StepLog:
-    """What happened in one step (a JSON value): the batch, its score, every proposal and the outcome."""
+    """What happened in one step (a JSON value): the batch, its score, every proposal and the outcome.
+
+    ``train_counts`` / ``val_counts`` say over how many examples ``train_score`` and
+    ``val_score`` were computed and how many failed (None: not recorded, or no validation split).
+    """
 
     step: int
     batch: tuple[str, ...] = attrs.field(converter=tuple)
@@ -58,6 +63,8 @@ class StepLog:
     proposals: tuple[Proposal, ...] = attrs.field(converter=tuple)
     accepted: bool
     val_score: float
+    train_counts: Counts | None = None
+    val_counts: Counts | None = None
 
 
 @attrs.frozen
@@ -104,13 +111,16 @@ def _step_log_data(entry: StepLog) -> dict:
     proposals = [{"values": dict(p.values), "notes": to_data(p.notes), "minibatch": p.minibatch, "val": p.val,
                   "verdict": p.verdict.value, "reason": p.reason} for p in entry.proposals]
     return {"step": entry.step, "batch": list(entry.batch), "train_score": entry.train_score, "proposals": proposals,
-            "accepted": entry.accepted, "val_score": entry.val_score}
+            "accepted": entry.accepted, "val_score": entry.val_score,
+            "train_counts": entry.train_counts and entry.train_counts.to_data(),
+            "val_counts": entry.val_counts and entry.val_counts.to_data()}
 
 
 def _step_log_from(data: dict) -> StepLog:
     proposals = tuple(Proposal(p["values"], from_data(p["notes"]), p["minibatch"], p["val"], p["verdict"], p["reason"])
                       for p in data["proposals"])
-    return StepLog(data["step"], data["batch"], data["train_score"], proposals, data["accepted"], data["val_score"])
+    return StepLog(data["step"], data["batch"], data["train_score"], proposals, data["accepted"], data["val_score"],
+                   Counts.from_data(data.get("train_counts")), Counts.from_data(data.get("val_counts")))
 
 
 def fit_state_from_data(data: dict) -> FitState:

@@ -27,6 +27,7 @@ from funcgrad.core.state import PromptState, apply_updates
 from funcgrad.core.stats import Paired, paired
 from funcgrad.core.values import thaw
 from funcgrad.training.records import FitState, Proposal
+from funcgrad.training.counts import Counts, RunCounts
 
 
 def _fmt(score: float | None) -> str:
@@ -34,10 +35,21 @@ def _fmt(score: float | None) -> str:
 
 
 def history_tsv(fs: FitState) -> str:
-    """One row per step: step, batch, train score, proposals, accepted, validation score."""
-    rows = ["step\tbatch\ttrain_score\tproposals\taccepted\tval_score"]
+    """One row per step: step, batch, train score, proposals, accepted, validation score, then the counts
+    behind the two scores (examples run, of them failed; empty when not recorded). A score over no
+    answered example is ``n/a``.
+
+    >>> from funcgrad.core.state import Param
+    >>> from funcgrad.training.fit import StepLog
+    >>> log = (StepLog(1, ("e0", "e1"), 1.0, (), False, 0.5, Counts(2, 1), Counts(4, 0)),)
+    >>> history_tsv(FitState(1, PromptState.of(a=Param("x")), {}, 0.5, 0.5, None, log=log)).splitlines()[1].split()
+    ['1', 'e0,e1', '1.000', '0', '0', '0.500', '2', '1', '4', '0']
+    """
+    rows = ["step\tbatch\ttrain_score\tproposals\taccepted\tval_score\ttrain_n\ttrain_failed\tval_n\tval_failed"]
     for e in fs.log:
-        rows.append(f"{e.step}\t{','.join(e.batch)}\t{e.train_score:.3f}\t{len(e.proposals)}\t{int(e.accepted)}\t{e.val_score:.3f}")
+        train, val = _tsv_score(e.train_score, e.train_counts), _tsv_score(e.val_score, e.val_counts)
+        rows.append(f"{e.step}\t{','.join(e.batch)}\t{train}\t{len(e.proposals)}\t{int(e.accepted)}\t{val}"
+                    f"\t{_tsv_counts(e.train_counts)}\t{_tsv_counts(e.val_counts)}")
     return "\n".join(rows) + "\n"
 
 
@@ -48,6 +60,21 @@ def proposal_outcome(proposal: Proposal, attempt: StepTrace | None = None) -> st
     'no_val_gain'
     """
     return outcome(proposal.verdict, attempt.candidates if attempt is not None else ())
+
+
+def _tsv_score(score: float, counts: Counts | None) -> str:
+    return "n/a" if counts is not None and counts.answered == 0 else f"{score:.3f}"
+
+
+def _tsv_counts(counts: Counts | None) -> str:
+    return "\t" if counts is None else f"{counts.n}\t{counts.failed}"
+
+
+def _accuracy(score: float | None, counts: Counts | None) -> str:
+    """A report line's figure: ``0.250 (over 60 examples, none failed)``; ``n/a`` over no answered example."""
+    if score is None or (counts is not None and counts.answered == 0):
+        return "n/a" + (f" (0 of {counts.n} examples answered)" if counts is not None and score is not None else "")
+    return f"{score:.3f}" + (f" ({counts.describe()})" if counts is not None else "")
 
 
 def proposal_counts(fs: FitState, steps: Sequence[StepTrace] = ()) -> dict[str, int]:
@@ -301,26 +328,31 @@ def plot_learning_curve(fs: FitState, path: Path, title: str = "") -> Path:
     return path
 
 
-def summary_markdown(fs: FitState, traces: Sequence[tuple[int, str, Result]] = ()) -> list[str]:
-    """The lines report.md opens with: the paired test difference, then validation named as the selection set."""
+def summary_markdown(fs: FitState, traces: Sequence[tuple[int, str, Result]] = (), run_counts: RunCounts = RunCounts()) -> list[str]:
+    """The lines report.md opens with: the paired test difference, then validation named as the selection set,
+    each accuracy saying over how many examples it was computed and how many failed (``run_counts``)."""
     pairs = held_out_pairs(traces)
     d = held_out_difference(pairs)
     n = f" (held out, n = {len(pairs)})" if pairs else ""
-    test = f"- test{n}: {_fmt(fs.initial_test)} -> {_fmt(fs.final_test)}"
-    return [test + (f"; {difference_text(d)}" if d is not None else ""), f"- {selection_text(fs)}"]
+    rc = run_counts
+    test = f"- test{n}: {_accuracy(fs.initial_test, rc.initial_test)} -> {_accuracy(fs.final_test, rc.final_test)}"
+    val = f"- validation accuracy: {_accuracy(fs.initial_val, rc.initial_val)} -> {_accuracy(fs.val_score, rc.val)}"
+    return [test + (f"; {difference_text(d)}" if d is not None else ""), f"- {selection_text(fs)}", val]
 
 
 def report_markdown(
     fs: FitState, initial: PromptState, *, title: str, usage: Any, wall_s: float | None, results: Sequence[Result] = (),
-    traces: Sequence[tuple[int, str, Result]] = (), steps: Sequence[StepTrace] = (),
+    traces: Sequence[tuple[int, str, Result]] = (), steps: Sequence[StepTrace] = (), run_counts: RunCounts = RunCounts(),
 ) -> str:
     """The whole report.md text; ``results`` (the run's scored examples) feed :func:`loss_warnings`.
 
     ``traces`` (the run's ``(step, phase, result)`` entries) give the paired test
-    difference; ``steps`` (its recorded attempts) name guard stops as the page does.
+    difference; ``steps`` (its recorded attempts) name guard stops as the page does;
+    ``run_counts`` say over how many examples each accuracy was computed and how many failed.
     """
     counts = proposal_counts(fs, steps)
-    lines = [f"# {title}", "", *summary_markdown(fs, traces), f"- stopped: {fs.stopped or 'running'} after {fs.step} steps"]
+    lines = [f"# {title}", "", *summary_markdown(fs, traces, run_counts),
+             f"- stopped: {fs.stopped or 'running'} after {fs.step} steps"]
     if wall_s is not None:
         lines.append(f"- wall time of this invocation: {wall_s:.0f} s")
     warnings = loss_warnings(results)
@@ -334,5 +366,6 @@ def report_markdown(
     lines += ["", "## Steps", "", "| step | train | attempts | accepted | val | outcomes |", "|---|---|---|---|---|---|"]
     for e in fs.log:
         outcomes = ", ".join(OUTCOME_LABELS[proposal_outcome(p, attempts.get((e.step, k)))] for k, p in enumerate(e.proposals)) or "-"
-        lines.append(f"| {e.step} | {e.train_score:.2f} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {e.val_score:.3f} | {outcomes} |")
+        train, val = _accuracy(e.train_score, e.train_counts), _accuracy(e.val_score, e.val_counts)
+        lines.append(f"| {e.step} | {train} | {len(e.proposals)} | {'yes' if e.accepted else 'no'} | {val} | {outcomes} |")
     return "\n".join(lines) + "\n"

@@ -10,13 +10,16 @@ Layout::
     RUN_DIR/history.tsv       one row per step
     RUN_DIR/report.md, learning_curve.png, final_state.json
 
-    RUN_DIR/failures.jsonl    one line per failed example (cause and trace), appended across resumes
+    RUN_DIR/failures.jsonl    one line per failed example (cause and trace), appended across resumes:
+                              those within [train] max_failure_rate and those that stopped the run
     RUN_DIR/.lock             held (flock) by the process writing the run; names its pid and host
 
 The checkpoint records how many bytes of traces.jsonl and steps.jsonl belong to it;
 resuming cuts the logs back to that length, so an interrupted step is not duplicated.
 Every file is created with mode 0600 (the run's prompts, answers and traces are
-private to its owner), whatever the umask.
+private to its owner), whatever the umask. A write that fails (disk full, no
+permission) raises StorageError naming the file and the errno and leaves the file
+as it was (an append is cut back, a replacement never happens).
 
 >>> import tempfile
 >>> rd = RunDir(tempfile.mkdtemp())
@@ -31,7 +34,7 @@ import fcntl
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ from funcgrad.core.errors import CheckpointError, ConfigError
 from funcgrad.core.run import Result
 from funcgrad.core.serialize import dumps, to_data
 from funcgrad.core.state import PromptState
-from funcgrad.engines.files import write_atomic
+from funcgrad.engines.files import storage_error, write_atomic
 from funcgrad.training.records import FitState, fit_state_from_data, fit_state_to_data
 
 CHECKPOINT_FORMAT = "funcgrad-checkpoint"
@@ -94,7 +97,10 @@ class RunDir:
         ...     rd.holder()["pid"] == os.getpid()
         True
         """
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise storage_error(exc, self.lock_path, "fix the run directory's permissions or free space") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,8 +111,11 @@ class RunDir:
                     f"run directory {str(self.path)!r} is being written by {who}; wait for it to finish "
                     "(or stop it), or use another [run] dir / --run-dir"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname()}), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname()}), 0)
+            except OSError as exc:
+                raise storage_error(exc, self.lock_path, "free space or fix the run directory's permissions") from None
             try:
                 yield
             finally:
@@ -122,10 +131,18 @@ class RunDir:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def clear(self) -> None:
-        """Remove the files a previous start left (:data:`RUN_FILES`), so a fresh start appends to nothing."""
+    def clear(self, keep: tuple[str, ...] = ()) -> None:
+        """Remove the files a previous start left (:data:`RUN_FILES` but ``keep``), so a fresh start appends to nothing."""
         for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
+            if name in keep:
+                continue
+            path = self.path / name
+            try:
+                path.unlink(missing_ok=True)
+            except IsADirectoryError:
+                raise ConfigError(f"{str(path)!r} is a directory, not a file of a run; move it away") from None
+            except OSError as exc:
+                raise storage_error(exc, path, "fix the run directory's permissions") from None
 
     def missing_final_files(self) -> tuple[str, ...]:
         """The files of :data:`FINAL_FILES` a finished run should have but does not."""
@@ -157,16 +174,21 @@ class RunDir:
         }
         write_atomic(self.checkpoint_path, orjson.dumps(doc, option=orjson.OPT_INDENT_2), durable=True)
 
-    def load_checkpoint(self, *, fingerprint: str) -> tuple[FitState, Any]:
+    def load_checkpoint(self, *, fingerprint: str, explain: Callable[[], str] | None = None) -> tuple[FitState, Any]:
         """Read the checkpoint; returns (FitState, usage data). Cuts traces.jsonl back to it.
 
-        Raises CheckpointError if it is missing, corrupt, or from a different config.
+        Raises CheckpointError if it is missing, corrupt, or from a different config;
+        ``explain()`` then says which settings changed ("" if it cannot tell).
         """
         path = self.checkpoint_path
         if not path.exists():
             raise CheckpointError(f"no checkpoint at {path}; start the run without --resume")
         try:
             doc = orjson.loads(path.read_bytes())
+        except IsADirectoryError:
+            raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file; move it away (and restore the file) to resume") from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {str(path)!r}: [Errno {exc.errno}] {exc.strerror}") from None
         except orjson.JSONDecodeError as exc:
             raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); delete it to start over") from None
         if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
@@ -174,9 +196,10 @@ class RunDir:
         if doc.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError(f"checkpoint {path} has version {doc.get('version')!r}; this funcgrad reads {CHECKPOINT_VERSION}")
         if doc.get("fingerprint") != fingerprint:
+            changed = (explain() if explain else "") or "task, strategy, engines or train settings"
             raise CheckpointError(
-                f"checkpoint {path} belongs to a different configuration (task, strategy, engines or train "
-                "settings changed); use a new run directory, or restore the original config"
+                f"checkpoint {path} belongs to a different configuration (changed: {changed}); use a new run "
+                "directory, or restore the original settings"
             )
         check_checkpoint_fields(doc, path)
         try:
@@ -202,11 +225,12 @@ class RunDir:
         self._append(self.steps_path, line)
 
     def log_results(self, step: int, phase: str, results: Sequence[Result]) -> None:
-        """Append one JSONL line per result (its example, output, loss and full trace)."""
+        """Append one JSONL line per result (its example, output, loss and full trace); failed ones go to failures.jsonl too."""
         lines = b"".join(
             orjson.dumps({"step": step, "phase": phase, "result": to_data(r)}) + b"\n" for r in results
         )
         self._append(self.traces_path, lines)
+        self.log_failures(step, phase, results)
 
     def log_failures(self, step: int, phase: str, results: Sequence[Result]) -> None:
         """Append the failed ones of ``results`` to failures.jsonl (kept across resumes, as a record of what went wrong)."""
@@ -217,10 +241,24 @@ class RunDir:
             self._append(self.path / "failures.jsonl", lines)
 
     def _append(self, path: Path, data: bytes) -> None:
+        """Append ``data`` whole or not at all (a failed write is cut back; StorageError names the file)."""
         with self._lock:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             try:
-                os.write(fd, data)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            except OSError as exc:
+                raise storage_error(exc, path) from None
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            except OSError as exc:
+                raise storage_error(exc, path) from None
             finally:
                 os.close(fd)
 

@@ -25,8 +25,12 @@ def _positive(instance, attribute, value):
 
 
 def _failure_rate(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigError(f"max_failure_rate={value!r} must be a number in [0, 1] (0: the first failed example stops the run)")
+    """Below 1, so every batch keeps at least one answered example: no score is ever a mean over nothing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(
+            f"max_failure_rate={value!r} must be a number in [0, 1): at 1 every example of a batch could fail, leaving "
+            "nothing to score (0: the first failed example stops the run)"
+        )
 
 
 def _accept_rule(value) -> None:
@@ -59,7 +63,7 @@ class FitSettings:
     halving — score a proposal on this many validation examples first (a fixed seeded
     subset) and on the rest only when it beats the current state there (None = off).
     ``max_failure_rate``: the
-    share of a batch's examples that may fail (a model call, the pipeline or the loss
+    share (below 1) of a batch's examples that may fail (a model call, the pipeline or the loss
     did not work) before the run stops with RunFailed (default 0: the first failure);
     failed examples within it are logged but left out of every score and update.
     """
