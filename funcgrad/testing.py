@@ -264,7 +264,7 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             input_names=st.lists(names(), min_size=len(inputs), max_size=len(inputs)).map(tuple),
             consts=_consts(),
             params=st.lists(names(), max_size=3).map(tuple),
-            request=json_values(),
+            request=st.none() | requests(),
             output=json_values(),
             usage=usages(),
             error=st.none() | texts(),
@@ -328,7 +328,7 @@ def traces(
                 input_names=tuple(f"in{i}" for i in range(len(inputs))),
                 consts=draw(_consts().filter(lambda c, n=len(inputs): not set(c) & {f"in{i}" for i in range(n)})),
                 params=read,
-                request=draw(json_values(max_leaves=3)),
+                request=draw(requests()) if kind == "llm" else None,
                 output=draw(texts(max_size=12)) if kind != "retrieve" else tuple(draw(st.lists(texts(max_size=8), max_size=3))),
                 usage=draw(usages()),
             )
@@ -344,7 +344,7 @@ def traces(
         recs.append(
             Record(
                 recs[-1].id + 1, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs),
-                request={"target": draw(json_values(max_leaves=2))},
+                consts={"target": draw(json_values(max_leaves=2))},
                 output={"score": scored.score, "feedback": scored.feedback},
             )
         )
@@ -597,8 +597,8 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
 def recorded_responder(trace: Trace) -> Callable[[Request], str]:
     """A responder that replays the LLM outputs recorded in ``trace``.
 
-    Answers are looked up by the rendered request (messages, model, sampling
-    settings), so replaying a run with ``ScriptedEngine(recorded_responder(trace))``
+    Answers are looked up by the recorded :class:`~funcgrad.Request` (equal requests
+    match), so replaying a run with ``ScriptedEngine(recorded_responder(trace))``
     reproduces it exactly; an unknown request raises KeyError. Identical requests
     get their recorded answers in call order.
 
@@ -610,37 +610,16 @@ def recorded_responder(trace: Trace) -> Callable[[Request], str]:
     >>> t1 == t2
     True
     """
-    table: dict[tuple, list[str]] = {}
+    table: dict[Request, list[str]] = {}
     for r in trace.records:
         if r.kind == "llm" and r.error is None:
-            table.setdefault(_request_key(r.request), []).append(r.output)
-    position: dict[tuple, int] = {}
+            table.setdefault(r.request, []).append(r.output)
+    position: dict[Request, int] = {}
 
     def respond(request: Request) -> str:
-        key = _request_key(
-            {
-                "messages": tuple((m.role, m.content) for m in request.messages),
-                "model": request.model,
-                "temperature": request.temperature,
-                "max_tokens": request.max_tokens,
-                "sample": request.sample,
-                "role": request.role,
-            }
-        )
-        answers = table[key]
-        i = position.get(key, 0)
-        position[key] = i + 1
+        answers = table[request]
+        i = position.get(request, 0)
+        position[request] = i + 1
         return answers[min(i, len(answers) - 1)]
 
     return respond
-
-
-def _request_key(rendered) -> tuple:
-    return (
-        tuple(tuple(m) for m in rendered["messages"]),
-        rendered["model"],
-        float(rendered["temperature"]),
-        rendered["max_tokens"],
-        rendered["sample"],
-        rendered["role"],
-    )

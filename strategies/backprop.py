@@ -99,12 +99,6 @@ def _reaches_trainable(trace, state: PromptState) -> dict[int, bool]:
     return reach
 
 
-def _user_text(record) -> str:
-    req = record.request or {}
-    msgs = req.get("messages", ()) if hasattr(req, "get") else ()
-    return "\n".join(content for role, content in msgs if role == "user")
-
-
 def _calls_of(trace, node: str):
     return [r for r in trace.records if r.node == node]
 
@@ -126,14 +120,14 @@ def backward_prompt(record, trace, state, feedback, trainable, upstream, score, 
         listing.append(T.CALLS_HEADER.format(node=record.node, n=len(calls), index=record.call_index))
         for c in calls[: knobs.max_calls_listed]:
             mark = T.THIS_CALL if c.id == record.id else ""
-            listing.append(T.CALL_LINE.format(index=c.call_index, given=repr(P.one_line(_user_text(c), 80)),
+            listing.append(T.CALL_LINE.format(index=c.call_index, given=repr(P.one_line(c.user_text, 80)),
                                               answer=repr(P.one_line(c.output, 60)), mark=mark))
         if len(calls) > knobs.max_calls_listed:
             listing.append(T.MORE_CALLS.format(n=len(calls) - knobs.max_calls_listed))
         listing.append(T.CALL_INPUT.format(index=record.call_index))
     else:
         listing.append(T.ONE_CALL_INPUT.format(node=record.node))
-    listing.append(P.clip(_user_text(record), chars))
+    listing.append(P.clip(record.user_text, chars))
     answer = [T.ANSWERED, P.clip(record.output, chars)]
     answer.append(T.EXPECTED_SCORED.format(target=P.clip(target, 200), score=score) if target is not None
                   else T.SCORED.format(score=score))
@@ -324,7 +318,7 @@ def _evidence(results, example_id: str, record_id: int):
                 record = res.trace[record_id]
             except Exception:  # a gradient from another batch: show what we have
                 return "", "", res.example.target
-            return _user_text(record), record.output, res.example.target
+            return record.user_text, record.output, res.example.target
     return "", "", None
 
 

@@ -49,18 +49,6 @@ class DemosKnobs:
     max_chars: int = attrs.field(default=700, validator=P.POSITIVE_INT)
 
 
-def user_text(record) -> str:
-    """The user message(s) an LLM record was sent: the node's rendered input.
-
-    >>> from funcgrad import Record
-    >>> user_text(Record(1, "count", "llm", request={"messages": [["system", "S"], ["user", "I have a cat."]]}))
-    'I have a cat.'
-    """
-    req = record.request or {}
-    msgs = req.get("messages", ()) if hasattr(req, "get") else ()
-    return "\n".join(content for role, content in msgs if role == "user")
-
-
 def harvest(results, params) -> list[dict]:
     """Demonstrations in ``results``: one per call of a node reading one of ``params``, on examples scoring >= tau.
 
@@ -75,7 +63,7 @@ def harvest(results, params) -> list[dict]:
             for p in params:
                 if p in r.params and str(r.output).strip():
                     out.append({"id": res.example.id, "param": p, "node": r.node, "call": r.call_index,
-                                "input": user_text(r), "output": str(r.output).strip(), "score": res.loss.score})
+                                "input": r.user_text, "output": str(r.output).strip(), "score": res.loss.score})
     return out
 
 

@@ -45,7 +45,6 @@ from funcgrad.core.backward import Candidate
 from funcgrad.core.effects import Rerun, Validate, ask
 from funcgrad.core.strategy import make_knobs
 from funcgrad.strategies import proposals as P
-from funcgrad.strategies.demos import user_text
 from funcgrad.strategies.prompts import gepa as T
 
 
@@ -128,7 +127,7 @@ def reflection_prompt(name: str, state: PromptState, results, knobs: GepaKnobs) 
         block = [T.EXAMPLE.format(n=n, score=res.loss.score)]
         for r in res.trace.records:
             if r.kind == "llm" and name in r.params:
-                block.append(T.INPUT.format(node=r.node, text=P.one_line(user_text(r), knobs.max_chars)))
+                block.append(T.INPUT.format(node=r.node, text=P.one_line(r.user_text, knobs.max_chars)))
                 block.append(T.REPLY.format(node=r.node, text=P.one_line(r.output if r.error is None else "ERROR: " + r.error, knobs.max_chars)))
         block.append(T.FEEDBACK.format(text=P.one_line(res.loss.feedback or f"score {res.loss.score:.2f}", knobs.max_chars)))
         blocks.append(block)

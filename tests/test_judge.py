@@ -94,8 +94,8 @@ def test_run_example_records_the_judge_call_as_the_loss_record():
     record = check_trace(result.trace).records[-1]
     assert (result.loss.score, result.failed) == (1.0, False)
     assert record.kind == "loss" and record.inputs == (1,)
-    assert record.request["role"] == "judge" and record.request["target"] == 4
-    assert record.request["messages"][1][1].endswith("Answer to grade:\n4")
+    assert record.request.role == "judge" and record.consts["target"] == 4
+    assert record.request.messages[1].content.endswith("Answer to grade:\n4")
     assert record.output == {"score": 1.0, "feedback": "judge score 5/5: same value", "reply": '{"critique": "same value", "score": 5}'}
     assert record.usage.total_tokens > 0
     assert meter.report().by_role() == {"forward": 1, "judge": 1}
@@ -249,7 +249,7 @@ def test_real_judge_ranks_each_right_answer_above_the_wrong_one(large_local_engi
         for r in results:
             record = r.trace.records[-1]
             assert not r.failed, record.error
-            assert record.request["role"] == "judge" and record.usage.completion_tokens > 0
+            assert record.request.role == "judge" and record.usage.completion_tokens > 0
             print(kind, r.example.id, r.loss.score, record.output["reply"])
             scores[kind, r.example.id] = r.loss.score
     for e in examples:

@@ -48,7 +48,9 @@ def test_generated_pipelines_give_valid_traces(gp):
     for r in trace.records:
         assert set(r.params) <= set(gp.state.names)
         if r.kind == "llm" and r.params:
-            assert r.request["messages"][0] == ("system", gp.state.render(r.params))
+            assert r.request.messages[0] == funcgrad.Message("system", gp.state.render(r.params))
+        if r.kind == "llm":
+            assert r.request.messages[-1].role == "user" and r.user_text == r.request.messages[-1].content
 
 
 @FAST

@@ -154,22 +154,14 @@ class LLM:
         request, leaves = self.render(prompts, inputs, sample)
         ids, names, consts = _split_vars(inputs.items())
         consts = {k: _jsonable(v) for k, v in consts.items()}
-        rendered = {
-            "messages": [[m.role, m.content] for m in request.messages],
-            "model": request.model,
-            "temperature": request.temperature,
-            "max_tokens": request.max_tokens,
-            "sample": sample,
-            "role": request.role,
-        }
         try:
             response = builder.engine.complete(request)
         except Exception as exc:  # recorded, then re-raised as a PipelineError
-            builder.add(self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves, request=rendered, error=str(exc))
+            builder.add(self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves, request=request, error=str(exc))
             _fail(self.name, exc)
         record = builder.add(
             self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves,
-            request=rendered, output=response.text, usage=response.usage,
+            request=request, output=response.text, usage=response.usage,
         )
         return Var(record.id, record.output)
 

@@ -209,10 +209,7 @@ class _LossRaised(Exception):
 def _ask(loss: ModelLoss, output: Any, example: Example, engine: Engine) -> tuple[Loss | None, dict]:
     """A model loss's one call through ``engine``: (Loss, or None when it failed; the loss record's call fields)."""
     request = loss.request(output, example)
-    call: dict = {"request": {
-        "messages": [[m.role, m.content] for m in request.messages], "model": request.model,
-        "temperature": request.temperature, "max_tokens": request.max_tokens, "sample": request.sample, "role": request.role,
-    }}
+    call: dict = {"request": request}
     try:
         response = engine.complete(request)
     except FATAL_ERRORS:
@@ -229,13 +226,15 @@ def _ask(loss: ModelLoss, output: Any, example: Example, engine: Engine) -> tupl
 def with_loss(trace: Trace, loss: Loss | None, target: Any = None, call: dict | None = None) -> Trace:
     """Return ``trace`` with a loss record appended (input: the output record, if any).
 
+    The record's ``consts`` hold the ``target``; its ``output`` the score and feedback.
     ``call`` holds a model loss's call (``request``, ``reply``, ``usage``, ``error``):
-    the record then carries the rendered request, the reply and the usage; when the
-    call failed, ``loss`` is None and the record carries the error instead of a score.
+    the record then carries the :class:`~funcgrad.core.calls.Request`, the reply and
+    the usage; when the call failed, ``loss`` is None and the record carries the error
+    instead of a score.
 
     >>> t = with_loss(Trace((Record(0, "x", "input"),), output=0), Loss(1.0, "ok"), target="a")
-    >>> t.loss.output["score"]
-    1.0
+    >>> t.loss.output["score"], t.loss.consts["target"]
+    (1.0, 'a')
     """
     if trace.loss is not None:
         raise TraceError("trace already has a loss record; score each trace once")
@@ -247,7 +246,7 @@ def with_loss(trace: Trace, loss: Loss | None, target: Any = None, call: dict | 
         output["reply"] = call["reply"]
     record = Record(
         next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs),
-        request={"target": target, **call.get("request", {})}, output=output,
+        consts={"target": target}, request=call.get("request"), output=output,
         usage=call.get("usage"), error=call.get("error"),
     )
     return attrs.evolve(trace, records=trace.records + (record,))
@@ -257,7 +256,7 @@ def _loss_record(trace: Trace, target: Any, **fields) -> Record:
     """A loss record appended after ``trace`` (input: its output record, if any)."""
     next_id = trace.records[-1].id + 1 if trace.records else 0
     inputs = (trace.output,) if trace.output is not None else ()
-    return Record(next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs), request={"target": target}, **fields)
+    return Record(next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs), consts={"target": target}, **fields)
 
 
 def _failure_of(exc: BaseException, trace: Trace, default: str) -> Failure:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from funcgrad.core.calls import Usage
+from funcgrad.core.calls import Request, Usage
 from funcgrad.core.errors import TraceError
 from funcgrad.core.values import FrozenDict, freeze
 
@@ -30,6 +30,15 @@ def _frozen_consts(value):
     return freeze(value if value is not None else {}, where="record consts")
 
 
+def _request(value):
+    if value is None or isinstance(value, Request):
+        return value
+    raise TraceError(
+        f"Record.request must be a funcgrad.Request or None, got {type(value).__name__}; "
+        "constant arguments (and a loss record's target) belong in Record.consts"
+    )
+
+
 def _usage(value):
     if value is None:
         return Usage()
@@ -41,10 +50,16 @@ class Record:
     """One node call: ``output = node(inputs..., **consts)`` reading ``params``.
 
     ``inputs``/``input_names`` are the Var arguments (the edges); ``consts`` maps the
-    name of every other argument to its value (``facts='(none yet)'``), in call order.
-    ``request`` is the rendered request (for LLM records: the chat messages and
-    sampling settings), ``usage`` the tokens and latency, ``error`` a message if the
-    call failed. All values are immutable JSON (see :mod:`funcgrad.core.values`).
+    name of every other argument to its value (``facts='(none yet)'``; a loss record's
+    ``target``), in call order. ``request`` is the :class:`~funcgrad.core.calls.Request`
+    the call sent to the engine (LLM records, and the loss record of a model loss such
+    as a judge; None otherwise), ``usage`` the tokens and latency, ``error`` a message
+    if the call failed. ``output`` and ``consts`` are immutable JSON (see
+    :mod:`funcgrad.core.values`).
+
+    >>> r = Record(1, "answer", "llm", request=Request(messages=(("system", "Be brief."), ("user", "2+2?"))))
+    >>> r.user_text, Record(0, "x", "input").user_text
+    ('2+2?', '')
     """
 
     id: int
@@ -55,10 +70,17 @@ class Record:
     input_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     consts: FrozenDict = attrs.field(factory=FrozenDict, converter=_frozen_consts)
     params: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    request: object = attrs.field(default=None, converter=_frozen_json)
+    request: Request | None = attrs.field(default=None, converter=_request)
     output: object = attrs.field(default=None, converter=_frozen_json)
     usage: Usage = attrs.field(default=Usage(), converter=_usage)
     error: str | None = None
+
+    @property
+    def user_text(self) -> str:
+        """The user message(s) the call sent, joined by newlines: the node's rendered input ("" without a request)."""
+        if self.request is None:
+            return ""
+        return "\n".join(m.content for m in self.request.messages if m.role == "user")
 
 
 @attrs.frozen

@@ -227,7 +227,7 @@ def _calls_per_phase(view: RunView) -> dict[str, dict[int, int]]:
     """Model calls per phase and step: pipeline calls from the traces, critic calls from the steps."""
     calls: dict[str, dict[int, int]] = {}
     for step, phase, result in view.traces:
-        n = sum(1 for r in result.trace.records if r.kind == "llm" or (r.kind == "loss" and r.request and "messages" in r.request))
+        n = sum(1 for r in result.trace.records if r.kind == "llm" or (r.kind == "loss" and r.request is not None))
         per = calls.setdefault(phase, {})
         per[step] = per.get(step, 0) + n
     for st in view.steps:
@@ -255,9 +255,7 @@ def _curve(view: RunView, attempts: Mapping[tuple[int, int], StepTrace]) -> Curv
 
 
 def _record_view(trace, r, gradients) -> dict:
-    messages = []
-    if isinstance(r.request, Mapping) and "messages" in r.request:
-        messages = [(m[0], _clip(m[1])) for m in r.request["messages"]]
+    messages = [(m.role, _clip(m.content)) for m in r.request.messages] if r.request is not None else []
     return {
         "id": r.id, "label": node_label(trace, r.id), "kind": r.kind, "params": r.params,
         "inputs": [(name, node_label(trace, i), i) for name, i in zip(r.input_names, r.inputs)],
