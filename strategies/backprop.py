@@ -228,10 +228,10 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
             continue
         trainable = [p for p in r.params if p in state and state[p].trainable]
 
-        def emit(param, text, source, request=None):
+        def emit(param, text, source, call=None):
             out.append(((ex_pos, r.id), {"param": param, "node": r.node, "example_id": res.example.id, "record_id": r.id,
                                          "call_index": r.call_index, "score": score, "text": text, "source": source,
-                                         "request": request}))
+                                         "call": call}))
 
         if knobs.errors_only and score >= knobs.tau:
             fixed = T.FIXED_GRADIENT.format(score=score)
@@ -248,7 +248,8 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
             json_schema=_schema(keys, knobs.critique_chars) if knobs.json_schema else None, role="backward",
         )
         stats["calls"] = P.bump(stats["calls"], "backward")
-        response = yield from ask(request)
+        log = yield from ask(request)
+        response = log.response
         entries: dict[str, str] = {}
         mistake, problem = "", ""
         try:
@@ -276,7 +277,7 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
                 for i in upstream:
                     inbox[i].append(_Feedback(r.id, T.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
             else:
-                emit(k, text, source, request)
+                emit(k, text, source, log.id if source == "critique" else None)
     return out
 
 
@@ -284,19 +285,15 @@ def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs, s
     """The backward pass over a minibatch, as a program: returns ``(gradients, requests)``.
 
     ``gradients`` is a tuple of :class:`~funcgrad.core.backward.Gradient` sorted by
-    (example, call order), numbered from 0; each critique's ``call`` is the index of
-    its request in ``requests`` (the calls in the order they were asked). ``stats``
+    (example, call order), numbered from 0; each critique's ``call`` is the id the
+    driver gave its call; ``requests`` are the calls' requests in id order. ``stats``
     (a mutable dict, see :func:`proposals.new_stats`) receives call and event counts.
     """
-    per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs, stats)
-                                                       for i, res in enumerate(results)))
+    per_example, calls = yield from numbered(gather(_example_backward(i, res, state, knobs, stats)
+                                                    for i, res in enumerate(results)))
     items = sorted((item for ex in per_example for item in ex), key=lambda t: t[0])
-    grads = []
-    for key, fields in items:
-        request = fields.pop("request")
-        call = next((i for i, r in enumerate(requests) if r is request), None) if fields["source"] == "critique" else None
-        grads.append(Gradient(len(grads), call=call, **fields))
-    return tuple(grads), requests
+    grads = tuple(Gradient(n, **fields) for n, (_, fields) in enumerate(items))
+    return grads, tuple(c.request for c in calls)
 
 
 def _peers(results, name: str, state: PromptState) -> list[str]:
@@ -466,7 +463,7 @@ def backprop(**knobs: Any) -> Strategy:
     def update(results, state, s, context):
         stats = P.thaw_state(s) or P.new_stats()
         stats["steps"] = stats.get("steps", 0) + 1
-        grads, requests = yield from backward(results, state, k, stats)
+        grads, _ = yield from backward(results, state, k, stats)
         by_param = toolz.groupby(lambda g: g.param, grads)
         notes, asks = [], []
         for name in state.trainable_names:
@@ -483,11 +480,11 @@ def backprop(**knobs: Any) -> Strategy:
         n = k.n_candidates
         asks = [(name, real, r) for name, real, req in asks for r in sampling.samples(req, n, context.attempt, k.sample_temperature)]
         stats["calls"] = P.bump(stats["calls"], "optimizer", len(asks))
-        responses = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
+        logs = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
         options: list[dict[str, str]] = [{} for _ in range(n)]
         candidates = []
-        for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
-            candidate, note = read_proposal(name, state, real, results, context, k, response, len(requests) + pos, stats)
+        for pos, ((name, real, _), log) in enumerate(zip(asks, logs)):
+            candidate, note = read_proposal(name, state, real, results, context, k, log.response, log.id, stats)
             candidates.append(candidate)
             notes.append(note)
             if not candidate.guard and candidate.value is not None:

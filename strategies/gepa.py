@@ -232,7 +232,8 @@ def gepa(**knobs: Any) -> Strategy:
                 sample=context.attempt, role="optimizer", json_schema=_schema(k.max_value_chars) if k.json_schema else None,
             )
             s["calls"] = P.bump(s["calls"], "optimizer")
-            response = yield from ask(request)
+            log = yield from ask(request)
+            response = log.response
             old = parent_state[name].value
             value, guard, reason = reply_value(response.text, response.finish_reason, k.json_schema)
             if value is not None:
@@ -241,7 +242,7 @@ def gepa(**knobs: Any) -> Strategy:
                     rejected=[e["values"].get(name, "") for e in pool if e["values"].get(name) != old],
                     max_value_chars=k.max_value_chars, skip=k.skip_guards,
                 )
-            candidates.append(Candidate(name, old, value, guard, reason, (), 0))
+            candidates.append(Candidate(name, old, value, guard, reason, (), log.id))
             if guard:
                 s["rejections"] = P.bump(s["rejections"], guard)
                 notes.append(Note(name, "no_update", f"{guard}: {reason}"))

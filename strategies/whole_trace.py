@@ -169,8 +169,9 @@ def _loss_gradients(results, names) -> tuple[Gradient, ...]:
     return tuple(out)
 
 
-def read_suggestion(response, state, names, results, context, knobs, grads, stats) -> tuple[dict, list, list]:
-    """``(values, candidates, notes)`` from the optimizer's JSON reply (every guard applied)."""
+def read_suggestion(log, state, names, results, context, knobs, grads, stats) -> tuple[dict, list, list]:
+    """``(values, candidates, notes)`` from the optimizer call ``log`` (a CallLog): its JSON reply, every guard applied."""
+    response = log.response
     values, candidates, notes = {}, [], []
     data, guard = P.json_object(response.text, response.finish_reason)
     if data is None:
@@ -194,14 +195,14 @@ def read_suggestion(response, state, names, results, context, knobs, grads, stat
         old = state[key].value
         if not isinstance(value, str):
             stats["rejections"] = P.bump(stats["rejections"], "invalid_json")
-            candidates.append(Candidate(key, old, None, "invalid_json", "the suggested value is not a string", used, 0))
+            candidates.append(Candidate(key, old, None, "invalid_json", "the suggested value is not a string", used, log.id))
             notes.append(Note(key, "no_update", "invalid_json: the suggested value is not a string"))
             continue
         value = P._unwrap(value)
         guard, reason = P.check_proposal(value, old, results, critiques=critiques, names=state.names, role=state[key].role,
                                          rejected=P.rejected_values(context, key), max_value_chars=knobs.max_value_chars,
                                          skip=knobs.skip_guards)
-        candidates.append(Candidate(key, old, value, guard, reason, used, 0))
+        candidates.append(Candidate(key, old, value, guard, reason, used, log.id))
         if guard:
             stats["rejections"] = P.bump(stats["rejections"], guard)
             notes.append(Note(key, "no_update", f"{guard}: {reason}"))
@@ -264,12 +265,12 @@ def whole_trace(**knobs: Any) -> Strategy:
         )
         requests = sampling.samples(request, k.n_candidates, context.attempt, k.sample_temperature)
         stats["calls"] = P.bump(stats["calls"], "optimizer", len(requests))
-        responses = yield tuple(Call(r) for r in requests)
+        logs = yield tuple(Call(r) for r in requests)
         grads = _loss_gradients(results, names)
         options, candidates, notes = [], [], []
-        for i, response in enumerate(responses):
-            values, cands, ns = read_suggestion(response, state, names, results, context, k, grads, stats)
-            candidates += [attrs.evolve(c, call=i) for c in cands]
+        for log in logs:
+            values, cands, ns = read_suggestion(log, state, names, results, context, k, grads, stats)
+            candidates += cands
             notes += ns
             if values and values not in options:
                 options.append(values)
