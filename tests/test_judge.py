@@ -16,6 +16,7 @@ from funcgrad.core.errors import RunFailed
 from funcgrad.core.judge import Judge, JudgeError
 from funcgrad.engines.cache import CachedEngine
 from funcgrad.engines.meter import Meter, MeteredEngine
+from funcgrad.engines.pool import worker_pool
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.engines.stub import StubServer
 
@@ -245,7 +246,8 @@ def test_real_judge_ranks_each_right_answer_above_the_wrong_one(large_local_engi
     for column, kind in ((2, "right"), (3, "wrong")):
         fixed = {case[0]: case[column] for case in CASES}
         answer_of = fn("fixed_answer")(lambda question: fixed[question])
-        results = run_batch(lambda p, x: answer_of(x), PromptState(), examples, engine=large_local_engine, loss=judge, concurrency=2)
+        with worker_pool(2) as pool:
+            results = run_batch(lambda p, x: answer_of(x), PromptState(), examples, engine=large_local_engine, loss=judge, executor=pool)
         for r in results:
             record = r.trace.records[-1]
             assert not r.failed, record.error

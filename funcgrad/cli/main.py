@@ -28,6 +28,7 @@ from funcgrad.cli.job import open_engines, optimize
 from funcgrad.cli.plugins import build_task
 from funcgrad.cli.progress import make_reporter
 from funcgrad.core.run import mean_score, run_batch
+from funcgrad.engines.pool import worker_pool
 from funcgrad.training.report import loss_warnings
 from funcgrad.training.rundir import read_traces
 from funcgrad.core.serialize import loads
@@ -74,7 +75,9 @@ def cmd_evaluate(args) -> int:
             done[0] += 1
             reporter("example", {"phase": args.split, "done": done[0], "total": len(examples), "score": result.loss.score}, engines.meter.report())
 
-        results = run_batch(task.pipeline, state, examples, engine=reporter.watch(engines.task), loss=task.loss, on_result=progress)
+        with worker_pool(getattr(engines.task, "concurrency", 1)) as pool:
+            results = run_batch(task.pipeline, state, examples, engine=reporter.watch(engines.task), loss=task.loss,
+                                executor=pool, on_result=progress)
     print(f"{task.name} {args.split}: accuracy {_pct(mean_score(results))} on {len(results)} examples")
     for warning in loss_warnings(results):
         print(f"funcgrad: warning: {warning}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Running pipelines: one example, or a batch with bounded concurrency.
+"""Running pipelines: one example, or a batch (concurrently on an executor the caller passes).
 
 A pipeline is a plain function ``(prompts, x) -> Var``. :func:`run` executes it and
 returns its output and the immutable :class:`~funcgrad.core.trace.Trace`; given the same
@@ -301,12 +301,15 @@ def run_batch(
     *,
     engine: Engine,
     loss: LossFn,
-    concurrency: int | None = None,
+    executor: concurrent.futures.Executor | None = None,
     on_result: Callable[[Result], None] | None = None,
     max_failure_rate: float | None = 0.0,
 ) -> tuple[Result, ...]:
-    """Run and score many examples with at most ``concurrency`` in flight (default: the engine's).
+    """Run and score many examples: one after another, or on ``executor``'s threads when given.
 
+    The core starts no threads: a caller that wants examples in flight together
+    passes an executor (``funcgrad.engines.pool.worker_pool(n)``, or any
+    ``concurrent.futures.Executor``; its size bounds the examples in flight).
     Results come back in the order of ``examples``; ``on_result`` is called as each
     finishes (for progress display). As soon as more than ``max_failure_rate`` of the
     examples failed (default 0: any failure; None: never), the examples not yet started
@@ -325,8 +328,7 @@ def run_batch(
         if on_result:
             on_result(result)
 
-    workers = max(1, concurrency or getattr(engine, "concurrency", 1))
-    if workers == 1 or len(examples) <= 1:
+    if executor is None or len(examples) <= 1:
         for ex in examples:
             take(run_example(pipeline, state, ex, engine=engine, loss=loss))
         return tuple(finished)
@@ -345,17 +347,16 @@ def run_batch(
             stopping.set()
         return result
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(guarded, ex) for ex in examples]
-        try:
-            for fut in concurrent.futures.as_completed(futures):
-                if (result := fut.result()) is not None:
-                    take(result)
-            return tuple(f.result() for f in futures)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    futures = [executor.submit(guarded, ex) for ex in examples]
+    try:
+        for fut in concurrent.futures.as_completed(futures):
+            if (result := fut.result()) is not None:
+                take(result)
+        return tuple(f.result() for f in futures)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
 
 
 def _allowed_failures(max_failure_rate: float | None, n: int) -> float:

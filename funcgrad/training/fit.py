@@ -50,6 +50,7 @@ from funcgrad.core.calls import Request, Response
 from funcgrad.core.strategy import Attempt, Note, StepContext, Strategy, Update, check_result
 from funcgrad.core.task import Task
 from funcgrad.core.values import FrozenDict, freeze
+from funcgrad.engines.pool import worker_pool
 from funcgrad.training.driver import drive
 
 
@@ -256,10 +257,11 @@ class _Loop:
             self.emit("example", {"phase": phase, "done": done[0], "total": len(examples), "score": score})
 
         rate = self.settings.max_failure_rate
-        results = run_batch(
-            self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
-            concurrency=self.settings.concurrency, on_result=progress, max_failure_rate=rate,
-        )
+        with worker_pool(self.settings.concurrency or getattr(self.engine, "concurrency", 1)) as pool:
+            results = run_batch(
+                self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
+                executor=pool, on_result=progress, max_failure_rate=rate,
+            )
         self.log_results(step, phase, results)
         return raise_on_failures(results, max_failure_rate=rate)  # only answers are scored or optimized
 
