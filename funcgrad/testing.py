@@ -52,13 +52,13 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from funcgrad.core.backward import GRADIENT_SOURCES, CallLog, Candidate, EffectLog, Gradient, StepTrace, Verdict
+from funcgrad.core.backward import CallLog, Candidate, EffectLog, Gradient, GradientSource, StepTrace, Verdict
 from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
 from funcgrad.core.nodes import LLM, Fn, Var
 from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result
 from funcgrad.core.state import PARAM_KINDS, Param, PromptState
-from funcgrad.core.strategy import NOTE_STATUSES, Attempt, Note, Update
-from funcgrad.core.trace import Record, Trace
+from funcgrad.core.strategy import Attempt, Note, NoteStatus, Update
+from funcgrad.core.trace import Record, RecordKind, Trace
 from funcgrad.core.values import FrozenDict
 
 __all__ = [
@@ -258,7 +258,7 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             Record,
             id=record_id if record_id is not None else st.integers(0, 1000),
             node=names(),
-            kind=st.sampled_from(("input", "llm", "fn", "retrieve", "loss")),
+            kind=st.sampled_from(RecordKind),
             call_index=st.integers(0, 10),
             inputs=st.just(inputs),
             input_names=st.lists(names(), min_size=len(inputs), max_size=len(inputs)).map(tuple),
@@ -387,7 +387,7 @@ def notes() -> st.SearchStrategy[Note]:
     >>> notes().example().status in ("proposed", "no_update")
     True
     """
-    return st.builds(Note, param=names() | st.just(""), status=st.sampled_from(NOTE_STATUSES), reason=texts())
+    return st.builds(Note, param=names() | st.just(""), status=st.sampled_from(NoteStatus), reason=texts())
 
 
 def updates() -> st.SearchStrategy[Update]:
@@ -419,13 +419,13 @@ def attempts() -> st.SearchStrategy[Attempt]:
 def gradients(*, max_calls: int = 3) -> st.SearchStrategy[Gradient]:
     """One textual gradient (:class:`~funcgrad.Gradient`), naming a call below ``max_calls`` or none.
 
-    >>> gradients().example().source in GRADIENT_SOURCES
+    >>> gradients().example().source in GradientSource
     True
     """
     return st.builds(
         Gradient, id=st.just(0), param=names(), node=names(), example_id=names(), record_id=st.integers(0, 20),
         call_index=st.integers(0, 5), score=st.floats(0, 1, allow_nan=False), text=texts(),
-        source=st.sampled_from(GRADIENT_SOURCES), call=st.none() | st.integers(0, max(0, max_calls - 1)),
+        source=st.sampled_from(GradientSource), call=st.none() | st.integers(0, max(0, max_calls - 1)),
     )
 
 
