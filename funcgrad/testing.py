@@ -296,7 +296,7 @@ def traces(
     (default) decides at random. LLM records read params from ``param_names``
     (default: a small fixed pool). ``skips`` allows random skip connections.
 
-    >>> from funcgrad import check_trace
+    >>> from funcgrad.core import check_trace
     >>> t = traces(with_loss=True).example()
     >>> check_trace(t) is t, t.records[-1].kind
     (True, 'loss')
@@ -433,7 +433,7 @@ def gradients(*, max_calls: int = 3) -> st.SearchStrategy[Gradient]:
 def step_traces(draw, *, max_calls: int = 4) -> StepTrace:
     """A valid recorded backward pass (:class:`~funcgrad.StepTrace`): ids in order, rounds ascending.
 
-    >>> from funcgrad import check_step_trace
+    >>> from funcgrad.core import check_step_trace
     >>> isinstance(check_step_trace(step_traces().example()), StepTrace)
     True
     """
@@ -496,7 +496,7 @@ class GeneratedPipeline:
     graph (it is what Hypothesis prints for a failing example); ``llm_calls`` is the
     number of model calls one run makes.
 
-    >>> from funcgrad import run
+    >>> from funcgrad.core import run
     >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
@@ -523,7 +523,7 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
     times in a row on its own output (so the trace shows ``node#0``, ``node#1``...).
     Every step reads earlier values only; the last step's value is returned.
 
-    >>> from funcgrad import check_trace, run
+    >>> from funcgrad.core import check_trace, run
     >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
@@ -602,7 +602,7 @@ def recorded_responder(trace: Trace) -> Callable[[Request], str]:
     reproduces it exactly; an unknown request raises KeyError. Identical requests
     get their recorded answers in call order.
 
-    >>> from funcgrad import run
+    >>> from funcgrad.core import run
     >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> _, t1 = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))

@@ -5,10 +5,15 @@ explicitly (never global); everything effectful (HTTP, a local server, the cache
 disk, the clock) lives behind it. Engines may be wrapped (cache, budget, retries)
 because every wrapper is itself an engine.
 
->>> from funcgrad.engines.scripted import ScriptedEngine
->>> engine = ScriptedEngine(lambda request: "4")
->>> engine.complete(Request(messages=(Message("user", "2+2?"),))).text
+>>> class Four:
+...     concurrency = 1
+...     def complete(self, request):
+...         return Response("4", Usage(prompt_tokens=len(request.messages[-1].content.split())))
+>>> Four().complete(Request(messages=(Message("user", "2+2?"),))).text
 '4'
+
+The engines of :mod:`funcgrad.engines` (HTTP, the embedded model, the cache, the
+meter, ``ScriptedEngine``) all implement this protocol.
 """
 
 from __future__ import annotations

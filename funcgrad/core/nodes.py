@@ -4,12 +4,14 @@ Inside :func:`funcgrad.core.run`, calling a node appends one :class:`~funcgrad.c
 to the run's trace and returns a :class:`Var` (the record id plus its value). Pass
 Vars on to other nodes to draw edges; read ``.value`` for Python control flow.
 
->>> from funcgrad import PromptState, Param, run
->>> from funcgrad.engines.scripted import ScriptedEngine
+>>> from funcgrad.core import Param, PromptState, Response, run
+>>> class Four:  # an engine: anything with complete(Request) -> Response
+...     def complete(self, request):
+...         return Response("4")
 >>> answer = LLM("answer", system=("sys",), user="Q: {question}")
 >>> def pipeline(prompts, x):
 ...     return answer(prompts, question=x)
->>> y, trace = run(pipeline, PromptState.of(sys=Param("Be brief.")), "2+2?", engine=ScriptedEngine(lambda r: "4"))
+>>> y, trace = run(pipeline, PromptState.of(sys=Param("Be brief.")), "2+2?", engine=Four())
 >>> y, [r.kind for r in trace.records]
 ('4', ['input', 'llm'])
 """

@@ -13,12 +13,14 @@ scored: :func:`mean_score` refuses it, :func:`run_batch` stops on it (or above a
 rate) with :class:`~funcgrad.core.errors.RunFailed`, and :func:`raise_on_failures` is the
 check a training loop makes before handing results to an optimizer.
 
->>> from funcgrad import LLM, Param, PromptState
->>> from funcgrad.engines.scripted import ScriptedEngine
+>>> from funcgrad.core import LLM, Param, PromptState, Response
+>>> class Four:  # an engine: anything with complete(Request) -> Response
+...     def complete(self, request):
+...         return Response("4")
 >>> node = LLM("answer", system=("sys",), user="{input}")
 >>> state = PromptState.of(sys=Param("Reply with a number."))
 >>> ex = Example("e1", "2+2?", "4")
->>> result = run_example(lambda p, x: node(p, input=x), state, ex, engine=ScriptedEngine(lambda r: "4"), loss=exact_match)
+>>> result = run_example(lambda p, x: node(p, input=x), state, ex, engine=Four(), loss=exact_match)
 >>> result.loss.score, result.trace.records[-1].kind
 (1.0, 'loss')
 """
