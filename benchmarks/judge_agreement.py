@@ -28,6 +28,7 @@ from funcgrad import Judge, run_batch  # noqa: E402
 from funcgrad.engines.cache import CachedEngine  # noqa: E402
 from funcgrad.engines.local import cache_root, serve  # noqa: E402
 from funcgrad.engines.meter import MeteredEngine  # noqa: E402
+from funcgrad.engines.pool import worker_pool  # noqa: E402
 from funcgrad.tasks import load_task  # noqa: E402
 from funcgrad.tasks.parsing import integer_loss  # noqa: E402
 
@@ -58,8 +59,9 @@ def main() -> None:
     with serve(args.model, n_ctx=4096, n_parallel=2) as local:
         engine = MeteredEngine(CachedEngine(local, cache_root() / "llm"))  # a rerun continues where it stopped
         started = time.monotonic()
-        results = run_batch(task.pipeline, task.state, task.test, engine=engine, loss=judge, on_result=_progress,
-                            max_failure_rate=1.0)
+        with worker_pool(engine.concurrency) as pool:
+            results = run_batch(task.pipeline, task.state, task.test, engine=engine, loss=judge, executor=pool,
+                                on_result=_progress, max_failure_rate=1.0)
         wall = time.monotonic() - started
     report = engine.meter.report()
     judged = [r for r in results if not r.failed]

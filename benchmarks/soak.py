@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from funcgrad.core.errors import RunFailed  # noqa: E402
 from funcgrad.core.run import mean_score, run_batch  # noqa: E402
 from funcgrad.engines.openai import OpenAIEngine, RetryPolicy  # noqa: E402
+from funcgrad.engines.pool import worker_pool  # noqa: E402
 from funcgrad.engines.stub import StubServer  # noqa: E402
 from funcgrad.tasks.arithmetic import arithmetic  # noqa: E402
 
@@ -115,7 +116,8 @@ def evaluate(task, examples, server: StubServer, concurrency: int, retries: int,
     )
     started = time.monotonic()
     try:
-        results = run_batch(task.pipeline, task.state, examples, engine=engine, loss=task.loss, concurrency=concurrency)
+        with worker_pool(concurrency) as pool:
+            results = run_batch(task.pipeline, task.state, examples, engine=engine, loss=task.loss, executor=pool)
         outcome = {"answered": sum(not r.failed for r in results), "accuracy": mean_score(results), "error": ""}
     except RunFailed as exc:
         outcome = {"answered": sum(not r.failed for r in exc.results), "accuracy": None, "error": str(exc)[:300]}

@@ -52,13 +52,13 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from funcgrad.core.backward import GRADIENT_SOURCES, CallLog, Candidate, EffectLog, Gradient, StepTrace, Verdict
+from funcgrad.core.backward import CallLog, Candidate, EffectLog, Gradient, GradientSource, StepTrace, Verdict
 from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
 from funcgrad.core.nodes import LLM, Fn, Var
 from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result
 from funcgrad.core.state import PARAM_KINDS, Param, PromptState
-from funcgrad.core.strategy import NOTE_STATUSES, Attempt, Note, Update
-from funcgrad.core.trace import Record, Trace
+from funcgrad.core.strategy import Attempt, Note, NoteStatus, Update
+from funcgrad.core.trace import Record, RecordKind, Trace
 from funcgrad.core.values import FrozenDict
 
 __all__ = [
@@ -258,13 +258,13 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             Record,
             id=record_id if record_id is not None else st.integers(0, 1000),
             node=names(),
-            kind=st.sampled_from(("input", "llm", "fn", "retrieve", "loss")),
+            kind=st.sampled_from(RecordKind),
             call_index=st.integers(0, 10),
             inputs=st.just(inputs),
             input_names=st.lists(names(), min_size=len(inputs), max_size=len(inputs)).map(tuple),
             consts=_consts(),
             params=st.lists(names(), max_size=3).map(tuple),
-            request=json_values(),
+            request=st.none() | requests(),
             output=json_values(),
             usage=usages(),
             error=st.none() | texts(),
@@ -296,7 +296,7 @@ def traces(
     (default) decides at random. LLM records read params from ``param_names``
     (default: a small fixed pool). ``skips`` allows random skip connections.
 
-    >>> from funcgrad import check_trace
+    >>> from funcgrad.core import check_trace
     >>> t = traces(with_loss=True).example()
     >>> check_trace(t) is t, t.records[-1].kind
     (True, 'loss')
@@ -328,7 +328,7 @@ def traces(
                 input_names=tuple(f"in{i}" for i in range(len(inputs))),
                 consts=draw(_consts().filter(lambda c, n=len(inputs): not set(c) & {f"in{i}" for i in range(n)})),
                 params=read,
-                request=draw(json_values(max_leaves=3)),
+                request=draw(requests()) if kind == "llm" else None,
                 output=draw(texts(max_size=12)) if kind != "retrieve" else tuple(draw(st.lists(texts(max_size=8), max_size=3))),
                 usage=draw(usages()),
             )
@@ -344,7 +344,7 @@ def traces(
         recs.append(
             Record(
                 recs[-1].id + 1, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs),
-                request={"target": draw(json_values(max_leaves=2))},
+                consts={"target": draw(json_values(max_leaves=2))},
                 output={"score": scored.score, "feedback": scored.feedback},
             )
         )
@@ -387,7 +387,7 @@ def notes() -> st.SearchStrategy[Note]:
     >>> notes().example().status in ("proposed", "no_update")
     True
     """
-    return st.builds(Note, param=names() | st.just(""), status=st.sampled_from(NOTE_STATUSES), reason=texts())
+    return st.builds(Note, param=names() | st.just(""), status=st.sampled_from(NoteStatus), reason=texts())
 
 
 def updates() -> st.SearchStrategy[Update]:
@@ -419,13 +419,13 @@ def attempts() -> st.SearchStrategy[Attempt]:
 def gradients(*, max_calls: int = 3) -> st.SearchStrategy[Gradient]:
     """One textual gradient (:class:`~funcgrad.Gradient`), naming a call below ``max_calls`` or none.
 
-    >>> gradients().example().source in GRADIENT_SOURCES
+    >>> gradients().example().source in GradientSource
     True
     """
     return st.builds(
         Gradient, id=st.just(0), param=names(), node=names(), example_id=names(), record_id=st.integers(0, 20),
         call_index=st.integers(0, 5), score=st.floats(0, 1, allow_nan=False), text=texts(),
-        source=st.sampled_from(GRADIENT_SOURCES), call=st.none() | st.integers(0, max(0, max_calls - 1)),
+        source=st.sampled_from(GradientSource), call=st.none() | st.integers(0, max(0, max_calls - 1)),
     )
 
 
@@ -433,7 +433,7 @@ def gradients(*, max_calls: int = 3) -> st.SearchStrategy[Gradient]:
 def step_traces(draw, *, max_calls: int = 4) -> StepTrace:
     """A valid recorded backward pass (:class:`~funcgrad.StepTrace`): ids in order, rounds ascending.
 
-    >>> from funcgrad import check_step_trace
+    >>> from funcgrad.core import check_step_trace
     >>> isinstance(check_step_trace(step_traces().example()), StepTrace)
     True
     """
@@ -496,7 +496,7 @@ class GeneratedPipeline:
     graph (it is what Hypothesis prints for a failing example); ``llm_calls`` is the
     number of model calls one run makes.
 
-    >>> from funcgrad import run
+    >>> from funcgrad.core import run
     >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
@@ -523,7 +523,7 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
     times in a row on its own output (so the trace shows ``node#0``, ``node#1``...).
     Every step reads earlier values only; the last step's value is returned.
 
-    >>> from funcgrad import check_trace, run
+    >>> from funcgrad.core import check_trace, run
     >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> y, trace = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
@@ -597,12 +597,12 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
 def recorded_responder(trace: Trace) -> Callable[[Request], str]:
     """A responder that replays the LLM outputs recorded in ``trace``.
 
-    Answers are looked up by the rendered request (messages, model, sampling
-    settings), so replaying a run with ``ScriptedEngine(recorded_responder(trace))``
+    Answers are looked up by the recorded :class:`~funcgrad.Request` (equal requests
+    match), so replaying a run with ``ScriptedEngine(recorded_responder(trace))``
     reproduces it exactly; an unknown request raises KeyError. Identical requests
     get their recorded answers in call order.
 
-    >>> from funcgrad import run
+    >>> from funcgrad.core import run
     >>> from funcgrad.engines.scripted import ScriptedEngine
     >>> gp = pipelines().example()
     >>> _, t1 = run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(gp.respond))
@@ -610,40 +610,19 @@ def recorded_responder(trace: Trace) -> Callable[[Request], str]:
     >>> t1 == t2
     True
     """
-    table: dict[tuple, list[str]] = {}
+    table: dict[Request, list[str]] = {}
     for r in trace.records:
         if r.kind == "llm" and r.error is None:
-            table.setdefault(_request_key(r.request), []).append(r.output)
-    position: dict[tuple, int] = {}
+            table.setdefault(r.request, []).append(r.output)
+    position: dict[Request, int] = {}
 
     def respond(request: Request) -> str:
-        key = _request_key(
-            {
-                "messages": tuple((m.role, m.content) for m in request.messages),
-                "model": request.model,
-                "temperature": request.temperature,
-                "max_tokens": request.max_tokens,
-                "sample": request.sample,
-                "role": request.role,
-            }
-        )
-        answers = table[key]
-        i = position.get(key, 0)
-        position[key] = i + 1
+        answers = table[request]
+        i = position.get(request, 0)
+        position[request] = i + 1
         return answers[min(i, len(answers) - 1)]
 
     return respond
-
-
-def _request_key(rendered) -> tuple:
-    return (
-        tuple(tuple(m) for m in rendered["messages"]),
-        rendered["model"],
-        float(rendered["temperature"]),
-        rendered["max_tokens"],
-        rendered["sample"],
-        rendered["role"],
-    )
 
 
 # --------------------------------------------------------------------------- typed strategy state

@@ -47,7 +47,7 @@ from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_IN
 from funcgrad.strategies.prompts import backprop as prompts
 from funcgrad.strategies.prompts import edits as edit_prompts
 from funcgrad.strategies.replies import closed_object, extract_fenced, is_generic, json_object, parse_json_reply
-from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line, user_text
+from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line
 
 FIXED = prompts.FIXED
 INPUTS_KEY = "(inputs)"
@@ -100,11 +100,12 @@ class _Feedback:
 
 @attrs.frozen
 class _Walked:
-    """A gradient found by an example's walk (numbered later), its order key (example, record) and its request."""
+    """A gradient found by an example's walk (numbered later), its order key (example, record) and the id of the
+    critic call behind it (None: no call)."""
 
     order: tuple[int, int]
     gradient: Gradient
-    request: Request | None = None
+    call: int | None = None
 
 
 # ---------------------------------------------------------------- the backward (critic) call
@@ -126,15 +127,15 @@ def _call_listing(record, trace, knobs) -> list[str]:
     """The calls of the record's node in order (this one marked), or the single call's header, then its input."""
     calls = _calls_of(trace, record.node) if knobs.time_stamps else [record]
     if len(calls) <= 1:
-        return [prompts.ONE_CALL_INPUT.format(node=record.node), clip(user_text(record), knobs.max_chars)]
+        return [prompts.ONE_CALL_INPUT.format(node=record.node), clip(record.user_text, knobs.max_chars)]
     listing = [prompts.CALLS_HEADER.format(node=record.node, n=len(calls), index=record.call_index)]
     for c in calls[: knobs.max_calls_listed]:
         mark = prompts.THIS_CALL if c.id == record.id else ""
-        listing.append(prompts.CALL_LINE.format(index=c.call_index, given=repr(one_line(user_text(c), 80)),
+        listing.append(prompts.CALL_LINE.format(index=c.call_index, given=repr(one_line(c.user_text, 80)),
                                                 answer=repr(one_line(c.output, 60)), mark=mark))
     if len(calls) > knobs.max_calls_listed:
         listing.append(prompts.MORE_CALLS.format(n=len(calls) - knobs.max_calls_listed))
-    return [*listing, prompts.CALL_INPUT.format(index=record.call_index), clip(user_text(record), knobs.max_chars)]
+    return [*listing, prompts.CALL_INPUT.format(index=record.call_index), clip(record.user_text, knobs.max_chars)]
 
 
 def _feedback_lines(feedback, knobs) -> list[str]:
@@ -265,9 +266,9 @@ def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[
 # ---------------------------------------------------------------- the walk of one example
 
 
-def _walked(ex_pos: int, res, r, param: str, text: str, source: str, request=None) -> _Walked:
+def _walked(ex_pos: int, res, r, param: str, text: str, source: str, call: int | None = None) -> _Walked:
     gradient = Gradient(0, param, r.node, res.example.id, r.id, r.call_index, res.loss.score, text, source)
-    return _Walked((ex_pos, r.id), gradient, request)
+    return _Walked((ex_pos, r.id), gradient, call)
 
 
 def _passthrough_record(feedback) -> tuple[list[_Walked], list[_Feedback], Stats]:
@@ -286,15 +287,15 @@ def _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, knobs):
     """A program: the critic call for record ``r``; its entries become gradients and the feedback sent upstream."""
     request, keys = backward_request(r, res.trace, state, feedback, trainable, upstream, res.loss.score,
                                      res.example.target, knobs)
-    response = yield from ask(request)
-    entries, counts = read_critique(response, keys, feedback, knobs)
+    log = yield from ask(request)
+    entries, counts = read_critique(log.response, keys, feedback, knobs)
     found, sent = [], []
     for k in keys:
         text, source = entries[k]
         if k == INPUTS_KEY:
             sent.append(_Feedback(r.id, prompts.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
         else:
-            found.append(_walked(ex_pos, res, r, k, text, source, request))
+            found.append(_walked(ex_pos, res, r, k, text, source, log.id))  # a dropped critique keeps its call
     return found, sent, counts + Stats(calls={BACKWARD: 1})
 
 
@@ -337,26 +338,20 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
     return out, counts
 
 
-def _critique_call(request, requests) -> int | None:
-    """The number of the call that wrote a critique: its request's position among the requests asked."""
-    return next((i for i, r in enumerate(requests) if r is request), None)
-
-
 def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs):
     """The backward pass over a minibatch, as a program: returns ``(gradients, requests, counts)``.
 
     ``gradients`` is a tuple of :class:`~funcgrad.core.backward.Gradient` sorted by
-    (example, call order), numbered from 0; each critique's ``call`` is the index of
-    its request in ``requests`` (the calls in the order they were asked), also when
-    the critique was dropped and the downstream feedback passed on instead. ``counts``
-    (:class:`~funcgrad.core.strategy_state.Stats`) holds the call and event counts.
+    (example, call order), numbered from 0; each critique's ``call`` is the id the
+    driver gave its call, also when the critique was dropped and the downstream
+    feedback passed on instead; ``requests`` are the calls' requests in id order.
+    ``counts`` (:class:`~funcgrad.core.strategy_state.Stats`) holds the call and event counts.
     """
-    per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs)
-                                                       for i, res in enumerate(results)))
+    per_example, calls = yield from numbered(gather(_example_backward(i, res, state, knobs)
+                                                    for i, res in enumerate(results)))
     walked = sorted((w for found, _ in per_example for w in found), key=lambda w: w.order)
-    grads = tuple(attrs.evolve(w.gradient, id=n, call=_critique_call(w.request, requests))  # a dropped critique keeps its call
-                  for n, w in enumerate(walked))
-    return grads, requests, sum((counts for _, counts in per_example), Stats())
+    grads = tuple(attrs.evolve(w.gradient, id=n, call=w.call) for n, w in enumerate(walked))
+    return grads, tuple(c.request for c in calls), sum((counts for _, counts in per_example), Stats())
 
 
 # ---------------------------------------------------------------- the optimizer call
@@ -381,7 +376,7 @@ def _evidence(results, example_id: str, record_id: int):
                 record = res.trace[record_id]
             except Exception:  # a gradient from another batch: show what we have
                 return "", "", res.example.target
-            return user_text(record), record.output, res.example.target
+            return record.user_text, record.output, res.example.target
     return "", "", None
 
 
@@ -516,19 +511,14 @@ def _optimizer_asks(results, state, grads, context, knobs) -> tuple[list[tuple[s
     return [(name, real, r) for name, real, req in asks for r in sampling.samples(req, n, context.attempt, knobs.sample_temperature)], notes
 
 
-def _optimizer_call(n_asked_before: int, pos: int) -> int:
-    """The number of the optimizer call at ``pos`` of its batch: it follows the ``n_asked_before`` critic calls."""
-    return n_asked_before + pos
-
-
-def _proposals(asks, responses, results, state, context, knobs, n_asked_before: int):
-    """Candidates and notes of the optimizer replies, and one option (param -> value) per sample index."""
+def _proposals(asks, logs, results, state, context, knobs):
+    """Candidates and notes of the optimizer replies (the driver's call logs), and one option (param -> value) per
+    sample index."""
     n = knobs.n_candidates
     options: list[dict[str, str]] = [{} for _ in range(n)]
     candidates, notes, counts = [], [], Stats(calls={optimizer.OPTIMIZER: len(asks)})
-    for pos, ((name, real, _), response) in enumerate(zip(asks, responses)):
-        candidate, note, more = read_proposal(name, state, real, results, context, knobs, response,
-                                              _optimizer_call(n_asked_before, pos))
+    for pos, ((name, real, _), log) in enumerate(zip(asks, logs)):
+        candidate, note, more = read_proposal(name, state, real, results, context, knobs, log.response, log.id)
         candidates.append(candidate)
         notes.append(note)
         counts += more
@@ -540,10 +530,10 @@ def _proposals(asks, responses, results, state, context, knobs, n_asked_before: 
 def _update(knobs: BackpropKnobs):
     def update(results, state, s, context):
         stats = read_state(s, Stats, "backprop") + Stats(steps=1)
-        grads, requests, walked = yield from backward(results, state, knobs)
+        grads, _, walked = yield from backward(results, state, knobs)
         asks, notes = _optimizer_asks(results, state, grads, context, knobs)
-        responses = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
-        options, candidates, more_notes, counts = _proposals(asks, responses, results, state, context, knobs, len(requests))
+        logs = (yield tuple(Call(req) for _, _, req in asks)) if asks else ()
+        options, candidates, more_notes, counts = _proposals(asks, logs, results, state, context, knobs)
         values, chosen = yield from sampling.best_option(state, options, results)
         return Update(values, [*notes, *more_notes, *chosen], grads, candidates), stats + walked + counts
 

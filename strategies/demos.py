@@ -37,7 +37,7 @@ from funcgrad.core.strategy_state import Demo, DemoPool, Stats, read_state
 from funcgrad.strategies.context import rejected_values
 from funcgrad.strategies.knobs import AT_MOST_ONE, POSITIVE_INT
 from funcgrad.strategies.prompts import demos as prompts
-from funcgrad.strategies.text import clip, user_text
+from funcgrad.strategies.text import clip
 
 
 @attrs.frozen
@@ -67,7 +67,7 @@ def harvest(results, params) -> list[Demo]:
                 continue
             for p in params:
                 if p in r.params and str(r.output).strip():
-                    out.append(Demo(res.example.id, p, r.node, r.call_index, user_text(r), str(r.output).strip(), res.loss.score))
+                    out.append(Demo(res.example.id, p, r.node, r.call_index, r.user_text, str(r.output).strip(), res.loss.score))
     return out
 
 

@@ -54,7 +54,7 @@ from funcgrad.strategies.knobs import NON_NEGATIVE, POSITIVE_INT, PROMPT_CAP, ch
 from funcgrad.strategies.optimizer import OPTIMIZER, optimizer_request
 from funcgrad.strategies.prompts import gepa as prompts
 from funcgrad.strategies.replies import closed_object, extract_fenced, json_object
-from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line, user_text
+from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line
 
 
 @attrs.frozen
@@ -118,7 +118,7 @@ def _run_block(n: int, res, name: str, knobs: GepaKnobs) -> list[str]:
     block = [prompts.EXAMPLE.format(n=n, score=res.loss.score)]
     for r in res.trace.records:
         if r.kind == "llm" and name in r.params:
-            block.append(prompts.INPUT.format(node=r.node, text=one_line(user_text(r), knobs.max_chars)))
+            block.append(prompts.INPUT.format(node=r.node, text=one_line(r.user_text, knobs.max_chars)))
             block.append(prompts.REPLY.format(node=r.node, text=one_line(r.output if r.error is None else "ERROR: " + r.error, knobs.max_chars)))
     block.append(prompts.FEEDBACK.format(text=one_line(res.loss.feedback or f"score {res.loss.score:.2f}", knobs.max_chars)))
     return block
@@ -212,16 +212,11 @@ def _components(state: PromptState, results) -> list[str]:
 
 
 def _reflection_call(name, parent_state, parent_results, context, knobs):
-    """A program: the reflection call for ``name``; returns its value, guard and reason."""
+    """A program: the reflection call for ``name``; returns its value, guard, reason and the call's id."""
     system, body = reflection_prompt(name, parent_state, parent_results, knobs)
     request = optimizer_request(system, body, context, knobs, _schema(knobs.max_value_chars) if knobs.json_schema else None)
-    response = yield from ask(request)
-    return reply_value(response.text, response.finish_reason, knobs.json_schema)
-
-
-def _reflection_call_number() -> int:
-    """The number of the reflection call among the step's calls: gepa makes one call per step."""
-    return 0
+    log = yield from ask(request)
+    return (*reply_value(log.response.text, log.response.finish_reason, knobs.json_schema), log.id)
 
 
 def _child(pool: Pool, parent: int, name: str, value: str, before: float, state, val_seed):
@@ -249,7 +244,7 @@ def _reflect(pool: Pool, parent: int, parent_state, parent_results, state, resul
         return pool, [], [Note("", "no_update", f"parent #{parent} is perfect on this minibatch: nothing to reflect on")], Stats()
     name = names[pool.cursor % len(names)]
     pool = attrs.evolve(pool, cursor=pool.cursor + 1)
-    value, guard, reason = yield from _reflection_call(name, parent_state, parent_results, context, knobs)
+    value, guard, reason, call = yield from _reflection_call(name, parent_state, parent_results, context, knobs)
     old = parent_state[name].value
     if value is not None:
         guard, reason = check_proposal(
@@ -257,7 +252,7 @@ def _reflect(pool: Pool, parent: int, parent_state, parent_results, state, resul
             rejected=[e.values.get(name, "") for e in pool.entries if e.values.get(name) != old],
             max_value_chars=knobs.max_value_chars, skip=knobs.skip_guards,
         )
-    candidates = [Candidate(name, old, value, guard, reason, (), _reflection_call_number())]
+    candidates = [Candidate(name, old, value, guard, reason, (), call)]
     counts = Stats(calls={OPTIMIZER: 1})
     if guard:
         return pool, candidates, [Note(name, "no_update", f"{guard}: {reason}")], counts + Stats(rejections={guard: 1})

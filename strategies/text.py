@@ -59,18 +59,6 @@ def fence(value: str, tag: str = VALUE_TAG) -> str:
     return f"<{tag}>\n{value}\n</{tag}>"
 
 
-def user_text(record) -> str:
-    """The user message(s) an LLM record was sent: the node's rendered input.
-
-    >>> from funcgrad.core.trace import Record
-    >>> user_text(Record(1, "count", "llm", request={"messages": [["system", "S"], ["user", "I have a cat."]]}))
-    'I have a cat.'
-    """
-    req = record.request or {}
-    msgs = req.get("messages", ()) if hasattr(req, "get") else ()
-    return "\n".join(content for role, content in msgs if role == "user")
-
-
 def _shrink(lines: list[str], excess: int) -> list[str]:
     """``lines`` with the longest ones clipped until ``excess`` characters are gone (each cut marked)."""
     lines = list(lines)

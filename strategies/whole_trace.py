@@ -228,11 +228,6 @@ def read_suggestion(response, state, names, results, context, knobs, grads, call
     return values, candidates, per_key + notes, counts
 
 
-def _sample_call(i: int) -> int:
-    """The number of the optimizer call of sample ``i``: whole_trace asks nothing before its samples."""
-    return i
-
-
 def _no_call(results, knobs) -> str:
     """Why this step needs no optimizer call ("" when it does)."""
     if not results:
@@ -255,11 +250,11 @@ def _update(knobs: WholeTraceKnobs):
         request = optimizer_request(prompts.SYSTEM, body, context, knobs,
                                     _schema(names, knobs.max_value_chars) if knobs.json_schema else None)
         requests = sampling.samples(request, knobs.n_candidates, context.attempt, knobs.sample_temperature)
-        responses = yield tuple(Call(r) for r in requests)
+        logs = yield tuple(Call(r) for r in requests)
         grads = _loss_gradients(results, names)
         options, candidates, notes, counts = [], [], [], Stats(calls={OPTIMIZER: len(requests)})
-        for i, response in enumerate(responses):
-            values, cands, ns, more = read_suggestion(response, state, names, results, context, knobs, grads, _sample_call(i))
+        for log in logs:
+            values, cands, ns, more = read_suggestion(log.response, state, names, results, context, knobs, grads, log.id)
             options.append(values)
             candidates += cands
             notes += ns

@@ -3,6 +3,7 @@
 import attrs
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 import funcgrad
 from funcgrad import Candidate, StepTrace, TraceError, Verdict, check_step_trace, format_step_trace
@@ -58,3 +59,54 @@ def test_steps_jsonl_keeps_lines_in_order_and_names_a_bad_line(tmp_path_factory,
 
 def test_a_run_without_steps_has_none(tmp_path):
     assert read_steps(tmp_path) == ()
+
+
+# ---------------------------------------------------------------- call ids: the driver numbers, the program reads
+
+
+def _asker(name, sizes):
+    """A program asking batches of ``sizes`` calls; returns every (request text, id) it was answered with."""
+    seen = []
+    for b, size in enumerate(sizes):
+        batch = tuple(funcgrad.Call(funcgrad.Request(messages=(("user", f"{name}.{b}.{i}"),))) for i in range(size))
+        logs = yield batch
+        seen += [(log.request.messages[0].content, log.id) for log in logs]
+    return seen
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.lists(hst.lists(hst.integers(1, 3), max_size=3), min_size=1, max_size=4), hst.integers(1, 3))
+def test_call_ids_are_the_order_asked_and_the_same_for_run_program_and_the_driver(plan, workers):
+    from funcgrad.core.effects import trampoline
+    from funcgrad.engines.scripted import ScriptedEngine
+    from funcgrad.training.driver import drive
+
+    def program():
+        return funcgrad.gather(_asker(f"p{n}", sizes) for n, sizes in enumerate(plan))
+
+    echo = lambda e: funcgrad.Response(e.request.messages[0].content)  # noqa: E731
+    ran = trampoline(program(), lambda batch: [echo(e) for e in batch])
+    asked = [e.request.messages[0].content for pairs in ran.rounds for e, _ in pairs]
+    answered = sorted((id_, text) for seen in ran.value for text, id_ in seen)
+    assert answered == list(enumerate(asked))  # call i is the i-th call asked, and its answer says so
+    assert [c.id for c in ran.calls] == list(range(len(asked)))
+    assert funcgrad.run_program(program(), echo) == ran.value
+    engine = ScriptedEngine(lambda r: r.messages[0].content, concurrency=workers)
+    done = drive(program(), strategy="ids", critic=engine)
+    assert done.value == ran.value and check_step_trace(StepTrace(1, 0, "ids", calls=done.calls, effects=done.effects))
+    assert [(e.round, e.call) for e in done.effects] == [(r, c.id) for r, pairs in enumerate(ran.rounds) for _, c in pairs]
+
+
+def test_a_call_answered_with_something_else_than_a_response_is_a_strategy_error():
+    with pytest.raises(funcgrad.StrategyError, match="a Call of strategy 'mine' was answered with a str, not a Response"):
+        funcgrad.run_program(_asker("p", [1]), lambda e: "ok", strategy="mine")
+
+
+def test_a_wrong_gradient_source_or_effect_kind_names_the_allowed_values():
+    with pytest.raises(funcgrad.StrategyError, match="gradient source 'guess' is not one of: critique, passthrough, skip, fixed, loss"):
+        funcgrad.Gradient(0, "sys", "answer", "e1", 1, 0, 0.5, "ok", "guess")
+    with pytest.raises(TraceError, match="effect kind 'ask' is not one of: call, validate, rerun"):
+        funcgrad.EffectLog(0, "ask")
+    g = funcgrad.Gradient(0, "sys", "answer", "e1", 1, 0, 0.5, "ok", "fixed")
+    assert g.source is funcgrad.GradientSource.FIXED and g.source == "fixed" and repr(g.source) == "'fixed'"
+    assert b'"source":"fixed"' in funcgrad.dumps(g) and funcgrad.loads(funcgrad.dumps(g)) == g

@@ -16,6 +16,7 @@ from funcgrad.core.errors import RunFailed
 from funcgrad.core.judge import Judge, JudgeError
 from funcgrad.engines.cache import CachedEngine
 from funcgrad.engines.meter import Meter, MeteredEngine
+from funcgrad.engines.pool import worker_pool
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.engines.stub import StubServer
 
@@ -94,8 +95,8 @@ def test_run_example_records_the_judge_call_as_the_loss_record():
     record = check_trace(result.trace).records[-1]
     assert (result.loss.score, result.failed) == (1.0, False)
     assert record.kind == "loss" and record.inputs == (1,)
-    assert record.request["role"] == "judge" and record.request["target"] == 4
-    assert record.request["messages"][1][1].endswith("Answer to grade:\n4")
+    assert record.request.role == "judge" and record.consts["target"] == 4
+    assert record.request.messages[1].content.endswith("Answer to grade:\n4")
     assert record.output == {"score": 1.0, "feedback": "judge score 5/5: same value", "reply": '{"critique": "same value", "score": 5}'}
     assert record.usage.total_tokens > 0
     assert meter.report().by_role() == {"forward": 1, "judge": 1}
@@ -246,11 +247,12 @@ def test_real_judge_ranks_each_right_answer_above_the_wrong_one(large_local_engi
     for column, kind in ((2, "right"), (3, "wrong")):
         fixed = {case[0]: case[column] for case in CASES}
         answer_of = fn("fixed_answer")(lambda question: fixed[question])
-        results = run_batch(lambda p, x: answer_of(x), PromptState(), examples, engine=large_local_engine, loss=judge, concurrency=2)
+        with worker_pool(2) as pool:
+            results = run_batch(lambda p, x: answer_of(x), PromptState(), examples, engine=large_local_engine, loss=judge, executor=pool)
         for r in results:
             record = r.trace.records[-1]
             assert not r.failed, record.error
-            assert record.request["role"] == "judge" and record.usage.completion_tokens > 0
+            assert record.request.role == "judge" and record.usage.completion_tokens > 0
             print(kind, r.example.id, r.loss.score, record.output["reply"])
             scores[kind, r.example.id] = r.loss.score
     for e in examples:

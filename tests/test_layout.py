@@ -3,16 +3,25 @@
 The layers, bottom up (docs/design.md, "Layout"):
 
 - ``funcgrad.core``: pure values (state, traces, call values, the strategy interface);
-- ``funcgrad.engines``: every effect (HTTP, the local model, cache, meter, files);
+  ``funcgrad.core`` itself is the public core API;
+- ``funcgrad.engines``: every effect (HTTP, the local model, cache, meter, files, threads);
 - ``funcgrad.tasks``: built-in tasks, written against the core only;
 - ``funcgrad.training``: the training loop, the effect driver and the run directory;
 - ``funcgrad.cli``: configs, jobs, comparisons and the command line: may import everything.
 
 ``strategies/`` (``funcgrad.strategies``) is a plug-in of the core: it may import only
-the public facade ``funcgrad`` and ``funcgrad.core``, exactly as a third-party strategy.
+``funcgrad.core`` and ``funcgrad.strategies``, exactly as a third-party strategy.
+
+The check follows imports **transitively**: a module may not reach a forbidden layer
+through another module (importing the facade ``funcgrad`` reaches the training loop).
+A module's imports are the modules it names (``import a.b`` names ``a.b``; ``from a
+import b`` names ``a`` and, if it is a module, ``a.b``), in its code and in the
+examples of its docstrings (they run as doctests); the parent packages Python
+initialises on the way are not counted, or the facade would make every import upward.
 """
 
 import ast
+import doctest
 import importlib
 import pathlib
 import subprocess
@@ -25,22 +34,21 @@ import funcgrad
 PKG = pathlib.Path(funcgrad.__file__).parent
 STRATEGIES = PKG.parent / "strategies"
 
-# layer -> the funcgrad modules it may import (prefixes); everything else under funcgrad is forbidden
+# layer -> the funcgrad modules it may reach (prefixes); the facade `funcgrad` is judged by what it reaches
 ALLOWED = {
     "core": ("funcgrad.core",),
     "engines": ("funcgrad.core", "funcgrad.engines"),
     "tasks": ("funcgrad.core", "funcgrad.tasks"),
     "training": ("funcgrad.core", "funcgrad.engines", "funcgrad.training"),
-    "testing": ("funcgrad.core", "funcgrad.engines"),
+    "testing": ("funcgrad.core", "funcgrad.engines", "funcgrad.testing"),
     "facade": ("funcgrad.core", "funcgrad.engines", "funcgrad.training"),
     "cli": ("funcgrad.core", "funcgrad.engines", "funcgrad.training", "funcgrad.tasks", "funcgrad.cli"),
-    "strategies": ("funcgrad.core", "funcgrad.strategies", "funcgrad"),
+    "strategies": ("funcgrad.core", "funcgrad.strategies"),
 }
 
 
-def _imports(path: pathlib.Path, package: str) -> list[tuple[int, str]]:
-    """Absolute names of the modules ``path`` imports (relative imports resolved against ``package``)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _names(tree: ast.AST, package: str) -> list[tuple[int, str]]:
+    """Absolute names of the modules ``tree`` imports (relative imports resolved against ``package``)."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -63,6 +71,33 @@ def _imports(path: pathlib.Path, package: str) -> list[tuple[int, str]]:
     return found
 
 
+def _doctest_source(tree: ast.AST) -> str:
+    """The code of every docstring example in ``tree``, one example after another."""
+    parser = doctest.DocTestParser()
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node)
+            if doc and ">>>" in doc:
+                out += [example.source for example in parser.get_examples(doc)]
+    return "".join(out)
+
+
+def _imports(path: pathlib.Path, package: str) -> list[tuple[int, str]]:
+    """What ``path`` imports, in its code and (line 0) in its doctests."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    doctests = ast.parse(_doctest_source(tree), filename=f"{path} (doctests)")
+    return _names(tree, package) + [(0, name) for _, name in _names(doctests, package)]
+
+
+def _module(path: pathlib.Path) -> str:
+    if path.is_relative_to(STRATEGIES):
+        parts = ("funcgrad", "strategies") + path.relative_to(STRATEGIES).with_suffix("").parts
+    else:
+        parts = ("funcgrad",) + path.relative_to(PKG).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _layer(path: pathlib.Path) -> tuple[str, str]:
     """(layer, package name) of a source file."""
     if path.is_relative_to(STRATEGIES):
@@ -73,31 +108,56 @@ def _layer(path: pathlib.Path) -> tuple[str, str]:
     return rel.parts[0], "funcgrad." + rel.parts[0]
 
 
-def _violations(path: pathlib.Path, layer: str, package: str) -> list[str]:
-    allowed = ALLOWED[layer]
-    bad = []
-    for lineno, mod in _imports(path, package):
-        if mod == "strategies" or mod.startswith("strategies."):
-            bad.append(f"{path.name}:{lineno}: {mod}")
-            continue
-        if not (mod == "funcgrad" or mod.startswith("funcgrad.")):
-            continue
-        if layer != "strategies" and (mod == "funcgrad.strategies" or mod.startswith("funcgrad.strategies.")):
-            bad.append(f"{path.name}:{lineno}: {mod}")
-            continue
-        if mod == "funcgrad":
-            ok = layer == "strategies"
-        else:
-            ok = any(mod == p or mod.startswith(p + ".") for p in allowed if p != "funcgrad")
-            # `from funcgrad import X` yields "funcgrad.X": public names of the facade are fine for strategies
-            ok = ok or (layer == "strategies" and mod.count(".") == 1 and hasattr(funcgrad, mod.split(".")[1]))
-        if not ok:
-            bad.append(f"{path.name}:{lineno}: {mod}")
-    return bad
-
-
 def _sources():
     return sorted(PKG.rglob("*.py")) + sorted(STRATEGIES.rglob("*.py"))
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    return {_module(f): f for f in _sources()}
+
+
+def _edges(names, modules) -> list[tuple[int, str]]:
+    """The funcgrad modules among ``names`` (``from a import attr`` counts as ``a``)."""
+    out = []
+    for lineno, name in names:
+        if name in modules:
+            out.append((lineno, name))
+        elif name.rpartition(".")[0] in modules and name.startswith("funcgrad"):
+            out.append((lineno, name.rpartition(".")[0]))
+        elif name == "strategies" or name.startswith("strategies."):
+            out.append((lineno, name))  # the folder's own name: never importable, always wrong
+    return out
+
+
+def _allowed(layer: str, name: str) -> bool:
+    return name == "funcgrad" or any(name == p or name.startswith(p + ".") for p in ALLOWED[layer])
+
+
+def _violations(path: pathlib.Path, layer: str, package: str, modules: dict | None = None) -> list[str]:
+    """Every forbidden module ``path`` reaches, as the chain of imports that reaches it."""
+    modules = _modules() if modules is None else modules
+    code_imports: dict[str, list[tuple[int, str]]] = {}
+
+    def code_edges(name):  # a reached module's code imports (its doctests do not run on import)
+        if name not in code_imports:
+            tree = ast.parse(modules[name].read_text(encoding="utf-8"))
+            pkg = name if modules[name].name == "__init__.py" else name.rpartition(".")[0]
+            code_imports[name] = _edges(_names(tree, pkg), modules)
+        return code_imports[name]
+
+    bad, seen = [], set()
+    stack = [(f"{path.name}:{lineno}", name) for lineno, name in _edges(_imports(path, package), modules)]
+    while stack:
+        chain, name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if not _allowed(layer, name):
+            bad.append(f"{chain}: {name}")
+            continue
+        if name in modules:
+            stack += [(f"{chain} -> {name}", nxt) for _, nxt in code_edges(name)]
+    return sorted(bad)
 
 
 def test_public_modules_import():
@@ -147,8 +207,39 @@ def test_the_scanner_allows_downward_imports(tmp_path):
     f.write_text('GROUP = "funcgrad.strategies"\nfrom funcgrad.core.strategy import Strategy\nfrom . import values\n')
     assert _violations(f, "core", "funcgrad.core") == []
     g = tmp_path / "strategy.py"
-    g.write_text("from funcgrad import Note, Update\nfrom funcgrad.core.values import freeze\n")
+    g.write_text("from funcgrad.core import Note, Update\nfrom funcgrad.core.values import freeze\n")
     assert _violations(g, "strategies", "funcgrad.strategies") == []
+    h = tmp_path / "loop.py"
+    h.write_text("from funcgrad import fit\n")  # the facade reaches only core, engines and training
+    assert _violations(h, "training", "funcgrad.training") == []
+
+
+def test_the_scanner_follows_imports_through_other_modules(tmp_path):
+    helper = tmp_path / "helper.py"
+    helper.write_text("from funcgrad.core.values import freeze\nfrom funcgrad.engines.cache import CachedEngine\n")
+    user = tmp_path / "user.py"
+    user.write_text("from funcgrad.core.helper import freeze\n")
+    modules = {**_modules(), "funcgrad.core.helper": helper}
+    assert _violations(user, "core", "funcgrad.core", modules) == [
+        "user.py:1 -> funcgrad.core.helper: funcgrad.engines.cache"
+    ]
+    task = tmp_path / "task.py"
+    task.write_text("from funcgrad import Example\n")  # the facade reaches the training loop
+    assert any("-> funcgrad: funcgrad.training" in v for v in _violations(task, "tasks", "funcgrad.tasks"))
+
+
+def test_the_scanner_reads_doctests(tmp_path):
+    f = tmp_path / "doc.py"
+    f.write_text('def f():\n    """Doc.\n\n    >>> from funcgrad.engines.scripted import ScriptedEngine\n    """\n')
+    assert _violations(f, "core", "funcgrad.core") == ["doc.py:0: funcgrad.engines.scripted"]
+
+
+def test_the_core_facade_exports_the_core_api_and_the_top_level_facade_reexports_it():
+    import funcgrad.core
+
+    assert set(funcgrad.core.__all__) <= set(funcgrad.__all__)
+    assert set(funcgrad.__all__) - set(funcgrad.core.__all__) == {"FitSettings", "FitState", "ScriptedEngine", "fit"}
+    assert all(getattr(funcgrad, n) is getattr(funcgrad.core, n) for n in funcgrad.core.__all__)
 
 
 def test_every_public_name_has_a_docstring_with_an_example():

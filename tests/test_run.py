@@ -1,5 +1,6 @@
 """Running generated pipelines: valid traces, call-index order, purity/replay, batches, failures."""
 
+import threading
 import time
 
 import attrs
@@ -25,6 +26,7 @@ from funcgrad import (
 )
 from funcgrad.core.errors import RunFailed
 from funcgrad.core.run import Failure, mean_score, raise_on_failures
+from funcgrad.engines.pool import worker_pool
 from funcgrad.engines.scripted import ScriptedEngine, replies
 from funcgrad.testing import pipelines, recorded_responder, texts
 
@@ -48,7 +50,9 @@ def test_generated_pipelines_give_valid_traces(gp):
     for r in trace.records:
         assert set(r.params) <= set(gp.state.names)
         if r.kind == "llm" and r.params:
-            assert r.request["messages"][0] == ("system", gp.state.render(r.params))
+            assert r.request.messages[0] == funcgrad.Message("system", gp.state.render(r.params))
+        if r.kind == "llm":
+            assert r.request.messages[-1].role == "user" and r.user_text == r.request.messages[-1].content
 
 
 @FAST
@@ -102,9 +106,10 @@ def test_different_answers_change_the_trace(gp, suffix):
 @given(pipelines(), st.lists(texts(max_size=6), min_size=0, max_size=6), st.integers(1, 4))
 def test_run_batch_is_in_example_order_and_equals_sequential_runs(gp, xs, concurrency):
     examples = [Example(f"e{i}", x, "a") for i, x in enumerate(xs)]
-    engine = ScriptedEngine(gp.respond, concurrency=concurrency)
+    engine = ScriptedEngine(gp.respond)
     seen = []
-    batch = run_batch(gp.pipeline, gp.state, examples, engine=engine, loss=_ids_loss, on_result=seen.append)
+    with worker_pool(concurrency) as pool:
+        batch = run_batch(gp.pipeline, gp.state, examples, engine=engine, loss=_ids_loss, executor=pool, on_result=seen.append)
     sequential = tuple(
         run_example(gp.pipeline, gp.state, ex, engine=ScriptedEngine(gp.respond), loss=_ids_loss) for ex in examples
     )
@@ -220,7 +225,8 @@ def test_run_batch_stops_on_a_failure_and_the_error_names_it(concurrency):
     pipeline, examples, engine = _batch(n_failing=1)
     seen = []
     with pytest.raises(RunFailed, match=r"1 of 10 examples failed .* example 'e0': engine failure in node 'answer': .*HTTP 500") as info:
-        run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, concurrency=concurrency, on_result=seen.append)
+        with worker_pool(concurrency) as pool:
+            run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, executor=pool, on_result=seen.append)
     assert [r.example.id for r in info.value.results if r.failed] == ["e0"]
     assert all(not r.failed for r in seen)  # a failure is never reported as a scored result
 
@@ -239,8 +245,24 @@ def test_once_a_batch_must_stop_no_worker_starts_another_example(error):
 
     examples = tuple(Example(f"e{i}", str(i), "ok") for i in range(30))
     with pytest.raises((RunFailed, funcgrad.EngineUnavailable)):
-        run_batch(lambda p, x: node(p, q=x), PromptState(), examples, engine=ScriptedEngine(respond), loss=funcgrad.exact_match, concurrency=3)
-    assert len(started) <= 3  # only the examples already in flight when "0" failed
+        with worker_pool(3) as pool:
+            run_batch(lambda p, x: node(p, q=x), PromptState(), examples, engine=ScriptedEngine(respond), loss=funcgrad.exact_match, executor=pool)
+    assert "0" in started and len(started) <= 3  # only the examples already in flight when "0" failed
+
+
+def test_run_batch_runs_examples_together_on_the_executor_it_is_given():
+    node = LLM("answer", user="{q}")
+    meet = threading.Barrier(3, timeout=10)  # breaks unless three examples are in flight at once
+
+    def respond(request):
+        meet.wait()
+        return "ok"
+
+    examples = tuple(Example(f"e{i}", str(i), "ok") for i in range(3))
+    with worker_pool(3) as pool:
+        results = run_batch(lambda p, x: node(p, q=x), PromptState(), examples, engine=ScriptedEngine(respond),
+                            loss=funcgrad.exact_match, executor=pool)
+    assert [r.loss.score for r in results] == [1.0, 1.0, 1.0] and not meet.broken
 
 
 @given(st.integers(0, 10), st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]))
@@ -249,7 +271,7 @@ def test_failure_rate_threshold(n_failing, rate):
     pipeline, examples, engine = _batch(n_failing)
     allowed = int(rate * 10)
     try:
-        results = run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, concurrency=1, max_failure_rate=rate)
+        results = run_batch(pipeline, PromptState(), examples, engine=engine, loss=funcgrad.exact_match, max_failure_rate=rate)
     except RunFailed as exc:
         assert n_failing > allowed and sum(r.failed for r in exc.results) == allowed + 1
         return

@@ -1,5 +1,8 @@
 """JSON round-trip of every public value, and the errors of loads on bad documents."""
 
+import pathlib
+
+import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -7,7 +10,7 @@ from hypothesis import strategies as st
 
 import funcgrad
 from funcgrad import SerializationError, dumps, loads
-from funcgrad.core.serialize import _TYPES
+from funcgrad.core.serialize import _TYPES, from_data
 from funcgrad.testing import (
     attempts,
     examples,
@@ -86,15 +89,16 @@ def test_json_roundtrip_of_every_public_value(tag, data):
     value = data.draw(PUBLIC_VALUES[tag], label=tag)
     raw = _roundtrip(value)
     doc = orjson.loads(raw)
-    assert doc["format"] == "funcgrad" and doc["version"] == 2
+    assert doc["format"] == "funcgrad" and doc["version"] == 3
     assert doc["value"]["type"] == tag
 
 
 @FAST
 @given(json_values())
 def test_json_values_roundtrip_inside_a_record(value):
-    record = funcgrad.Record(0, "x", "input", request=value, output=value)
-    assert loads(dumps(record)).output == value
+    record = funcgrad.Record(0, "x", "input", consts={"v": value}, output=value)
+    back = loads(dumps(record))
+    assert back.output == value and back.consts["v"] == value
 
 
 @FAST
@@ -112,8 +116,8 @@ def test_json_object_keys_named_type_are_not_confused_with_value_tags():
 def test_loads_rejects_wrong_format_and_version():
     with pytest.raises(SerializationError, match="format"):
         loads(b'{"value": 1}')
-    with pytest.raises(SerializationError, match="version 3 is not supported; this funcgrad reads versions 1, 2"):
-        loads(b'{"format": "funcgrad", "version": 3, "value": 1}')
+    with pytest.raises(SerializationError, match="version 4 is not supported; this funcgrad reads versions 1, 2, 3"):
+        loads(b'{"format": "funcgrad", "version": 4, "value": 1}')
     with pytest.raises(SerializationError, match="not valid JSON"):
         loads(b"{")
     with pytest.raises(SerializationError, match="value"):
@@ -127,12 +131,74 @@ def test_version_1_documents_load_with_their_constants_moved_to_consts():
         {"type": "Record", "id": 0, "node": "x", "kind": "input", "output": "q"},
         {"type": "Record", "id": 1, "node": "retrieve", "kind": "retrieve", "inputs": [0], "input_names": ["query"],
          "request": {"type": "dict", "items": {"const": {"type": "dict", "items": {"k": 3}}}}, "output": ["a fact"]},
-        {"type": "Record", "id": 2, "node": "f", "kind": "fn", "request": {"type": "dict", "items": {"other": 1}}},
-    ], "output": 1}})
+        {"type": "Record", "id": 2, "node": "f", "kind": "fn", "inputs": [1], "input_names": ["facts"], "output": "a"},
+        {"type": "Record", "id": 3, "node": "loss", "kind": "loss", "inputs": [2], "input_names": ["output"],
+         "request": {"type": "dict", "items": {"target": "a"}}},
+    ], "output": 2}})
     trace = loads(v1)
     assert trace.records[1].consts == {"k": 3} and trace.records[1].request is None
-    assert trace.records[2].consts == {} and trace.records[2].request == {"other": 1}
-    assert loads(dumps(trace)) == trace and orjson.loads(dumps(trace))["version"] == 2
+    assert trace.records[2].consts == {} and trace.records[2].request is None
+    assert trace.records[3].consts == {"target": "a"} and trace.records[3].request is None
+    assert loads(dumps(trace)) == trace and orjson.loads(dumps(trace))["version"] == 3
+
+
+def _v2_fixture_results():
+    """The pipelines that wrote tests/data/results_v2.json with the version-2 code, run by today's code."""
+    from funcgrad.core.judge import Judge
+    from funcgrad.engines.scripted import ScriptedEngine
+
+    ask = funcgrad.LLM("answer", system=("sys",), user="Q: {q}\nfacts: {facts}")
+    lookup = funcgrad.retriever("lookup")(lambda q, k=2: tuple(f"doc{i}:{q}" for i in range(k)))
+    tidy = funcgrad.fn("tidy")(lambda text: text.strip())
+
+    def pipeline(p, x):
+        lookup(x, k=2)
+        return tidy(ask(p, q=x, facts="(none yet)"))
+
+    state = funcgrad.PromptState.of(sys=funcgrad.Param("Answer with a number."))
+    judge = '{"answer_says": "4", "reference_says": "4", "critique": "right", "score": 5}'
+    engine = ScriptedEngine(lambda r: " 4 " if r.role == "forward" else judge)
+    plain = funcgrad.run_example(pipeline, state, funcgrad.Example("e1", "2+2?", "4"), engine=engine, loss=funcgrad.exact_match)
+    judged = funcgrad.run_example(pipeline, state, funcgrad.Example("e2", "2+2?", 4), engine=engine,
+                                  loss=Judge("Equal to the reference.", scale=(1, 5)))
+    return plain, judged
+
+
+def test_a_version_2_document_loads_as_what_todays_code_records():
+    # Version 2 wrote Record.request as a JSON object ({messages: [[role, content]...], model, ...},
+    # plus the loss target); version 3 writes a Request and keeps the target in consts.
+    raw = (pathlib.Path(__file__).parent / "data" / "results_v2.json").read_bytes()
+    assert orjson.loads(raw)["version"] == 2
+    loaded = loads(raw)
+    plain, judged = loaded
+    fresh_plain, fresh_judged = _v2_fixture_results()
+    assert plain == fresh_plain
+    # version 2 did not record the judge's json_schema (nor seed and stop: the judge's are the defaults)
+    fresh_loss = fresh_judged.trace.loss
+    unrecorded = attrs.evolve(fresh_loss, request=attrs.evolve(fresh_loss.request, json_schema=None))
+    assert judged == attrs.evolve(fresh_judged, trace=attrs.evolve(fresh_judged.trace, records=fresh_judged.trace.records[:-1] + (unrecorded,)))
+    llm = plain.trace.records[2]
+    assert isinstance(llm.request, funcgrad.Request) and llm.request.role == "forward"
+    assert llm.user_text == "Q: 2+2?\nfacts: (none yet)" and llm.consts == {"facts": "(none yet)"}
+    assert plain.trace.loss.consts == {"target": "4"} and plain.trace.loss.request is None
+    assert judged.trace.loss.consts == {"target": 4} and judged.trace.loss.request.role == "judge"
+    # traces.jsonl lines carry no envelope: the upgrade goes by the record's shape
+    line = orjson.loads(raw)["value"][1]
+    assert from_data(line) == judged
+    assert loads(dumps(loaded)) == loaded and orjson.loads(dumps(loaded))["version"] == 3
+
+
+def test_a_version_2_request_that_is_no_call_and_no_target_is_refused():
+    v2 = orjson.dumps({"format": "funcgrad", "version": 2, "value": {
+        "type": "Record", "id": 4, "node": "f", "kind": "fn", "consts": {"type": "dict", "items": {}},
+        "request": {"type": "dict", "items": {"other": 1}}}})
+    with pytest.raises(SerializationError, match=r"record 4 has a version-2 request with fields \['other'\]"):
+        loads(v2)
+
+
+def test_a_record_request_must_be_a_request():
+    with pytest.raises(funcgrad.TraceError, match="Record.request must be a funcgrad.Request or None, got dict"):
+        funcgrad.Record(1, "answer", "llm", request={"messages": [["user", "hi"]]})
 
 
 def test_run_records_constant_inputs_of_llm_and_fn_nodes():

@@ -64,7 +64,7 @@ def forward(right=()):
 
 
 def run_counting(right=(), examples=EXAMPLES[:3], pipeline=count_pipeline, state=STATE, loss=exact_match):
-    return run_batch(pipeline, state, examples, engine=forward(right), loss=loss, concurrency=1)
+    return run_batch(pipeline, state, examples, engine=forward(right), loss=loss)
 
 
 def keys_of(request) -> list[str]:
@@ -466,7 +466,7 @@ def test_prompts_stay_within_the_cap_and_end_with_the_reply_instructions(cases, 
     examples = [Example(f"e{i}", x, "never") for i, (x, _) in enumerate(cases)]
     table = {x: y for x, y in cases}
     results = run_batch(hop_pipeline(order), HOP_STATE, examples, engine=ScriptedEngine(lambda r: table.get(r.messages[-1].content, feedback)),
-                        loss=lambda o, e: Loss(0.0, feedback), concurrency=1)
+                        loss=lambda o, e: Loss(0.0, feedback))
     knobs = BackpropKnobs(max_prompt_chars=cap, max_value_chars=500, max_chars=3000)
     context = StepContext(rejected=(Attempt({"pa": feedback[:300] or "x"}, 0.0, False, feedback[:300]),), steps_since_improvement=2)
     grads, requests, _ = run_program(backward(results, HOP_STATE, knobs), Answers(backward=lambda n: feedback))
@@ -512,7 +512,7 @@ def live_prompts() -> list[str]:
         return y
 
     many = tuple(Example(f"e{i}", "I have 12 apples. " * (i + 1), "12") for i in range(6))
-    results = run_batch(pipeline, state, many, engine=ScriptedEngine(lambda r: "7 " * 300), loss=exact_match, concurrency=1)
+    results = run_batch(pipeline, state, many, engine=ScriptedEngine(lambda r: "7 " * 300), loss=exact_match)
     context = StepContext(history=(Attempt({"instr": "Older.", "p": "Old plan."}, 0.5, True),),
                           rejected=(Attempt({"instr": "Bad.", "p": "Bad plan."}, 0.0, False, "lost"),), steps_since_improvement=2)
     for knobs in (BackpropKnobs(max_feedback=1, max_calls_listed=2), BackpropKnobs(max_prompt_chars=2000, max_value_chars=100)):

@@ -77,7 +77,7 @@ class Counting:
 
 @pytest.fixture(scope="module")
 def minibatch(local_engine):
-    return run_batch(pipeline, STATE, TRAIN, engine=local_engine, loss=exact_match, concurrency=1)
+    return run_batch(pipeline, STATE, TRAIN, engine=local_engine, loss=exact_match)
 
 
 def report(name, update, s, engine, results):
@@ -158,13 +158,13 @@ def test_sampled_momentum_one_step(local_engine, minibatch):
     evals = []
 
     def evaluate(state, seed):
-        res = run_batch(pipeline, state, VAL, engine=engine, loss=exact_match, concurrency=1)
+        res = run_batch(pipeline, state, VAL, engine=engine, loss=exact_match)
         evals.append((state["sys"].value, mean_score(res)))
         return res
 
     context = StepContext(step=0, history=(Attempt(past.values(), None, True),))
     update, s = drive(strategy.update(minibatch, STATE, s, context), strategy="sampled_momentum", critic=engine,
-                      validate=evaluate, rerun=lambda st: run_batch(pipeline, st, TRAIN, engine=engine, loss=exact_match, concurrency=1),
+                      validate=evaluate, rerun=lambda st: run_batch(pipeline, st, TRAIN, engine=engine, loss=exact_match),
                       concurrency=1).value
     report("sampled_momentum(whole_trace)", update, s, engine, minibatch)
     print(f"  evaluated {evals}")

@@ -64,7 +64,7 @@ def forward(state, examples=EXAMPLES, right=("e1", "e3")):
         ex = next(e for e in EXAMPLES if e.x in user)
         return f"so {ex.target}" if ex.id in right else "so 0"
 
-    return run_batch(pipeline, state, examples, engine=ScriptedEngine(respond), loss=exact_match, concurrency=1)
+    return run_batch(pipeline, state, examples, engine=ScriptedEngine(respond), loss=exact_match)
 
 
 OPTIMIZER = {

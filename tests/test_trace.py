@@ -5,6 +5,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import funcgrad
 from funcgrad import Record, Trace, TraceError, ancestors, check_trace, descendants, format_trace, readers
 from funcgrad.testing import traces
 
@@ -112,8 +113,9 @@ def test_other_corruptions_are_rejected_with_a_message_naming_the_record():
     base = (Record(0, "x", "input"), Record(1, "f", "fn", inputs=(0,), input_names=("a",)))
     with pytest.raises(TraceError, match=r"record 1 \('f'\): 1 inputs but 0 input names"):
         check_trace(Trace((base[0], attrs.evolve(base[1], input_names=()))))
-    with pytest.raises(TraceError, match="kind 'magic'"):
-        check_trace(Trace((base[0], attrs.evolve(base[1], kind="magic"))))
+    with pytest.raises(TraceError, match="record kind 'magic' is not one of: input, llm, fn, retrieve, loss"):
+        attrs.evolve(base[1], kind="magic")  # a Record never holds an unknown kind
+    assert base[1].kind is funcgrad.RecordKind.FN and repr(base[1].kind) == "'fn'"
     with pytest.raises(TraceError, match="'fn' here but 'input' earlier"):
         check_trace(Trace((base[0], attrs.evolve(base[1], node="x", call_index=1))))
     with pytest.raises(TraceError, match="trace.output is 7"):

@@ -67,7 +67,7 @@ def two_node_engine(right):
 
 
 def two_node_results(right, examples=TRAIN[:4], state=DEMO_STATE):
-    return run_batch(two_node, state, examples, engine=two_node_engine(right), loss=exact_match, concurrency=1)
+    return run_batch(two_node, state, examples, engine=two_node_engine(right), loss=exact_match)
 
 
 def val_results(state, seed, right=("v1", "v2", "v3", "v4")):

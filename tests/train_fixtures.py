@@ -60,7 +60,7 @@ def hint_strategy(first_try_bad: bool = False) -> fg.Strategy:
             return fg.Update(notes=[fg.Note("instruction", "no_update", "already careful")]), s
         if first_try_bad and not context.rejected:
             return fg.Update({"instruction": "Answer."}), {"calls": s["calls"]}
-        reply = (yield from fg.ask(fg.Request(messages=[("user", "[optimizer] improve")], role="optimizer"))).text
+        reply = (yield from fg.ask(fg.Request(messages=[("user", "[optimizer] improve")], role="optimizer"))).response.text
         if "<NEW>" not in reply:
             return fg.Update(notes=[fg.Note("instruction", "no_update", "no <NEW> tags")]), {"calls": s["calls"] + 1}
         value = reply.split("<NEW>")[1].split("</NEW>")[0]

@@ -33,6 +33,7 @@ from funcgrad.core.state import PromptState
 from funcgrad.engines.files import os_error_text, storage_error
 from funcgrad.training.counts import change
 from funcgrad.training.fit import PHASE_ROLES
+from funcgrad.engines.pool import worker_pool
 from funcgrad.training.report import loss_warnings
 from funcgrad.training.rundir import read_traces
 from funcgrad.core.serialize import loads
@@ -79,7 +80,9 @@ def cmd_evaluate(args) -> int:
             done[0] += 1
             reporter(ExampleScored(args.split, done[0], len(examples), result.loss.score), engines.meter.report())
 
-        results = run_batch(task.pipeline, state, examples, engine=reporter.watch(engines.task), loss=task.loss, on_result=progress)
+        with worker_pool(getattr(engines.task, "concurrency", 1)) as pool:
+            results = run_batch(task.pipeline, state, examples, engine=reporter.watch(engines.task), loss=task.loss,
+                                executor=pool, on_result=progress)
     # any failure stopped the batch above (RunFailed, exit 3), so this figure is over every example
     print(f"{task.name} {args.split}: accuracy {100 * mean_score(results):.1f}% on {len(results)} examples, none failed")
     for warning in loss_warnings(results):

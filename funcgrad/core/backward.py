@@ -34,11 +34,30 @@ import enum
 import attrs
 
 from funcgrad.core.calls import Request, Response
-from funcgrad.core.errors import TraceError
+from funcgrad.core.errors import StrategyError, TraceError
 from funcgrad.core.printing import escape_line
+from funcgrad.core.values import Vocabulary, one_of
 
-GRADIENT_SOURCES = ("critique", "passthrough", "skip", "fixed", "loss")
-EFFECT_KINDS = ("call", "validate", "rerun")
+
+class GradientSource(Vocabulary):
+    """How a gradient's text was made: ``critique`` (an LLM backward call, named by
+    ``Gradient.call``), ``passthrough`` (downstream feedback passed on unchanged),
+    ``skip`` (the loss feedback via a skip connection), ``fixed`` (errors-only: "no
+    noticeable error") or ``loss`` (the loss feedback itself)."""
+
+    CRITIQUE = "critique"
+    PASSTHROUGH = "passthrough"
+    SKIP = "skip"
+    FIXED = "fixed"
+    LOSS = "loss"
+
+
+class EffectKind(Vocabulary):
+    """The effect an :class:`EffectLog` records: a ``call`` (``Call``), ``validate`` (``Validate``) or ``rerun`` (``Rerun``)."""
+
+    CALL = "call"
+    VALIDATE = "validate"
+    RERUN = "rerun"
 
 
 class Verdict(str, enum.Enum):
@@ -89,11 +108,12 @@ class Gradient:
     ``id`` numbers the gradients of an attempt; ``param`` is the param it is for;
     ``node``/``record_id``/``call_index`` say which call of the forward trace of
     ``example_id`` it is about (the time stamp); ``score`` is that example's loss;
-    ``source`` is ``critique`` (an LLM backward call, ``call`` = its id),
-    ``passthrough`` (downstream feedback passed on unchanged; with a ``call``, the
-    critique that call asked for was dropped and this was passed on instead), ``skip`` (the loss
-    feedback via a skip connection), ``fixed`` (errors-only "no noticeable error")
-    or ``loss`` (the loss feedback itself, e.g. whole-trace propagation).
+    ``source`` is a :class:`GradientSource`: ``critique`` (an LLM backward call,
+    ``call`` = its id), ``passthrough`` (downstream feedback passed on unchanged; with a
+    ``call``, the critique that call asked for was dropped and this was passed on instead),
+    ``skip`` (the loss feedback via a skip connection), ``fixed`` (errors-only "no
+    noticeable error") or ``loss`` (the loss feedback itself, e.g. whole-trace
+    propagation); another value is a StrategyError listing these.
 
     >>> Gradient(0, "sys", "answer", "e1", 1, 0, 0.5, "ok", "fixed").source
     'fixed'
@@ -107,7 +127,8 @@ class Gradient:
     call_index: int
     score: float = attrs.field(converter=float)
     text: str
-    source: str = attrs.field(default="critique", validator=attrs.validators.in_(GRADIENT_SOURCES))
+    source: GradientSource = attrs.field(default=GradientSource.CRITIQUE,
+                                         converter=one_of(GradientSource, "gradient source", StrategyError))
     call: int | None = None
 
 
@@ -149,15 +170,16 @@ class CallLog:
 class EffectLog:
     """One effect as performed: its kind, the ``round`` (batch) it was in, and a summary.
 
-    ``call`` is the CallLog id for calls; for ``validate``/``rerun``: ``seed``, the
-    examples run and their mean ``score``.
+    ``kind`` is an :class:`EffectKind` (``call``, ``validate`` or ``rerun``); ``call``
+    is the CallLog id for calls; for ``validate``/``rerun``: ``seed``, the examples
+    run and their mean ``score``.
 
     >>> EffectLog(0, "validate", 0, seed=3, examples=("v1", "v2"), score=0.5).kind
     'validate'
     """
 
     id: int
-    kind: str = attrs.field(validator=attrs.validators.in_(EFFECT_KINDS))
+    kind: EffectKind = attrs.field(converter=one_of(EffectKind, "effect kind", TraceError))
     round: int = 0
     call: int | None = None
     seed: int | None = None

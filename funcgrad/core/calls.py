@@ -5,10 +5,15 @@ explicitly (never global); everything effectful (HTTP, a local server, the cache
 disk, the clock) lives behind it. Engines may be wrapped (cache, budget, retries)
 because every wrapper is itself an engine.
 
->>> from funcgrad.engines.scripted import ScriptedEngine
->>> engine = ScriptedEngine(lambda request: "4")
->>> engine.complete(Request(messages=(Message("user", "2+2?"),))).text
+>>> class Four:
+...     concurrency = 1
+...     def complete(self, request):
+...         return Response("4", Usage(prompt_tokens=len(request.messages[-1].content.split())))
+>>> Four().complete(Request(messages=(Message("user", "2+2?"),))).text
 '4'
+
+The engines of :mod:`funcgrad.engines` (HTTP, the embedded model, the cache, the
+meter, ``ScriptedEngine``) all implement this protocol.
 """
 
 from __future__ import annotations
@@ -90,17 +95,14 @@ class Request:
     role: str = attrs.field(default="forward", validator=_check_in(ROLES))
 
     def key_data(self) -> dict:
-        """The JSON-able fields that identify this request (everything but ``role``)."""
-        return {
-            "messages": [[m.role, m.content] for m in self.messages],
-            "model": self.model,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-            "sample": self.sample,
-            "stop": list(self.stop),
-            "json_schema": self.json_schema,
-        }
+        """Every field but ``role``, as plain JSON (messages as ``[role, content]`` pairs): the cache key's layout.
+
+        Traces and step traces write a Request with the one codec of
+        :mod:`funcgrad.core.serialize`; this layout belongs to the response cache and
+        never changes, so recorded answer caches keep replaying.
+        """
+        data = {f.name: getattr(self, f.name) for f in attrs.fields(Request) if f.name != "role"}
+        return {**data, "messages": [[m.role, m.content] for m in self.messages], "stop": list(self.stop)}
 
     def key(self) -> bytes:
         """Canonical JSON bytes of :meth:`key_data` (sorted keys): the cache key material."""

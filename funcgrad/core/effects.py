@@ -8,7 +8,8 @@ independent, so a driver may perform it concurrently:
 ============  =====================================  ============================
 effect        asks the driver to ...                 answer
 ============  =====================================  ============================
-:class:`Call`      send ``request`` to the critic engine  :class:`~funcgrad.core.calls.Response`
+:class:`Call`      send ``request`` to the critic engine  :class:`~funcgrad.core.backward.CallLog`: the call's id
+                                                         (given by the driver), request and Response
 :class:`Validate`  score ``state`` on a validation        tuple of :class:`~funcgrad.core.run.Result`
                    minibatch drawn with ``seed``
 :class:`Rerun`     run the current training minibatch     tuple of :class:`~funcgrad.core.run.Result`
@@ -18,24 +19,28 @@ effect        asks the driver to ...                 answer
 A program never touches an engine, so it is a deterministic function of its inputs
 and the answers it receives: tests feed answers directly with :func:`run_program`,
 and the training loop's driver (``funcgrad.training.driver``) performs each batch
-through the metered, cached engine and records every request and answer.
+through the metered, cached engine and records every request and answer. Both run
+the program with :func:`trampoline`, which numbers the calls (call ``i`` is the
+``i``-th Call asked), so the ids a program reads off its CallLogs are the ids of
+the step trace.
 
 >>> from funcgrad.core.calls import Request, Response
 >>> def ask_twice():
 ...     a, b = yield (Call(Request(messages=(("user", "x"),))), Call(Request(messages=(("user", "y"),))))
-...     return a.text + b.text
+...     return a.response.text + b.response.text, (a.id, b.id)
 >>> run_program(ask_twice(), lambda effect: Response(effect.request.messages[0].content.upper()))
-'XY'
+('XY', (0, 1))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
-from funcgrad.core.calls import Request
+from funcgrad.core.backward import CallLog
+from funcgrad.core.calls import Request, Response
 from funcgrad.core.errors import StrategyError
 from funcgrad.core.state import PromptState
 
@@ -103,19 +108,84 @@ def check_batch(batch: Any, strategy: str) -> tuple[Effect, ...]:
     return batch
 
 
+@attrs.frozen
+class Ran:
+    """What :func:`trampoline` returns: the program's ``value`` and its ``rounds``.
+
+    ``rounds[i]`` holds the ``(effect, answer)`` pairs of the ``i``-th batch, in the
+    order yielded; the answer to a Call is its :class:`~funcgrad.core.backward.CallLog`.
+    """
+
+    value: Any
+    rounds: tuple[tuple[tuple[Effect, Any], ...], ...] = ()
+
+    @property
+    def calls(self) -> tuple[CallLog, ...]:
+        """Every call performed, in id order."""
+        return tuple(answer for pairs in self.rounds for effect, answer in pairs if isinstance(effect, Call))
+
+
+def _resume(program: Program[Any], answers: tuple[Any, ...] | None) -> tuple[bool, Any]:
+    """Start (``answers`` None) or resume ``program``: ``(True, its result)`` or ``(False, its next batch)``."""
+    try:
+        return False, next(program) if answers is None else program.send(answers)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def trampoline(
+    program: Program[R], perform: Callable[[tuple[Effect, ...]], Sequence[Any]], *, strategy: str = "program"
+) -> Ran:
+    """Run ``program`` to its end: ``perform(batch)`` answers each batch, in order.
+
+    The one loop that runs an effect program (:func:`run_program` and the training
+    driver both use it). It checks every batch (:func:`check_batch`) and numbers the
+    calls: call ``i`` is the ``i``-th Call the program asked, counting batches in
+    order and effects in batch order. ``perform`` answers a Call with a
+    :class:`~funcgrad.core.calls.Response`; the program receives the
+    :class:`~funcgrad.core.backward.CallLog` holding that id, the request and the
+    response, so a strategy names the calls behind its gradients by ``log.id``,
+    never by counting.
+
+    >>> from funcgrad.core.calls import Response
+    >>> def program():
+    ...     a, b = yield (Call(Request(messages=(("user", "x"),))), Call(Request(messages=(("user", "y"),))))
+    ...     (c,) = yield (Call(Request(messages=(("user", "z"),))),)
+    ...     return [a.id, b.id, c.id], c.response.text
+    >>> ran = trampoline(program(), lambda batch: [Response(e.request.messages[0].content) for e in batch])
+    >>> ran.value, len(ran.rounds), [c.request.messages[0].content for c in ran.calls]
+    (([0, 1, 2], 'z'), 2, ['x', 'y', 'z'])
+    """
+    rounds: list[tuple[tuple[Effect, Any], ...]] = []
+    n_calls = 0
+    done, out = _resume(program, None)
+    while not done:
+        batch = check_batch(out, strategy)
+        performed = tuple(perform(batch))
+        if len(performed) != len(batch):
+            raise StrategyError(f"{len(batch)} effects of strategy {strategy!r} got {len(performed)} answers")
+        answers = []
+        for effect, answer in zip(batch, performed):
+            if isinstance(effect, Call):
+                if not isinstance(answer, Response):
+                    raise StrategyError(f"a Call of strategy {strategy!r} was answered with a {type(answer).__name__}, not a Response")
+                answer = CallLog(n_calls, effect.request, answer)
+                n_calls += 1
+            answers.append(answer)
+        rounds.append(tuple(zip(batch, answers)))
+        done, out = _resume(program, tuple(answers))
+    return Ran(out, tuple(rounds))
+
+
 def run_program(program: Program[R], respond: Callable[[Effect], Any], *, strategy: str = "program") -> R:
     """Run ``program`` to its end, answering every effect with ``respond(effect)``, one at a time.
 
     The pure way to run a strategy: tests pass a function (or a dict lookup) that
-    returns the answers. See the module docstring for an example.
+    returns the answers (a Response for a Call: the program receives it as a
+    :class:`~funcgrad.core.backward.CallLog`, see :func:`trampoline`). See the
+    module docstring for an example.
     """
-    try:
-        batch = next(program)
-        while True:
-            answers = tuple(respond(e) for e in check_batch(batch, strategy))
-            batch = program.send(answers)
-    except StopIteration as stop:
-        return stop.value
+    return trampoline(program, lambda batch: [respond(e) for e in batch], strategy=strategy).value
 
 
 def gather(programs: Iterable[Program[Any]]) -> Program[tuple[Any, ...]]:
@@ -127,23 +197,24 @@ def gather(programs: Iterable[Program[Any]]) -> Program[tuple[Any, ...]]:
 
     >>> def one(n):
     ...     (r,) = yield (Call(Request(messages=(("user", str(n)),))),)
-    ...     return int(r.text) * 10
+    ...     return int(r.response.text) * 10, r.id
     >>> from funcgrad.core.calls import Response
     >>> seen = []
     >>> def respond(e):
     ...     seen.append(e.request.messages[0].content)
     ...     return Response(e.request.messages[0].content)
     >>> run_program(gather([one(1), one(2)]), respond), seen
-    ((10, 20), ['1', '2'])
+    (((10, 0), (20, 1)), ['1', '2'])
     """
     programs = list(programs)
     results: list[Any] = [None] * len(programs)
     pending: dict[int, tuple[Effect, ...]] = {}
     for i, prog in enumerate(programs):
-        try:
-            pending[i] = next(prog)
-        except StopIteration as stop:
-            results[i] = stop.value
+        done, out = _resume(prog, None)
+        if done:
+            results[i] = out
+        else:
+            pending[i] = out
     while pending:
         order = list(pending)
         batch = tuple(e for i in order for e in pending[i])
@@ -153,44 +224,45 @@ def gather(programs: Iterable[Program[Any]]) -> Program[tuple[Any, ...]]:
         pos, nxt = 0, {}
         for i in order:
             n = len(pending[i])
-            try:
-                nxt[i] = programs[i].send(answers[pos:pos + n])
-            except StopIteration as stop:
-                results[i] = stop.value
+            done, out = _resume(programs[i], answers[pos:pos + n])
+            if done:
+                results[i] = out
+            else:
+                nxt[i] = out
             pos += n
         pending = nxt
     return tuple(results)
 
 
-def numbered(program: Program[R]) -> Program[tuple[R, tuple[Request, ...]]]:
-    """``program``, returning ``(its result, the requests of its Call effects in the order asked)``.
+def numbered(program: Program[R]) -> Program[tuple[R, tuple[CallLog, ...]]]:
+    """``program``, returning ``(its result, the CallLogs of its calls in the order asked)``.
 
-    A strategy uses it to say which call produced which gradient: call ``i`` of the
-    list is the ``i``-th call of the update (when nothing was asked before it), the
-    number the driver gives it in the step trace.
+    The ids are the driver's (the step trace's), however many calls were asked before.
 
     >>> from funcgrad.core.calls import Response
-    >>> value, asked = run_program(numbered(ask(Request(messages=(("user", "x"),)))), lambda e: Response("ok"))
-    >>> value.text, [r.messages[0].content for r in asked]
-    ('ok', ['x'])
+    >>> def two_asks():
+    ...     yield from ask(Request(messages=(("user", "before"),)))
+    ...     return (yield from numbered(ask(Request(messages=(("user", "x"),)))))
+    >>> log, asked = run_program(two_asks(), lambda e: Response("ok"))
+    >>> log.response.text, [(c.id, c.request.messages[0].content) for c in asked]
+    ('ok', [(1, 'x')])
     """
-    asked: list[Request] = []
-    try:
-        batch = next(program)
-        while True:
-            asked.extend(e.request for e in batch if isinstance(e, Call))
-            answers = yield batch
-            batch = program.send(answers)
-    except StopIteration as stop:
-        return stop.value, tuple(asked)
+    asked: list[CallLog] = []
+    done, out = _resume(program, None)
+    while not done:
+        answers = yield out
+        asked.extend(a for a in answers if isinstance(a, CallLog))
+        done, out = _resume(program, answers)
+    return out, tuple(asked)
 
 
-def ask(request: Request) -> Program[Any]:
-    """The program of a single call: ``response = yield from ask(request)``.
+def ask(request: Request) -> Program[CallLog]:
+    """The program of a single call: ``log = yield from ask(request)``; ``log.response`` is the answer, ``log.id`` the call's id.
 
     >>> from funcgrad.core.calls import Response
-    >>> run_program(ask(Request(messages=(("user", "x"),))), lambda e: Response("ok")).text
-    'ok'
+    >>> log = run_program(ask(Request(messages=(("user", "x"),))), lambda e: Response("ok"))
+    >>> log.id, log.response.text
+    (0, 'ok')
     """
-    (response,) = yield (Call(request),)
-    return response
+    (log,) = yield (Call(request),)
+    return log

@@ -113,19 +113,8 @@ def _short(value: Any) -> str:
 
 
 def _messages(request: Any) -> list[tuple[str, str]]:
-    """``(role, content)`` of a recorded request: a Request-like value or its JSON form (``{"messages": [[role, content], ...]}``)."""
-    messages = getattr(request, "messages", None)
-    if messages is None and isinstance(request, Mapping):
-        messages = request.get("messages")
-    out = []
-    for m in messages or ():
-        if isinstance(m, Mapping):
-            out.append((str(m.get("role", "")), _show(m.get("content", ""))))
-        elif isinstance(m, tuple) and len(m) == 2:  # the JSON form: (role, content)
-            out.append((str(m[0]), _show(m[1])))
-        else:
-            out.append((str(getattr(m, "role", "")), _show(getattr(m, "content", m))))
-    return out
+    """``(role, content)`` of a record's request (a :class:`~funcgrad.core.calls.Request`, or None)."""
+    return [(m.role, _show(m.content)) for m in (request.messages if request is not None else ())]
 
 
 def _verdict(value: Any) -> str:

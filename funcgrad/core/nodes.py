@@ -4,12 +4,14 @@ Inside :func:`funcgrad.core.run`, calling a node appends one :class:`~funcgrad.c
 to the run's trace and returns a :class:`Var` (the record id plus its value). Pass
 Vars on to other nodes to draw edges; read ``.value`` for Python control flow.
 
->>> from funcgrad import PromptState, Param, run
->>> from funcgrad.engines.scripted import ScriptedEngine
+>>> from funcgrad.core import Param, PromptState, Response, run
+>>> class Four:  # an engine: anything with complete(Request) -> Response
+...     def complete(self, request):
+...         return Response("4")
 >>> answer = LLM("answer", system=("sys",), user="Q: {question}")
 >>> def pipeline(prompts, x):
 ...     return answer(prompts, question=x)
->>> y, trace = run(pipeline, PromptState.of(sys=Param("Be brief.")), "2+2?", engine=ScriptedEngine(lambda r: "4"))
+>>> y, trace = run(pipeline, PromptState.of(sys=Param("Be brief.")), "2+2?", engine=Four())
 >>> y, [r.kind for r in trace.records]
 ('4', ['input', 'llm'])
 """
@@ -154,22 +156,14 @@ class LLM:
         request, leaves = self.render(prompts, inputs, sample)
         ids, names, consts = _split_vars(inputs.items())
         consts = {k: _jsonable(v) for k, v in consts.items()}
-        rendered = {
-            "messages": [[m.role, m.content] for m in request.messages],
-            "model": request.model,
-            "temperature": request.temperature,
-            "max_tokens": request.max_tokens,
-            "sample": sample,
-            "role": request.role,
-        }
         try:
             response = builder.engine.complete(request)
         except Exception as exc:  # recorded, then re-raised as a PipelineError
-            builder.add(self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves, request=rendered, error=str(exc))
+            builder.add(self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves, request=request, error=str(exc))
             _fail(self.name, exc)
         record = builder.add(
             self.name, "llm", inputs=ids, input_names=names, consts=consts, params=leaves,
-            request=rendered, output=response.text, usage=response.usage,
+            request=request, output=response.text, usage=response.usage,
         )
         return Var(record.id, record.output)
 

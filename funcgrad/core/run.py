@@ -1,4 +1,4 @@
-"""Running pipelines: one example, or a batch with bounded concurrency.
+"""Running pipelines: one example, or a batch (concurrently on an executor the caller passes).
 
 A pipeline is a plain function ``(prompts, x) -> Var``. :func:`run` executes it and
 returns its output and the immutable :class:`~funcgrad.core.trace.Trace`; given the same
@@ -13,12 +13,14 @@ scored: :func:`mean_score` refuses it, :func:`run_batch` stops on it (or above a
 rate) with :class:`~funcgrad.core.errors.RunFailed`, and :func:`raise_on_failures` is the
 check a training loop makes before handing results to an optimizer.
 
->>> from funcgrad import LLM, Param, PromptState
->>> from funcgrad.engines.scripted import ScriptedEngine
+>>> from funcgrad.core import LLM, Param, PromptState, Response
+>>> class Four:  # an engine: anything with complete(Request) -> Response
+...     def complete(self, request):
+...         return Response("4")
 >>> node = LLM("answer", system=("sys",), user="{input}")
 >>> state = PromptState.of(sys=Param("Reply with a number."))
 >>> ex = Example("e1", "2+2?", "4")
->>> result = run_example(lambda p, x: node(p, input=x), state, ex, engine=ScriptedEngine(lambda r: "4"), loss=exact_match)
+>>> result = run_example(lambda p, x: node(p, input=x), state, ex, engine=Four(), loss=exact_match)
 >>> result.loss.score, result.trace.records[-1].kind
 (1.0, 'loss')
 """
@@ -209,10 +211,7 @@ class _LossRaised(Exception):
 def _ask(loss: ModelLoss, output: Any, example: Example, engine: Engine) -> tuple[Loss | None, dict]:
     """A model loss's one call through ``engine``: (Loss, or None when it failed; the loss record's call fields)."""
     request = loss.request(output, example)
-    call: dict = {"request": {
-        "messages": [[m.role, m.content] for m in request.messages], "model": request.model,
-        "temperature": request.temperature, "max_tokens": request.max_tokens, "sample": request.sample, "role": request.role,
-    }}
+    call: dict = {"request": request}
     try:
         response = engine.complete(request)
     except FATAL_ERRORS:
@@ -229,13 +228,15 @@ def _ask(loss: ModelLoss, output: Any, example: Example, engine: Engine) -> tupl
 def with_loss(trace: Trace, loss: Loss | None, target: Any = None, call: dict | None = None) -> Trace:
     """Return ``trace`` with a loss record appended (input: the output record, if any).
 
+    The record's ``consts`` hold the ``target``; its ``output`` the score and feedback.
     ``call`` holds a model loss's call (``request``, ``reply``, ``usage``, ``error``):
-    the record then carries the rendered request, the reply and the usage; when the
-    call failed, ``loss`` is None and the record carries the error instead of a score.
+    the record then carries the :class:`~funcgrad.core.calls.Request`, the reply and
+    the usage; when the call failed, ``loss`` is None and the record carries the error
+    instead of a score.
 
     >>> t = with_loss(Trace((Record(0, "x", "input"),), output=0), Loss(1.0, "ok"), target="a")
-    >>> t.loss.output["score"]
-    1.0
+    >>> t.loss.output["score"], t.loss.consts["target"]
+    (1.0, 'a')
     """
     if trace.loss is not None:
         raise TraceError("trace already has a loss record; score each trace once")
@@ -247,7 +248,7 @@ def with_loss(trace: Trace, loss: Loss | None, target: Any = None, call: dict | 
         output["reply"] = call["reply"]
     record = Record(
         next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs),
-        request={"target": target, **call.get("request", {})}, output=output,
+        consts={"target": target}, request=call.get("request"), output=output,
         usage=call.get("usage"), error=call.get("error"),
     )
     return attrs.evolve(trace, records=trace.records + (record,))
@@ -257,7 +258,7 @@ def _loss_record(trace: Trace, target: Any, **fields) -> Record:
     """A loss record appended after ``trace`` (input: its output record, if any)."""
     next_id = trace.records[-1].id + 1 if trace.records else 0
     inputs = (trace.output,) if trace.output is not None else ()
-    return Record(next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs), request={"target": target}, **fields)
+    return Record(next_id, "loss", "loss", inputs=inputs, input_names=("output",) * len(inputs), consts={"target": target}, **fields)
 
 
 def _failure_of(exc: BaseException, trace: Trace, default: str) -> Failure:
@@ -302,12 +303,15 @@ def run_batch(
     *,
     engine: Engine,
     loss: LossFn,
-    concurrency: int | None = None,
+    executor: concurrent.futures.Executor | None = None,
     on_result: Callable[[Result], None] | None = None,
     max_failure_rate: float | None = 0.0,
 ) -> tuple[Result, ...]:
-    """Run and score many examples with at most ``concurrency`` in flight (default: the engine's).
+    """Run and score many examples: one after another, or on ``executor``'s threads when given.
 
+    The core starts no threads: a caller that wants examples in flight together
+    passes an executor (``funcgrad.engines.pool.worker_pool(n)``, or any
+    ``concurrent.futures.Executor``; its size bounds the examples in flight).
     Results come back in the order of ``examples``; ``on_result`` is called as each
     finishes (for progress display). As soon as more than ``max_failure_rate`` of the
     examples failed (default 0: any failure; None: never), the examples not yet started
@@ -326,8 +330,7 @@ def run_batch(
         if on_result:
             on_result(result)
 
-    workers = max(1, concurrency or getattr(engine, "concurrency", 1))
-    if workers == 1 or len(examples) <= 1:
+    if executor is None or len(examples) <= 1:
         for ex in examples:
             take(run_example(pipeline, state, ex, engine=engine, loss=loss))
         return tuple(finished)
@@ -346,17 +349,16 @@ def run_batch(
             stopping.set()
         return result
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(guarded, ex) for ex in examples]
-        try:
-            for fut in concurrent.futures.as_completed(futures):
-                if (result := fut.result()) is not None:
-                    take(result)
-            return tuple(f.result() for f in futures)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    futures = [executor.submit(guarded, ex) for ex in examples]
+    try:
+        for fut in concurrent.futures.as_completed(futures):
+            if (result := fut.result()) is not None:
+                take(result)
+        return tuple(f.result() for f in futures)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
 
 
 def _allowed_failures(max_failure_rate: float | None, n: int) -> float:

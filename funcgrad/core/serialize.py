@@ -30,8 +30,8 @@ from funcgrad.core.trace import Record, Trace
 from funcgrad.core.values import FrozenDict
 
 FORMAT = "funcgrad"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 lacks Record.consts; see _upgrade_record
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # older Records are upgraded on read: see _upgrade_record
 
 _TYPES: dict[str, type] = {
     "Param": Param,
@@ -98,7 +98,7 @@ def from_data(data: Any) -> Any:
         cls = _TYPES.get(tag)
         if cls is None:
             raise SerializationError(f"unknown value type {tag!r}; known: {', '.join(sorted(_TYPES))}")
-        if tag == "Record" and "consts" not in data:
+        if tag == "Record":
             data = _upgrade_record(data)
         names = {f.name for f in attrs.fields(cls)}
         extra = set(data) - names - {"type"}
@@ -112,11 +112,50 @@ def from_data(data: Any) -> Any:
 
 
 def _upgrade_record(data: dict) -> dict:
-    """A version-1 Record: fn/retrieve records kept their constant arguments as ``request = {"const": {...}}``."""
+    """The encoded Record ``data`` in the newest layout; the layout is told by its shape, so the
+    upgrade also applies to records written without an envelope (``traces.jsonl``, checkpoints)."""
+    if "consts" not in data:
+        data = _upgrade_v1_record(data)
+    request = data.get("request")
+    if isinstance(request, dict) and request.get("type") == "dict":
+        data = _upgrade_v2_record(data, request.get("items", {}))
+    return data
+
+
+def _upgrade_v1_record(data: dict) -> dict:
+    """Version 1: fn/retrieve records kept their constant arguments as ``request = {"const": {...}}``."""
     request = data.get("request")
     if isinstance(request, dict) and request.get("type") == "dict" and set(request.get("items", {})) == {"const"}:
         return {**data, "request": None, "consts": request["items"]["const"]}
-    return data
+    return {**data, "consts": {"type": "dict", "items": {}}}
+
+
+_V2_REQUEST_FIELDS = ("messages", "model", "temperature", "max_tokens", "sample", "role")
+
+
+def _upgrade_v2_record(data: dict, items: dict) -> dict:
+    """Version 2: ``request`` was a JSON object: ``{messages: [[role, content], ...], model, temperature,
+    max_tokens, sample, role}`` for a model call, plus ``target`` on a loss record. The call becomes a
+    Request (seed, stop and json_schema were not recorded: they take their defaults); the target moves
+    to ``consts``."""
+    unknown = set(items) - set(_V2_REQUEST_FIELDS) - {"target"}
+    if unknown or ("messages" not in items and "target" not in items):
+        raise SerializationError(
+            f"record {data.get('id')!r} has a version-2 request with fields {sorted(items)}, which is neither a "
+            f"model call ({', '.join(_V2_REQUEST_FIELDS)}) nor a loss target"
+        )
+    consts = data.get("consts") or {"type": "dict", "items": {}}
+    if "target" in items:
+        consts = {"type": "dict", "items": {**consts.get("items", {}), "target": items["target"]}}
+    request = None
+    if "messages" in items:
+        fields = {k: items[k] for k in _V2_REQUEST_FIELDS if k in items}
+        pairs = fields.pop("messages")
+        if not isinstance(pairs, list) or not all(isinstance(m, list) and len(m) == 2 for m in pairs):
+            raise SerializationError(f"record {data.get('id')!r}: version-2 request messages must be [role, content] pairs")
+        messages = [{"type": "Message", "role": role, "content": content} for role, content in pairs]
+        request = {"type": "Request", "messages": messages, **fields}
+    return {**data, "consts": consts, "request": request}
 
 
 def dumps(value: Any, *, indent: bool = False) -> bytes:

@@ -38,9 +38,16 @@ from funcgrad.core.backward import Candidate, Gradient
 from funcgrad.core.errors import ConfigError, StrategyError
 from funcgrad.core.state import PromptState
 from funcgrad.core.strategy_state import freeze_state
-from funcgrad.core.values import FrozenDict, freeze
+from funcgrad.core.values import FrozenDict, Vocabulary, freeze, one_of
 
-NOTE_STATUSES = ("proposed", "no_update")
+
+
+class NoteStatus(Vocabulary):
+    """What a :class:`Note` says about its param: a value was ``proposed``, or ``no_update``."""
+
+    PROPOSED = "proposed"
+    NO_UPDATE = "no_update"
+
 
 K = TypeVar("K")
 
@@ -53,12 +60,19 @@ def _frozen_text_map(value) -> FrozenDict:
 class Note:
     """Why a strategy did or did not propose a value for ``param`` ("" = the whole step).
 
-    >>> Note("system", "no_update", "optimizer output had no <VALUE> tags").status
-    'no_update'
+    ``status`` is a :class:`NoteStatus`: ``proposed`` or ``no_update``; another value
+    is a StrategyError listing them.
+
+    >>> Note("system", "no_update", "optimizer output had no <VALUE> tags").status == "no_update"
+    True
+    >>> Note("system", "rejected")
+    Traceback (most recent call last):
+    ...
+    funcgrad.core.errors.StrategyError: note status 'rejected' is not one of: proposed, no_update
     """
 
     param: str
-    status: str = attrs.field(validator=attrs.validators.in_(NOTE_STATUSES))
+    status: NoteStatus = attrs.field(converter=one_of(NoteStatus, "note status", StrategyError))
     reason: str = ""
 
 

@@ -15,11 +15,20 @@ from collections.abc import Iterable
 
 import attrs
 
-from funcgrad.core.calls import Usage
+from funcgrad.core.calls import Request, Usage
 from funcgrad.core.errors import TraceError
-from funcgrad.core.values import FrozenDict, freeze
+from funcgrad.core.values import FrozenDict, Vocabulary, freeze, one_of
 
-RECORD_KINDS = ("input", "llm", "fn", "retrieve", "loss")
+
+class RecordKind(Vocabulary):
+    """What a record is: the pipeline ``input`` (record 0), an ``llm`` node call, a Python
+    ``fn`` node call, a ``retrieve`` (retriever) call, or the ``loss`` (last, at most one)."""
+
+    INPUT = "input"
+    LLM = "llm"
+    FN = "fn"
+    RETRIEVE = "retrieve"
+    LOSS = "loss"
 
 
 def _frozen_json(value):
@@ -28,6 +37,15 @@ def _frozen_json(value):
 
 def _frozen_consts(value):
     return freeze(value if value is not None else {}, where="record consts")
+
+
+def _request(value):
+    if value is None or isinstance(value, Request):
+        return value
+    raise TraceError(
+        f"Record.request must be a funcgrad.Request or None, got {type(value).__name__}; "
+        "constant arguments (and a loss record's target) belong in Record.consts"
+    )
 
 
 def _usage(value):
@@ -40,25 +58,41 @@ def _usage(value):
 class Record:
     """One node call: ``output = node(inputs..., **consts)`` reading ``params``.
 
+    ``kind`` is a :class:`RecordKind` (``input``, ``llm``, ``fn``, ``retrieve`` or
+    ``loss``; a plain string is converted, an unknown one is a TraceError).
+
     ``inputs``/``input_names`` are the Var arguments (the edges); ``consts`` maps the
-    name of every other argument to its value (``facts='(none yet)'``), in call order.
-    ``request`` is the rendered request (for LLM records: the chat messages and
-    sampling settings), ``usage`` the tokens and latency, ``error`` a message if the
-    call failed. All values are immutable JSON (see :mod:`funcgrad.core.values`).
+    name of every other argument to its value (``facts='(none yet)'``; a loss record's
+    ``target``), in call order. ``request`` is the :class:`~funcgrad.core.calls.Request`
+    the call sent to the engine (LLM records, and the loss record of a model loss such
+    as a judge; None otherwise), ``usage`` the tokens and latency, ``error`` a message
+    if the call failed. ``output`` and ``consts`` are immutable JSON (see
+    :mod:`funcgrad.core.values`).
+
+    >>> r = Record(1, "answer", "llm", request=Request(messages=(("system", "Be brief."), ("user", "2+2?"))))
+    >>> r.user_text, Record(0, "x", "input").user_text
+    ('2+2?', '')
     """
 
     id: int
     node: str
-    kind: str
+    kind: RecordKind = attrs.field(converter=one_of(RecordKind, "record kind", TraceError))
     call_index: int = 0
     inputs: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     input_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     consts: FrozenDict = attrs.field(factory=FrozenDict, converter=_frozen_consts)
     params: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    request: object = attrs.field(default=None, converter=_frozen_json)
+    request: Request | None = attrs.field(default=None, converter=_request)
     output: object = attrs.field(default=None, converter=_frozen_json)
     usage: Usage = attrs.field(default=Usage(), converter=_usage)
     error: str | None = None
+
+    @property
+    def user_text(self) -> str:
+        """The user message(s) the call sent, joined by newlines: the node's rendered input ("" without a request)."""
+        if self.request is None:
+            return ""
+        return "\n".join(m.content for m in self.request.messages if m.role == "user")
 
 
 @attrs.frozen
@@ -104,14 +138,14 @@ def check_trace(trace: Trace) -> Trace:
     """Return ``trace`` if it is well formed, else raise TraceError saying what is wrong.
 
     Checks: ids strictly increase; inputs name earlier records of this trace and have
-    one name each; kinds are known; a node has one kind and strictly increasing call
+    one name each (a Record's kind is always a known :class:`RecordKind`); a node has one kind and strictly increasing call
     indices; at most one loss record, and it is last; skips name nodes in the trace; output names a record.
     """
     if not isinstance(trace, Trace):
         raise TraceError(f"expected a Trace, got {type(trace).__name__}")
     seen: set[int] = set()
     last_id = None
-    node_kind: dict[str, str] = {}
+    node_kind: dict[str, RecordKind] = {}
     last_call: dict[str, int] = {}
     for i, r in enumerate(trace.records):
         if not isinstance(r, Record):
@@ -121,8 +155,6 @@ def check_trace(trace: Trace) -> Trace:
             raise TraceError(f"{where}: id must be a non-negative int")
         if last_id is not None and r.id <= last_id:
             raise TraceError(f"{where}: ids must strictly increase, but it follows id {last_id}")
-        if r.kind not in RECORD_KINDS:
-            raise TraceError(f"{where}: kind {r.kind!r} is not one of {', '.join(RECORD_KINDS)}")
         if not r.node:
             raise TraceError(f"record {r.id}: node name is empty")
         if len(r.inputs) != len(r.input_names):
@@ -131,7 +163,7 @@ def check_trace(trace: Trace) -> Trace:
             if inp not in seen:
                 raise TraceError(f"{where}: input {inp} is not an earlier record of this trace")
         if node_kind.setdefault(r.node, r.kind) != r.kind:
-            raise TraceError(f"{where}: node is {r.kind!r} here but {node_kind[r.node]!r} earlier")
+            raise TraceError(f"{where}: node is {r.kind.value!r} here but {node_kind[r.node].value!r} earlier")
         if r.call_index < 0 or (r.node in last_call and r.call_index <= last_call[r.node]):
             raise TraceError(
                 f"{where}: call_index {r.call_index} must be >= 0 and exceed the node's previous "

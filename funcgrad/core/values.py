@@ -7,10 +7,13 @@ dicts into that form, so values parsed back from JSON compare equal to the origi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from funcgrad.core.errors import SerializationError
+from funcgrad.core.errors import FuncgradError, SerializationError
+
+E = TypeVar("E", bound="Vocabulary")
 
 
 class FrozenDict(Mapping):
@@ -127,3 +130,38 @@ def thaw(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
     return value
+
+
+class Vocabulary(enum.StrEnum):
+    """A closed set of names (record kinds, gradient sources, ...): each member equals,
+    prints, reprs and is written to JSON as its string, so values stay plain JSON.
+
+    >>> class Colour(Vocabulary):
+    ...     RED = "red"
+    >>> Colour.RED == "red", repr(Colour.RED), list(Colour)
+    (True, "'red'", ['red'])
+    """
+
+    __repr__ = str.__repr__
+
+
+def one_of(vocabulary: type[E], what: str, error: type[FuncgradError]) -> Callable[[Any], E]:
+    """A converter to a member of ``vocabulary`` that raises ``error`` naming ``what`` and the allowed values.
+
+    >>> class Colour(Vocabulary):
+    ...     RED = "red"
+    >>> one_of(Colour, "colour", SerializationError)("red") is Colour.RED
+    True
+    >>> one_of(Colour, "colour", SerializationError)("blue")
+    Traceback (most recent call last):
+    ...
+    funcgrad.core.errors.SerializationError: colour 'blue' is not one of: red
+    """
+
+    def convert(value: Any) -> E:
+        try:
+            return vocabulary(value)
+        except ValueError:
+            raise error(f"{what} {value!r} is not one of: {', '.join(vocabulary)}") from None
+
+    return convert

@@ -5,7 +5,9 @@ yielded batch concurrently — critic/optimizer :class:`~funcgrad.core.effects.C
 effects through the (metered, cached) critic engine, ``Validate``/``Rerun`` through
 the callbacks the training loop provides — and sends the answers back in order.
 Every request, response and effect is recorded, numbered in the order the
-strategy asked, with the round (batch) it was in, so the backward pass becomes a
+strategy asked (the numbering of :func:`funcgrad.core.effects.trampoline`: the
+program reads each call's id off the CallLog it is answered with), with the round
+(batch) it was in, so the backward pass becomes a
 :class:`~funcgrad.core.backward.StepTrace` as inspectable as a forward trace.
 
 Failures are not answers: a call that fails for good (an ``EngineError`` after the
@@ -20,7 +22,7 @@ Users with their own loop call :func:`drive` directly:
 >>> def program():
 ...     a, b = yield (Call(Request(messages=(("user", "1"),), role="backward")),
 ...                   Call(Request(messages=(("user", "2"),), role="backward")))
-...     return a.text + b.text
+...     return a.response.text + b.response.text
 >>> done = drive(program(), strategy="demo", critic=ScriptedEngine(lambda r: r.messages[0].content))
 >>> done.value, [c.request.messages[0].content for c in done.calls], [e.round for e in done.effects]
 ('12', ['1', '2'], [0, 0])
@@ -28,18 +30,18 @@ Users with their own loop call :func:`drive` directly:
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from funcgrad.core.backward import CallLog, EffectLog
-from funcgrad.core.calls import Engine, Response
-from funcgrad.core.effects import Call, Program, Rerun, Validate, check_batch
+from funcgrad.core.calls import Engine
+from funcgrad.core.effects import Call, Program, Validate, trampoline
 from funcgrad.core.errors import StrategyError
 from funcgrad.core.run import Result, mean_score
 from funcgrad.core.state import PromptState
+from funcgrad.engines.pool import in_order, worker_pool
 
 
 @attrs.frozen
@@ -77,46 +79,25 @@ def drive(
     """
     validate = validate or _no_runs("validate")
     rerun = rerun or _no_runs("rerun")
-    calls: list[CallLog] = []
-    effects: list[EffectLog] = []
 
     def perform(effect):
         if isinstance(effect, Call):
-            response = critic.complete(effect.request)
-            if not isinstance(response, Response):
-                raise StrategyError(f"the critic engine returned {type(response).__name__}, not a Response")
-            return response
+            return critic.complete(effect.request)
         if isinstance(effect, Validate):
             return tuple(validate(effect.state, effect.seed))
         return tuple(rerun(effect.state))
 
     workers = max(1, concurrency or getattr(critic, "concurrency", 1))
-    round_no = 0
-    try:
-        batch = next(program)
-        while True:
-            batch = check_batch(batch, strategy)
-            if workers == 1 or len(batch) == 1:
-                answers = tuple(perform(e) for e in batch)
+    with worker_pool(workers) as pool:
+        ran = trampoline(program, lambda batch: in_order(pool, perform, batch), strategy=strategy)
+    effects: list[EffectLog] = []
+    for round_no, pairs in enumerate(ran.rounds):
+        for effect, answer in pairs:
+            if isinstance(effect, Call):
+                effects.append(EffectLog(len(effects), "call", round_no, call=answer.id))
             else:
-                with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(batch))) as pool:
-                    futures = [pool.submit(perform, e) for e in batch]
-                    try:
-                        answers = tuple(f.result() for f in futures)
-                    except BaseException:
-                        for f in futures:
-                            f.cancel()
-                        raise
-            for effect, answer in zip(batch, answers):
-                if isinstance(effect, Call):
-                    calls.append(CallLog(len(calls), effect.request, answer))
-                    effects.append(EffectLog(len(effects), "call", round_no, call=len(calls) - 1))
-                else:
-                    kind = "validate" if isinstance(effect, Validate) else "rerun"
-                    seed = effect.seed if isinstance(effect, Validate) else None
-                    effects.append(EffectLog(len(effects), kind, round_no, seed=seed,
-                                             examples=tuple(r.example.id for r in answer), score=mean_score(answer)))
-            round_no += 1
-            batch = program.send(answers)
-    except StopIteration as stop:
-        return Driven(stop.value, tuple(calls), tuple(effects))
+                kind = "validate" if isinstance(effect, Validate) else "rerun"
+                seed = effect.seed if isinstance(effect, Validate) else None
+                effects.append(EffectLog(len(effects), kind, round_no, seed=seed,
+                                         examples=tuple(r.example.id for r in answer), score=mean_score(answer)))
+    return Driven(ran.value, ran.calls, tuple(effects))

@@ -52,6 +52,7 @@ from funcgrad.core.strategy import Attempt, StepContext, Strategy, Update, check
 from funcgrad.core.strategy_state import freeze_state
 from funcgrad.core.task import Task
 from funcgrad.training.counts import Counts, validation_counts
+from funcgrad.engines.pool import worker_pool
 from funcgrad.training.driver import drive
 from funcgrad.training.events import (
     ExampleScored, FinalTest, FitDone, InitialEvaluation, InitialScores, OnEvent, ProposalJudged, Proposing, StepDone,
@@ -116,10 +117,11 @@ class _Loop:
             self.emit(ExampleScored(phase, done[0], len(examples), None if result.failed else result.loss.score))
 
         rate = self.settings.max_failure_rate
-        results = run_batch(
-            self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
-            concurrency=self.settings.concurrency, on_result=progress, max_failure_rate=rate,
-        )
+        with worker_pool(self.settings.concurrency or getattr(self.engine, "concurrency", 1)) as pool:
+            results = run_batch(
+                self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
+                executor=pool, on_result=progress, max_failure_rate=rate,
+            )
         self.log_results(step, phase, results)
         return raise_on_failures(results, max_failure_rate=rate)  # only answers are scored or optimized
 

@@ -233,7 +233,7 @@ def _title(view: RunView) -> str:
 
 
 def _is_model_call(r) -> bool:
-    return r.kind == "llm" or (r.kind == "loss" and bool(r.request) and "messages" in r.request)
+    return r.kind == "llm" or (r.kind == "loss" and r.request is not None)  # a judged loss asked a model
 
 
 def _calls_per_phase(view: RunView) -> dict[str, dict[int, int]]:
@@ -288,9 +288,7 @@ def _anchor(step: int, attempt: int, suffix: str = "") -> str:
 
 
 def _record_view(trace, r, gradients) -> dict:
-    messages = []
-    if isinstance(r.request, Mapping) and "messages" in r.request:
-        messages = [(m[0], _clip(m[1])) for m in r.request["messages"]]
+    messages = [(m.role, _clip(m.content)) for m in r.request.messages] if r.request is not None else []
     return {
         "id": r.id, "label": node_label(trace, r.id), "kind": r.kind, "params": r.params,
         "inputs": [(name, node_label(trace, i), i) for name, i in zip(r.input_names, r.inputs)],

@@ -6,6 +6,7 @@ from common import IMPORT_STARTED, Clock, emit, load, overhead_args  # noqa: I00
 import time
 
 from funcgrad.engines.openai import OpenAIEngine
+from funcgrad.engines.pool import worker_pool
 from funcgrad.core.run import Example, run_batch
 from funcgrad.tasks.object_counting import initial_state, pipeline
 from funcgrad.tasks.parsing import integer_loss
@@ -23,14 +24,15 @@ def main() -> None:
         return [Example(r["id"], r["x"], r["target"]) for r in rows]
 
     with OpenAIEngine("stub", base_url=args.base_url, api_key="", concurrency=args.concurrency) as engine:
-        run_batch(pipeline, state, examples(data["warmup"]), engine=engine, loss=integer_loss, concurrency=1)
+        run_batch(pipeline, state, examples(data["warmup"]), engine=engine, loss=integer_loss)
         batch = examples(data["eval"])
         with Clock() as clock:
-            results = run_batch(pipeline, state, batch, engine=engine, loss=integer_loss, concurrency=args.concurrency)
+            with worker_pool(args.concurrency) as pool:
+                results = run_batch(pipeline, state, batch, engine=engine, loss=integer_loss, executor=pool)
     emit({
         "lib": "funcgrad", "wall_s": clock.wall, "cpu_s": clock.cpu, "import_s": import_s, "n": len(batch),
         "outputs": [r.output["raw"] if r.output else None for r in results],
-        "facility": "funcgrad.run_batch(concurrency=c)",
+        "facility": "funcgrad.run_batch(executor=worker_pool(c))",
     })
 
 
