@@ -179,7 +179,7 @@ def test_tutorial_optimizes_on_the_embedded_model(local_engine, tmp_path, monkey
     out, err = capsys.readouterr()
     assert "kbqa / whole_trace: test accuracy" in out
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "### Step 1, proposal 1: " in report and "## Calls and tokens" in report
+    assert "### Step 1, attempt 1: " in report and "## Calls and tokens" in report
     assert "step 1/1 forward" in err and "step 1/1 optimizer" in err
     print(report)
 
