@@ -51,7 +51,7 @@ from funcgrad.core.trace import (
     readers,
     reverse_topological,
 )
-from funcgrad.core.transforms import add_skip, freeze_params, prune, rename_param, split_param, subgraph, unfreeze_params
+from funcgrad.core.transforms import add_peer, add_skip, freeze_params, prune, rename_param, split_param, subgraph, unfreeze_params
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.training.fit import FitSettings, FitState, fit
 
@@ -60,7 +60,7 @@ __all__ = [
     "Call", "CallLog", "Candidate", "EffectLog", "Engine", "EngineError", "EngineUnavailable", "Example", "Failure", "FitSettings", "FitState", "Fn", "FuncgradError", "Judge", "JudgeError", "Loss", "Message", "Note",
     "Param", "PipelineError", "PromptState", "Record", "Request", "Response", "Result", "RunFailed",
     "ScriptedEngine", "Gradient", "Rerun", "SerializationError", "StateError", "StepContext", "StepTrace", "Strategy", "StrategyError", "Validate", "Verdict", "Task", "Trace", "TraceError", "Update",
-    "Usage", "Var", "add_skip", "ancestors", "apply_updates", "as_text", "ask", "check_step_trace", "check_trace", "consumers",
+    "Usage", "Var", "add_peer", "add_skip", "ancestors", "apply_updates", "as_text", "ask", "check_step_trace", "check_trace", "consumers",
     "derive_seed", "descendants", "dumps", "exact_match", "fit", "fn", "format_record", "format_state", "format_trace",
     "format_step_trace", "freeze_params", "from_data", "gather", "loads", "make_knobs", "numbered", "mean_score", "params_read", "prune", "raise_on_failures", "readers",
     "rename_param", "retriever", "reverse_topological", "run", "run_batch", "run_example", "run_program",
