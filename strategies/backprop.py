@@ -100,11 +100,11 @@ class _Feedback:
 
 @attrs.frozen
 class _Walked:
-    """A gradient found by an example's walk: its order key (example, record) and its fields."""
+    """A gradient found by an example's walk (numbered later), its order key (example, record) and its request."""
 
     order: tuple[int, int]
-    fields: dict = attrs.field(eq=False)
-    request: Request | None = attrs.field(default=None, eq=False)
+    gradient: Gradient
+    request: Request | None = None
 
 
 # ---------------------------------------------------------------- the backward (critic) call
@@ -266,34 +266,36 @@ def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[
 
 
 def _walked(ex_pos: int, res, r, param: str, text: str, source: str, request=None) -> _Walked:
-    fields = {"param": param, "node": r.node, "example_id": res.example.id, "record_id": r.id,
-              "call_index": r.call_index, "score": res.loss.score, "text": text, "source": source}
-    return _Walked((ex_pos, r.id), fields, request)
+    gradient = Gradient(0, param, r.node, res.example.id, r.id, r.call_index, res.loss.score, text, source)
+    return _Walked((ex_pos, r.id), gradient, request)
 
 
-def _fixed_record(ex_pos, res, r, trainable, upstream, inbox) -> tuple[list[_Walked], Stats]:
-    """An example scoring >= tau: the fixed "no noticeable error" gradient, no call."""
+def _passthrough_record(feedback) -> tuple[list[_Walked], list[_Feedback], Stats]:
+    """A fn or retrieve record: its feedback goes upstream unchanged, no call."""
+    return [], list(feedback), Stats(events={"passthrough": 1})
+
+
+def _fixed_record(ex_pos, res, r, trainable) -> tuple[list[_Walked], list[_Feedback], Stats]:
+    """An example scoring >= tau: the fixed "no noticeable error" gradient, also sent upstream, no call."""
     fixed = prompts.FIXED_GRADIENT.format(score=res.loss.score)
-    for i in upstream:
-        inbox[i].append(_Feedback(r.id, fixed))
-    return [_walked(ex_pos, res, r, p, fixed, "fixed") for p in trainable], Stats(events={"errors_only_skip": 1})
+    found = [_walked(ex_pos, res, r, p, fixed, "fixed") for p in trainable]
+    return found, [_Feedback(r.id, fixed)], Stats(events={"errors_only_skip": 1})
 
 
-def _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, inbox, knobs):
-    """A program: the critic call for record ``r``; its entries become gradients and upstream feedback."""
+def _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, knobs):
+    """A program: the critic call for record ``r``; its entries become gradients and the feedback sent upstream."""
     request, keys = backward_request(r, res.trace, state, feedback, trainable, upstream, res.loss.score,
                                      res.example.target, knobs)
     response = yield from ask(request)
     entries, counts = read_critique(response, keys, feedback, knobs)
-    out = []
+    found, sent = [], []
     for k in keys:
         text, source = entries[k]
         if k == INPUTS_KEY:
-            for i in upstream:
-                inbox[i].append(_Feedback(r.id, prompts.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
+            sent.append(_Feedback(r.id, prompts.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
         else:
-            out.append(_walked(ex_pos, res, r, k, text, source, request))
-    return out, counts + Stats(calls={BACKWARD: 1})
+            found.append(_walked(ex_pos, res, r, k, text, source, request))
+    return found, sent, counts + Stats(calls={BACKWARD: 1})
 
 
 def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs):
@@ -323,13 +325,13 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
         upstream = [i for i in r.inputs if reach.get(i, False)]
         trainable = [p for p in r.params if p in state and state[p].trainable]
         if r.kind in ("fn", "retrieve"):
-            for i in upstream:
-                inbox[i].extend(feedback)
-            found, more = [], Stats(events={"passthrough": 1})
+            found, sent, more = _passthrough_record(feedback)
         elif knobs.errors_only and res.loss.score >= knobs.tau:
-            found, more = _fixed_record(ex_pos, res, r, trainable, upstream, inbox)
+            found, sent, more = _fixed_record(ex_pos, res, r, trainable)
         else:
-            found, more = yield from _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, inbox, knobs)
+            found, sent, more = yield from _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, knobs)
+        for i in upstream:
+            inbox[i].extend(sent)
         out += found
         counts += more
     return out, counts
@@ -351,8 +353,8 @@ def backward(results: Sequence[Any], state: PromptState, knobs: BackpropKnobs):
     per_example, requests = yield from numbered(gather(_example_backward(i, res, state, knobs)
                                                        for i, res in enumerate(results)))
     walked = sorted((w for found, _ in per_example for w in found), key=lambda w: w.order)
-    grads = tuple(Gradient(n, call=_critique_call(w.request, requests) if w.fields["source"] == "critique" else None,
-                           **w.fields) for n, w in enumerate(walked))
+    grads = tuple(attrs.evolve(w.gradient, id=n, call=_critique_call(w.request, requests) if w.gradient.source == "critique" else None)
+                  for n, w in enumerate(walked))
     return grads, requests, sum((counts for _, counts in per_example), Stats())
 
 

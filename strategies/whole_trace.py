@@ -233,7 +233,7 @@ def _sample_call(i: int) -> int:
     return i
 
 
-def _no_call(results, state, knobs, context) -> str:
+def _no_call(results, knobs) -> str:
     """Why this step needs no optimizer call ("" when it does)."""
     if not results:
         return "empty minibatch"
@@ -245,7 +245,7 @@ def _no_call(results, state, knobs, context) -> str:
 def _update(knobs: WholeTraceKnobs):
     def update(results, state, s, context):
         stats = read_state(s, Stats, "whole_trace") + Stats(steps=1)
-        why = _no_call(results, state, knobs, context)
+        why = _no_call(results, knobs)
         if why:
             perfect = Stats(events={"all_perfect": 1}) if results else Stats()
             return Update((), [Note("", "no_update", why)]), stats + perfect

@@ -133,3 +133,23 @@ def test_a_task_declares_distinct_labels_and_the_classification_task_does():
     for bad in (["a", "a"], ["a", ""], [3]):
         with pytest.raises(ConfigError, match="labels must be distinct non-empty strings"):
             Task("t", None, None, None, (), (), (), labels=bad)
+
+
+def test_a_run_resumes_from_a_checkpoint_of_the_previous_format():
+    from funcgrad.training.fit import FitSettings, fit, fit_state_from_data, fit_state_to_data
+    from tests.test_strategies import LOOP_EXAMPLES, count_pipeline, smart_engine
+    from tests.test_strategies import STATE as COUNT_STATE
+
+    task = Task("count", count_pipeline, COUNT_STATE, funcgrad.exact_match, train=LOOP_EXAMPLES[:6],
+                val=LOOP_EXAMPLES[6:], test=LOOP_EXAMPLES[6:])
+    settings = FitSettings(steps=3, batch_size=2)
+    saved = []
+    baseline = fit(task, backprop(), engine=smart_engine(), settings=settings, checkpoint=saved.append)
+    first = next(fs for fs in saved if fs.step == 1)
+    s = first.strategy_state
+    data = orjson.loads(orjson.dumps(fit_state_to_data(first)))
+    data["strategy_state"] = to_data({"steps": s.steps, "calls": dict(s.calls), "rejections": dict(s.rejections),
+                                      "events": dict(s.events)})  # as the previous format wrote it
+    resumed = fit(task, backprop(), engine=smart_engine(), settings=settings, resume_from=fit_state_from_data(data))
+    assert resumed.state == baseline.state and resumed.log == baseline.log
+    assert resumed.strategy_state == baseline.strategy_state and resumed.strategy_state.steps == 3

@@ -24,15 +24,15 @@ def test_bootstrap_demos_on_the_embedded_model(local_engine):
     steps = []
     fs = fit(task, bootstrap_demos(k=2, n_sets=2), engine=local_engine,
              settings=FitSettings(steps=1, batch_size=6, val_batch=2, proposals_per_step=1), log_step=steps.append)
-    pool = fs.strategy_state["pool"]
+    pool = fs.strategy_state.demos
     print(f"\n{len(pool)} demonstrations harvested; verdict {steps[0].verdict.value}: {steps[0].reason}")
     train_ids = {e.id for e in task.train}
-    assert {d["id"] for d in pool} <= train_ids
+    assert {d.example_id for d in pool} <= train_ids
     proposed = [c.value for c in steps[0].candidates if c.value]
     if pool:  # the model got some training examples right: they are the demos, whole replies included
         (text,) = proposed
         print(text)
-        assert text.startswith("Worked examples") and any(d["output"] in text for d in pool)
+        assert text.startswith("Worked examples") and any(d.output in text for d in pool)
         assert not any(e.x in text for e in task.val + task.test)
     else:  # it got none right: a note, no empty demos text
         assert proposed == [] and "has not scored >= 1.0" in steps[0].reason
