@@ -1,6 +1,5 @@
 """CachedEngine: keys, atomic entries, corruption, replay, de-duplication, faults."""
 
-import asyncio
 import concurrent.futures
 import subprocess
 import sys
@@ -199,18 +198,6 @@ def test_a_failing_leader_fails_its_followers_and_caches_nothing(tmp_path):
         release.set()
         errors = [f.exception() for f in futures]
     assert all(isinstance(e, EngineError) for e in errors) and entries(tmp_path) == []
-
-
-def test_async_path_caches_and_deduplicates(tmp_path):
-    inner = ScriptedEngine(lambda r: "4")
-    engine = CachedEngine(inner, tmp_path)
-
-    async def main():
-        first = await asyncio.gather(*(engine.acomplete(ask()) for _ in range(5)))
-        return first, await engine.acomplete(ask())
-
-    first, again = asyncio.run(main())
-    assert inner.calls() == 1 and again.cached and {r.text for r in first} == {"4"}
 
 
 WRITER = """

@@ -1,6 +1,5 @@
 """Meter, MeteredEngine and budgets."""
 
-import asyncio
 import concurrent.futures
 
 import orjson
@@ -223,15 +222,13 @@ def test_any_report_round_trips(row_list):
     assert UsageTable.from_data(orjson.loads(orjson.dumps(table.to_data()))) == table
 
 
-def test_metered_cached_http_chain_async(tmp_path):
-    async def main(engine):
-        await asyncio.gather(*(engine.acomplete(ask(f"q{i % 4}")) for i in range(8)))
-        return await engine.acomplete(ask("q1"))
-
+def test_metered_cached_http_chain_under_threads(tmp_path):
     with StubServer(latency=0.01) as stub:
         inner = OpenAIEngine("stub", base_url=stub.base_url, api_key="", concurrency=8)
         engine = MeteredEngine(CachedEngine(inner, tmp_path), Budget(max_calls=9))
-        assert asyncio.run(main(engine)).cached
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(engine.complete, [ask(f"q{i % 4}") for i in range(8)]))
+        assert engine.complete(ask("q1")).cached
         inner.close()
     row = engine.report().rows[0]
     assert (row.calls, row.cached_calls, len(stub.requests)) == (4, 5, 4)

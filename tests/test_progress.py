@@ -9,6 +9,10 @@ from funcgrad.cli.progress import make_reporter
 from funcgrad.engines.meter import UsageRow, UsageTable
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.engines.stub import StubServer
+from funcgrad.training.events import (
+    ExampleScored, FinalTest, FitDone, InitialScores, ProposalJudged, Proposing, StepDone, TrainingStarted,
+)
+from funcgrad.training.records import Proposal, StepLog
 from train_fixtures import respond_body
 
 USAGE = UsageTable((UsageRow("forward", "m", calls=7, prompt_tokens=100, completion_tokens=20),))
@@ -27,6 +31,10 @@ class Clock:
         return self.now
 
 
+def _log(step, val):
+    return StepLog(step, ("e0",), 0.0, (), False, val)
+
+
 def _req(role):
     return Request(messages=(("user", "q"),), role=role)
 
@@ -34,11 +42,11 @@ def _req(role):
 def test_non_tty_output_is_one_line_per_milestone_and_phase_change():
     out = io.StringIO()
     with make_reporter(title="t", stream=out, interval=None) as report:
-        report("eval", {"step": 0, "val": 0.25, "test": 0.5}, USAGE)
-        report("example", {"phase": "val", "done": 1, "total": 4, "score": 1.0}, USAGE)
-        report("example", {"phase": "val", "done": 2, "total": 4, "score": 1.0}, USAGE)
-        report("step", {"step": 1, "total": 3, "val": 0.5}, USAGE)
-        report("done", {"step": 3, "initial_test": 0.5, "final_test": None}, USAGE)
+        report(InitialScores(0.25, 0.5), USAGE)
+        report(ExampleScored("val", 1, 4, 1.0), USAGE)
+        report(ExampleScored("val", 2, 4, 1.0), USAGE)
+        report(StepDone(1, 3, _log(1, 0.5)), USAGE)
+        report(FitDone(3, 0.5, None), USAGE)
     assert out.getvalue().splitlines() == [
         "[t] initial: validation 25.0%, test 50.0%; 7 calls",
         "[t] initial evaluation validation: 0 calls done, examples 1/4; phase 0 s, total 0 s",
@@ -62,26 +70,26 @@ def test_a_step_shows_each_phase_once_and_a_slow_call_as_a_steady_heartbeat():
 
     critic = reporter.watch(ScriptedEngine(critic_answer))
     with reporter as report:
-        report("start", {"step": 1, "total": 4})
+        report(TrainingStarted(1, 4))
         for i in range(3):                                   # the training minibatch
             task.complete(_req("forward"))
             clock.now += 2
-            report("example", {"phase": "train", "done": i + 1, "total": 3, "score": 0.0})
-        report("phase", {"name": "step 2: proposing", "train": 0.0})
+            report(ExampleScored("train", i + 1, 3, 0.0))
+        report(Proposing(2, 0.0))
         critic.complete(_req("backward"))
         reporter.tick()                                      # nothing new within the interval: no line
         critic.complete(_req("optimizer"))
         task.complete(_req("validation"))                    # scoring the proposal
         critic.complete(_req("judge"))                       # an LLM loss: counted, not a phase of its own
-        report("example", {"phase": "minibatch", "done": 1, "total": 3, "score": 1.0})
+        report(ExampleScored("minibatch", 1, 3, 1.0))
         clock.now += 30
         reporter.tick()                                      # 30 s later: a heartbeat
-        report("proposal", {"step": 2, "accepted": False, "reason": "lost on the training minibatch (0.3 < 0.5)"})
-        report("step", {"step": 2, "total": 4, "val": 0.5})
+        report(ProposalJudged(2, 0, Proposal({"sys": "x"}, verdict="lost_minibatch", reason="lost on the training minibatch (0.3 < 0.5)")))
+        report(StepDone(2, 4, _log(2, 0.5)))
         assert reporter.status.step_label == "step 3/4"
-        report("step", {"step": 4, "total": 4, "val": 0.5})
+        report(StepDone(4, 4, _log(4, 0.5)))
         assert reporter.status.step_label == "after step 4/4"
-        report("phase", {"name": "final test evaluation"})
+        report(FinalTest())
     assert seen == ["backward", "optimizer", "judge"]
     assert out.getvalue().splitlines() == [
         "[t] training from step 1 to at most 4",
@@ -115,7 +123,7 @@ def test_the_heartbeat_thread_speaks_during_a_slow_call_and_stops_with_the_block
 def test_quiet_prints_nothing_and_watches_nothing(capsys):
     engine = ScriptedEngine(lambda r: "x")
     with make_reporter(quiet=True, stream=Tty()) as report:
-        report("step", {"step": 1, "total": 3, "val": 0.5}, USAGE)
+        report(StepDone(1, 3, _log(1, 0.5)), USAGE)
         assert report.watch(engine) is engine
     assert capsys.readouterr() == ("", "")
 
@@ -124,8 +132,8 @@ def test_a_terminal_gets_the_rich_bar_with_step_phase_and_counts():
     reporter = make_reporter(title="demo", stream=Tty())
     critic = reporter.watch(ScriptedEngine(lambda r: "x"))
     with reporter as report:
-        report("start", {"step": 0, "total": 3}, USAGE)
-        report("step", {"step": 2, "total": 3, "val": 0.5}, USAGE)
+        report(TrainingStarted(0, 3), USAGE)
+        report(StepDone(2, 3, _log(2, 0.5)), USAGE)
         task = reporter.progress.tasks[reporter.steps]
         assert (task.completed, task.total) == (2, 3)
         assert task.fields["info"] == "val 50.0% calls 7 tokens 120"

@@ -27,7 +27,9 @@ from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import (
     alternate, backprop, bootstrap_demos, chain_steps, demos_then, gepa, pareto_front, render_demos, whole_trace,
 )
-from funcgrad.training.fit import FitSettings, FitState, fit, fit_state_from_data, fit_state_to_data, paired_gain
+from funcgrad.training.fit import FitSettings, FitState, fit
+from funcgrad.training.gate import paired_gain
+from funcgrad.training.records import fit_state_from_data, fit_state_to_data
 from tests.test_strategies import NEW, STATE, Answers, run_counting
 
 # ---------------------------------------------------------------- a two-node pipeline with a demos peer
@@ -515,7 +517,7 @@ def test_backprop_edits_change_one_sentence_and_pass_the_guards(edit, value):
 
 
 def test_successive_halving_scores_the_rest_of_validation_only_for_promising_proposals():
-    from funcgrad.training.fit import _halving_subset
+    from funcgrad.training.gate import halving_subset
 
     task, engine = _gain_task()  # the proposal wins e4 and e5 of e4..e13 and loses none
     phases = []
@@ -527,7 +529,7 @@ def test_successive_halving_scores_the_rest_of_validation_only_for_promising_pro
     ):
         phases.clear()
         settings = FitSettings(steps=1, batch_size=3, proposals_per_step=1, halving=halving, seed=seed)
-        assert [e.id for e in _halving_subset(task.val, settings)] == subset
+        assert [e.id for e in halving_subset(task.val, settings)] == subset
         fs = fit(task, backprop(), engine=engine, log_results=log, settings=settings)
         assert [n for phase, n in phases if phase == "val"] == val_runs
         assert fs.log[0].accepted is accepted

@@ -28,7 +28,9 @@ from funcgrad.training.report import history_tsv, plot_learning_curve, report_ma
 from funcgrad.training.html_report import write_run_report
 from funcgrad.training.rundir import FILE_MODE, RunDir, read_traces
 from funcgrad.core.serialize import dumps
-from funcgrad.training.fit import FitState, fit, settings_hash
+from funcgrad.training.events import PhaseEvent, StepDone
+from funcgrad.training.fit import FitState, fit
+from funcgrad.training.settings import settings_hash
 
 
 @attrs.frozen
@@ -176,12 +178,12 @@ def _optimize(config, task, strategy, title, rd: RunDir, *, resume, quiet, confi
             rd.write_json("wall.json", {"wall_s": wall_before + time.monotonic() - started})
             saved["step"] = fs.step
 
-        def on_event(kind, data):
-            if kind == "phase":
-                saved["phase"] = data["name"]
-            elif kind == "step":  # until the next phase event, the run is in the next step's minibatch
-                saved["phase"] = f"step {data['step'] + 1}"
-            reporter(kind, data, meter.report())
+        def on_event(event):
+            if isinstance(event, PhaseEvent):
+                saved["phase"] = event.label
+            elif isinstance(event, StepDone):  # until the next phase event, the run is in the next step's minibatch
+                saved["phase"] = f"step {event.step + 1}"
+            reporter(event, meter.report())
 
         try:
             fs = fit(

@@ -31,6 +31,7 @@ from funcgrad.core.run import mean_score, run_batch
 from funcgrad.training.report import loss_warnings
 from funcgrad.training.rundir import read_traces
 from funcgrad.core.serialize import loads
+from funcgrad.training.events import ExampleScored
 
 
 def cmd_optimize(args) -> int:
@@ -72,7 +73,7 @@ def cmd_evaluate(args) -> int:
 
         def progress(result):
             done[0] += 1
-            reporter("example", {"phase": args.split, "done": done[0], "total": len(examples), "score": result.loss.score}, engines.meter.report())
+            reporter(ExampleScored(args.split, done[0], len(examples), result.loss.score), engines.meter.report())
 
         results = run_batch(task.pipeline, state, examples, engine=reporter.watch(engines.task), loss=task.loss, on_result=progress)
     print(f"{task.name} {args.split}: accuracy {_pct(mean_score(results))} on {len(results)} examples")

@@ -1,8 +1,8 @@
 """Progress display for long work: a rich display on a terminal, plain lines in logs.
 
 ``make_reporter(quiet=..., title=...)`` returns a context manager that is also the
-callback ``reporter(kind, data, usage)`` fed with :func:`funcgrad.training.fit.fit`
-events. ``reporter.watch(engine)`` wraps an engine so the reporter also sees every
+callback ``reporter(event, usage)`` fed with :func:`funcgrad.training.fit.fit`'s
+progress events (:mod:`funcgrad.training.events`). ``reporter.watch(engine)`` wraps an engine so the reporter also sees every
 model call start and end; from both it knows the current *step* and *phase*:
 
 * ``forward`` — the training minibatch runs on the current prompts,
@@ -36,11 +36,14 @@ from collections.abc import Callable
 from typing import Any
 
 from funcgrad.core.calls import Request, Response
+from funcgrad.training.events import (
+    ExampleScored, FinalTest, FitDone, FitEvent, InitialEvaluation, InitialScores, ProposalJudged, StepDone, TrainingStarted,
+)
 
 CRITIC_ROLES = ("backward", "optimizer")
 # Request.role -> phase: fit relabels the pipeline calls of each phase (funcgrad.training.fit.PHASE_ROLES).
 ROLE_PHASES = {"validation": "validation", "evaluation": "test", "backward": "backward", "optimizer": "optimizer"}
-# fit's batch names (the "phase" of an "example" event) -> the phase shown
+# fit's batch names (ExampleScored.batch) -> the phase shown
 BATCH_PHASES = {
     "train": "forward", "rerun": "forward", "minibatch": "validation", "val": "validation",
     "strategy-eval": "validation", "test": "test",
@@ -102,14 +105,6 @@ class WatchedEngine:
         finally:
             self.on_call("end", request, call_id)
 
-    async def acomplete(self, request: Request) -> Response:
-        call_id = next(self._ids)
-        self.on_call("start", request, call_id)
-        try:
-            return await self.inner.acomplete(request)
-        finally:
-            self.on_call("end", request, call_id)
-
 
 class Status:
     """Where a run is: step, phase, calls done and in flight, examples done, times.
@@ -137,22 +132,22 @@ class Status:
         self.phase, self.phase_started, self.calls_done, self.examples = phase, self.clock(), 0, None
         return True
 
-    def event(self, kind: str, data: dict) -> bool:
+    def event(self, event: FitEvent) -> bool:
         with self.lock:
-            if kind == "phase" and data.get("name") == "initial evaluation":
-                self.step_label = "initial evaluation"
-            elif kind == "phase" and "final test" in str(data.get("name", "")):
-                self.step_label, self.expect = "final test", "test"
-                return self._enter("test")
-            elif kind in ("start", "step"):
-                self.total = data.get("total", self.total)
-                done = self.total is not None and data["step"] >= self.total
-                self.step_label = f"after step {data['step']}/{self.total}" if done else f"step {data['step'] + 1}/{self.total}"
-                self.expect = "forward"
-            elif kind == "example":
-                changed = self._enter(BATCH_PHASES.get(data["phase"], data["phase"]))
-                self.examples = (data["done"], data["total"])
-                return changed
+            match event:
+                case InitialEvaluation():
+                    self.step_label = "initial evaluation"
+                case FinalTest():
+                    self.step_label, self.expect = "final test", "test"
+                    return self._enter("test")
+                case TrainingStarted(step, total) | StepDone(step, total):
+                    self.total = total
+                    self.step_label = f"after step {step}/{total}" if step >= total else f"step {step + 1}/{total}"
+                    self.expect = "forward"
+                case ExampleScored(batch, done, total):
+                    changed = self._enter(BATCH_PHASES[batch])
+                    self.examples = (done, total)
+                    return changed
             return False
 
     def call(self, event: str, request: Request, call_id: int, source: int = 0) -> bool:
@@ -189,7 +184,7 @@ class _Quiet:
     def __exit__(self, *exc):
         return False
 
-    def __call__(self, kind: str, data: dict, usage: Any = None) -> None:
+    def __call__(self, event: FitEvent, usage: Any = None) -> None:
         return None
 
     def watch(self, engine: Any) -> Any:
@@ -255,20 +250,21 @@ class _Lines(_Watching):
     def changed(self) -> None:
         self._say(self.status.line())
 
-    def __call__(self, kind, data, usage=None):
-        if self.status.event(kind, data):
+    def __call__(self, event: FitEvent, usage=None):
+        if self.status.event(event):
             self.changed()
         calls, tokens = _totals(usage)
-        if kind == "eval":
-            self._say(f"initial: validation {_score(data['val'])}, test {_score(data['test'])}; {calls} calls")
-        elif kind == "start":
-            self._say(f"training from step {data['step']} to at most {data['total']}")
-        elif kind == "proposal":
-            self._say(f"step {data['step']}: proposal {'accepted' if data['accepted'] else 'rejected'}: {data['reason'][:100]}")
-        elif kind == "step":
-            self._say(f"step {data['step']}/{data['total']}: validation {_score(data['val'])}; {calls} calls, {tokens} tokens")
-        elif kind == "done":
-            self._say(f"done at step {data['step']}: test {_score(data['initial_test'])} -> {_score(data['final_test'])}")
+        match event:
+            case InitialScores(val, test):
+                self._say(f"initial: validation {_score(val)}, test {_score(test)}; {calls} calls")
+            case TrainingStarted(step, total):
+                self._say(f"training from step {step} to at most {total}")
+            case ProposalJudged(step, _, proposal):
+                self._say(f"step {step}: proposal {'accepted' if proposal.accepted else 'rejected'}: {proposal.reason[:100]}")
+            case StepDone(step, total, log):
+                self._say(f"step {step}/{total}: validation {_score(log.val_score)}; {calls} calls, {tokens} tokens")
+            case FitDone(step, initial_test, final_test):
+                self._say(f"done at step {step}: test {_score(initial_test)} -> {_score(final_test)}")
 
 
 class _Bar(_Watching):
@@ -307,30 +303,31 @@ class _Bar(_Watching):
         running = f", {len(s.running)} running" if s.running else ""
         self.progress.update(self.examples, visible=True, description=f"  {s.phase} calls", info=f"{s.calls_done} done{running}")
 
-    def __call__(self, kind, data, usage=None):
-        if self.status.event(kind, data):
+    def __call__(self, event: FitEvent, usage=None):
+        if self.status.event(event):
             self.changed()
         calls, tokens = _totals(usage)
         self.info = f"calls {calls} tokens {tokens}"
-        if kind == "start":
-            self.progress.update(self.steps, total=data["total"], completed=data["step"], info=self.info)
-            self.changed()
-        elif kind == "example":
-            self.progress.update(
-                self.examples, visible=True, total=data["total"], completed=data["done"],
-                description=f"  {self.status.phase} ({data['phase']})", info=self.info,
-            )
-        elif kind == "eval":
-            self.progress.console.print(f"initial: validation {_score(data['val'])}, test {_score(data['test'])}")
-        elif kind == "proposal":
-            verdict = "[green]accepted" if data["accepted"] else "[yellow]rejected"
-            self.progress.console.print(f"step {data['step']}: proposal {verdict}[/]: {data['reason'][:100]}")
-        elif kind == "step":
-            self.info = f"val {_score(data['val'])} {self.info}"
-            self.progress.update(self.steps, completed=data["step"], info=self.info)
-            self.changed()
-        elif kind == "done":
-            self.progress.update(self.examples, visible=False)
+        match event:
+            case TrainingStarted(step, total):
+                self.progress.update(self.steps, total=total, completed=step, info=self.info)
+                self.changed()
+            case ExampleScored(batch, done, total):
+                self.progress.update(
+                    self.examples, visible=True, total=total, completed=done,
+                    description=f"  {self.status.phase} ({batch})", info=self.info,
+                )
+            case InitialScores(val, test):
+                self.progress.console.print(f"initial: validation {_score(val)}, test {_score(test)}")
+            case ProposalJudged(step, _, proposal):
+                verdict = "[green]accepted" if proposal.accepted else "[yellow]rejected"
+                self.progress.console.print(f"step {step}: proposal {verdict}[/]: {proposal.reason[:100]}")
+            case StepDone(step, _, log):
+                self.info = f"val {_score(log.val_score)} {self.info}"
+                self.progress.update(self.steps, completed=step, info=self.info)
+                self.changed()
+            case FitDone():
+                self.progress.update(self.examples, visible=False)
 
 
 def make_reporter(*, quiet: bool = False, title: str = "funcgrad", stream=None, interval: float | None = 30.0, clock=time.monotonic):
@@ -340,7 +337,7 @@ def make_reporter(*, quiet: bool = False, title: str = "funcgrad", stream=None, 
     heartbeat); ``clock`` is for tests.
 
     >>> with make_reporter(quiet=True) as report:
-    ...     report("step", {"step": 1, "total": 2, "val": 0.5})
+    ...     report(TrainingStarted(0, 2))
     """
     if quiet:
         return _Quiet()

@@ -13,7 +13,6 @@ because every wrapper is itself an engine.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -140,22 +139,12 @@ class Response:
 class Engine(Protocol):
     """What funcgrad needs from a model backend.
 
-    ``complete`` is the synchronous call; ``acomplete`` the asyncio one. ``concurrency``
-    is how many calls the engine is happy to have in flight; batch helpers use it as
-    their default worker count.
+    ``complete`` answers one request; callers run several at once from threads (the
+    driver and the batch helpers), so it must be thread-safe. ``concurrency`` is how
+    many calls the engine is happy to have in flight; batch helpers use it as their
+    default worker count.
     """
 
     concurrency: int
 
     def complete(self, request: Request) -> Response: ...
-
-    async def acomplete(self, request: Request) -> Response: ...
-
-
-class SyncEngine:
-    """Mixin for engines that only implement ``complete``: runs it in a worker thread for ``acomplete``."""
-
-    concurrency: int = 1
-
-    async def acomplete(self, request: Request) -> Response:
-        return await asyncio.to_thread(self.complete, request)

@@ -132,6 +132,19 @@ def sign_test(wins: int, losses: int) -> float:
     return float(stats.binomtest(wins, wins + losses, 0.5).pvalue)
 
 
+def one_sided_sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test p-value: the chance of at least ``wins`` wins in ``wins + losses`` fair coin flips.
+
+    Computed from exact binomial counts (one rounding), so the same counts always give
+    the same float; 1.0 when nothing differs.
+
+    >>> one_sided_sign_test(2, 0), one_sided_sign_test(0, 0), one_sided_sign_test(3, 1)
+    (0.25, 1.0, 0.3125)
+    """
+    n = wins + losses
+    return 0.5**n * sum(math.comb(n, j) for j in range(wins, n + 1))
+
+
 def min_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest mean difference ``n`` paired examples detect with ``power`` at level ``alpha``.
 

@@ -22,7 +22,6 @@ is corrupt anyway (e.g. a power loss) is treated as a miss and rewritten.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import hashlib
 import logging
@@ -174,22 +173,6 @@ class CachedEngine:
         path.parent.mkdir(exist_ok=True)
         write_atomic(path, payload)
 
-    def recall(self, request: Request) -> Response | None:
-        """The answer without calling a model: that of an identical call in flight, else the stored one."""
-        with self._lock:
-            future = self._inflight.get(self.key(request))
-        if future is not None:
-            return attrs.evolve(future.result(), cached=True)
-        return self.lookup(request)
-
-    async def arecall(self, request: Request) -> Response | None:
-        """Async :meth:`recall`."""
-        with self._lock:
-            future = self._inflight.get(self.key(request))
-        if future is not None:
-            return attrs.evolve(await asyncio.wrap_future(future), cached=True)
-        return self.lookup(request)
-
     def _miss(self, request: Request) -> CacheMiss:
         key = self.key(request)
         return CacheMiss(
@@ -229,28 +212,6 @@ class CachedEngine:
         response, error = None, None
         try:
             response = self.lookup(request) or self.inner.complete(request)
-            if not response.cached:
-                self.store(request, response)
-            return response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._finish(request, future, response, error)
-
-    async def acomplete(self, request: Request) -> Response:
-        """Async :meth:`complete` (entries are small: file I/O stays on the event loop)."""
-        hit = self.lookup(request)
-        if hit is not None:
-            return hit
-        if self.replay:
-            raise self._miss(request)
-        future, leader = self._lead(request)
-        if not leader:
-            return attrs.evolve(await asyncio.wrap_future(future), cached=True)
-        response, error = None, None
-        try:
-            response = self.lookup(request) or await self.inner.acomplete(request)
             if not response.cached:
                 self.store(request, response)
             return response

@@ -296,17 +296,3 @@ class MeteredEngine:
             raise
         self._end(request, response, reserved)
         return response
-
-    async def acomplete(self, request: Request) -> Response:
-        """Async :meth:`complete`."""
-        reserved = self.meter.reserve(request.role)
-        try:
-            response = await self.inner.acomplete(request)
-        except Exception:
-            self._end(request, None, reserved)
-            raise
-        except BaseException:
-            self.meter.release(request.role, reserved)
-            raise
-        self._end(request, response, reserved)
-        return response

@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from funcgrad.core.calls import Request, Response, SyncEngine, Usage
+from funcgrad.core.calls import Request, Response, Usage
 from funcgrad.core.errors import EngineError
 
 
-class ScriptedEngine(SyncEngine):
+class ScriptedEngine:
     """An engine whose answers come from ``respond(request) -> str``.
 
     It keeps the requests it saw, in order, in ``requests`` (a tuple snapshot), so

@@ -43,7 +43,7 @@ from funcgrad.core.serialize import from_data, loads
 from funcgrad.core.state import PromptState, apply_updates
 from funcgrad.core.values import thaw
 from funcgrad.engines.files import write_atomic
-from funcgrad.training.fit import FitState, fit_state_from_data
+from funcgrad.training.records import FitState, fit_state_from_data
 from funcgrad.training.html_figures import OUTCOMES, Curve, ProposalPoint, compare_svg, curve_svg, node_label, trace_graph_svg
 from funcgrad.training.rundir import read_steps
 

@@ -22,7 +22,7 @@ from typing import Any
 from funcgrad.core.errors import StateError
 from funcgrad.core.run import Result
 from funcgrad.core.state import PromptState, apply_updates
-from funcgrad.training.fit import FitState
+from funcgrad.training.records import FitState
 
 
 def _fmt(score: float | None) -> str:
@@ -64,7 +64,7 @@ def proposals_markdown(fs: FitState, initial: PromptState) -> str:
     every earlier accepted proposal applied.
 
     >>> from funcgrad.core.state import Param
-    >>> from funcgrad.training.fit import Proposal, StepLog
+    >>> from funcgrad.training.records import Proposal, StepLog
     >>> p = Proposal({"a": "Count items."}, verdict="no_val_gain", reason="did not beat the validation score")
     >>> fs = FitState(1, PromptState.of(a=Param("Count.")), {}, 0.0, 0.0, None, log=(StepLog(1, ("e0",), 0.0, (p,), False, 0.0),))
     >>> print(proposals_markdown(fs, PromptState.of(a=Param("Count."))))

@@ -41,7 +41,7 @@ from funcgrad.core.errors import CheckpointError, ConfigError
 from funcgrad.core.run import Result
 from funcgrad.core.serialize import to_data
 from funcgrad.engines.files import write_atomic
-from funcgrad.training.fit import FitState, fit_state_from_data, fit_state_to_data
+from funcgrad.training.records import FitState, fit_state_from_data, fit_state_to_data
 
 CHECKPOINT_FORMAT = "funcgrad-checkpoint"
 CHECKPOINT_VERSION = 1
