@@ -294,7 +294,8 @@ def _update(knobs: DemosKnobs):
         chosen = {p: v for p, v in values[best].items() if v != state[p].value}
         notes.append(Note("", "proposed", f"{why}; chose #{best} (demos from training examples "
                                           f"{_provenance(sets[best])})"))
-        cands = [Candidate(p, state[p].value, v, "", f"set #{best}") for p, v in chosen.items()]
+        cands = [Candidate(p, state[p].value, v, "", f"set #{best}: demos from {_provenance({p: sets[best][p]})}")
+                 for p, v in chosen.items()]
         return Update(chosen, notes, (), cands), attrs.evolve(pool, stats=pool.stats + counts)
 
     return update

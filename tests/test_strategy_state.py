@@ -136,7 +136,8 @@ def test_a_task_declares_distinct_labels_and_the_classification_task_does():
 
 
 def test_a_run_resumes_from_a_checkpoint_of_the_previous_format():
-    from funcgrad.training.fit import FitSettings, fit, fit_state_from_data, fit_state_to_data
+    from funcgrad.training.fit import FitSettings, fit
+    from funcgrad.training.records import fit_state_from_data, fit_state_to_data
     from tests.test_strategies import LOOP_EXAMPLES, count_pipeline, smart_engine
     from tests.test_strategies import STATE as COUNT_STATE
 

@@ -282,7 +282,7 @@ def test_gepa_step_reflects_keeps_an_improving_child_and_proposes_the_best():
 
     fresh = gepa_answers()
     done = drive(strategy.update(results, STATE, strategy.init(STATE), StepContext()), strategy="gepa",
-                 critic=ScriptedEngine(lambda r: json.dumps({"diagnosis": "d", "text": NEW})), validate=fresh.validate, rerun=fresh.rerun)
+                 critic=ScriptedEngine(lambda r: json.dumps({"diagnosis": "d", "text": NEW})), validate=lambda e: fresh.validate(e.state, e.seed), rerun=lambda e: fresh.rerun(e.state))
     traced, _ = done.value
     assert traced == update
     st_ = funcgrad.StepTrace(1, 0, "gepa", calls=done.calls, effects=done.effects, candidates=traced.candidates, verdict="accepted")
