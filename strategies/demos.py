@@ -171,7 +171,7 @@ def _first_runs(results, state, context, knobs: DemosKnobs):
     return runs
 
 
-def _scan(results, state, context, targets, knobs: DemosKnobs):
+def scan_demos(results, state, context, targets, knobs: DemosKnobs):
     """A program: demonstrations from plain runs, then resamples and rationalizations of the examples still failed.
 
     Returns ``(found, counts)``. Each resample round asks only the examples no run
@@ -276,7 +276,7 @@ def _update(knobs: DemosKnobs):
         if knobs.scope == "train" and sig in pool.scanned:
             found, counts = harvest(_passed(results, knobs), targets), Stats()
         else:
-            found, counts = yield from _scan(results, state, context, targets, knobs)
+            found, counts = yield from scan_demos(results, state, context, targets, knobs)
             if knobs.scope == "train":
                 pool = attrs.evolve(pool, scanned=(*pool.scanned, sig))
         pool = _harvested(pool, found, knobs, counts)
