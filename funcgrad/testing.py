@@ -707,7 +707,8 @@ def demos() -> st.SearchStrategy[Demo]:
     True
     """
     return st.builds(Demo, example_id=names(), param=names(), node=names(), call=st.integers(0, 20), input=texts(),
-                     output=texts(), score=_SCORES)
+                     output=texts(), score=_SCORES,
+                     source=st.sampled_from(("plain", "rationalized")) | st.integers(1, 5).map("resample {}".format))
 
 
 def demo_pools() -> st.SearchStrategy[DemoPool]:
@@ -716,7 +717,8 @@ def demo_pools() -> st.SearchStrategy[DemoPool]:
     >>> len(demo_pools().example().demos) <= 3
     True
     """
-    return st.builds(DemoPool, demos=st.lists(demos(), max_size=3), stats=stats())
+    return st.builds(DemoPool, demos=st.lists(demos(), max_size=3), stats=stats(),
+                     scanned=st.lists(st.text("0123456789abcdef", min_size=12, max_size=12), max_size=2))
 
 
 __all__ += ["demo_pools", "demos", "histories", "history_entries", "picks", "pool_entries", "pools", "stats"]

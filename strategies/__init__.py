@@ -7,6 +7,7 @@ They are drop-in replacements for one another; swapping is one line::
     strategy = sampled_momentum(backprop(), k=5)  # TSGD-M around any strategy
     strategy = bootstrap_demos(k=3)               # the model's own correct traces as demos
     strategy = gepa(pool_size=8)                  # reflective evolution, Pareto parent selection
+    strategy = search(proposals=2)                # instruction x format x demos, successive halving
     strategy = chain_steps((whole_trace(), 2), bootstrap_demos())  # phases, one trainer and budget
 
 Each ``update`` is an effect program (sans-I/O): it yields the critic/optimizer calls
@@ -28,6 +29,7 @@ from funcgrad.strategies.momentum import SampledMomentumKnobs, gumbel_top_k, sam
 from funcgrad.core.strategy_state import rejection_counts
 from funcgrad.strategies.guards import GUARDS, Evidence, Guard, check_value
 from funcgrad.strategies.replies import extract_fenced
+from funcgrad.strategies.search import SearchKnobs, search
 from funcgrad.strategies.text import fence
 from funcgrad.strategies.whole_trace import WholeTraceKnobs, code_line, whole_trace
 
@@ -36,4 +38,5 @@ __all__ = [
     "render_demos",
     "GUARDS", "BackpropKnobs", "Evidence", "Guard", "SampledMomentumKnobs", "WholeTraceKnobs", "backprop", "backward", "check_value",
     "code_line", "extract_fenced", "fence", "gumbel_top_k", "rejection_counts", "sampled_momentum", "whole_trace",
+    "SearchKnobs", "search",
 ]

@@ -41,7 +41,7 @@ from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Stats, read_state
 from funcgrad.core.trace import reverse_topological
 from funcgrad.strategies import edits, optimizer, sampling
-from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines
+from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines, writable
 from funcgrad.strategies.guards import Guard, check_proposal
 from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
 from funcgrad.strategies.prompts import backprop as prompts
@@ -114,7 +114,7 @@ class _Walked:
 def _reaches_trainable(trace, state: PromptState) -> dict[int, bool]:
     reach: dict[int, bool] = {}
     for r in trace.records:
-        own = any(p in state and state[p].trainable for p in r.params)
+        own = any(writable(state, p) for p in r.params)
         reach[r.id] = own or any(reach.get(i, False) for i in r.inputs)
     return reach
 
@@ -324,7 +324,7 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
         if not feedback or not reach[r.id]:
             continue
         upstream = [i for i in r.inputs if reach.get(i, False)]
-        trainable = [p for p in r.params if p in state and state[p].trainable]
+        trainable = [p for p in r.params if writable(state, p)]
         if r.kind in ("fn", "retrieve"):
             found, sent, more = _passthrough_record(feedback)
         elif knobs.errors_only and res.loss.score >= knobs.tau:

@@ -71,3 +71,18 @@ def since_improvement_lines(context) -> list[str]:
     """
     since = context.steps_since_improvement
     return [shared.SINCE_IMPROVEMENT.format(n=since) + (shared.BOLDER if since >= 2 else "")] if since else []
+
+
+def writable(state, name: str) -> bool:
+    """Whether a text-writing strategy may rewrite param ``name``: trainable, and not of kind ``demos``.
+
+    Worked examples are harvested from the model's own correct runs
+    (:func:`~funcgrad.strategies.bootstrap_demos`, :func:`~funcgrad.strategies.search`),
+    never written by an optimizer model; a writer shows a demos param as fixed context.
+
+    >>> from funcgrad.core.state import Param, PromptState
+    >>> s = PromptState.of(ins=Param("Count."), demos=Param("", kind="demos"))
+    >>> writable(s, "ins"), writable(s, "demos")
+    (True, False)
+    """
+    return name in state and state[name].trainable and state[name].kind != "demos"

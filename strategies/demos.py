@@ -21,6 +21,7 @@ harvested: validation answers are used for their scores only.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -28,16 +29,25 @@ from typing import Any
 import attrs
 
 from funcgrad.core.backward import Candidate
-from funcgrad.core.effects import Validate
+from funcgrad.core.effects import Rerun, Validate
 from funcgrad.core.run import mean_score
 from funcgrad.core.seeds import derive_seed
 from funcgrad.core.state import apply_updates
+from funcgrad.core.errors import StrategyError
 from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Demo, DemoPool, Stats, read_state
 from funcgrad.strategies.context import rejected_values
-from funcgrad.strategies.knobs import AT_MOST_ONE, POSITIVE_INT
+from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP
 from funcgrad.strategies.prompts import demos as prompts
 from funcgrad.strategies.text import clip
+
+
+SCOPES = ("minibatch", "train")
+
+
+def _positive_temperature(instance, attribute, value) -> None:
+    if value <= 0:
+        raise ValueError(f"temperature={value!r} must be > 0: resamples at temperature 0 repeat the greedy answer")
 
 
 @attrs.frozen
@@ -53,12 +63,19 @@ class DemosKnobs:
     tau: float = attrs.field(default=1.0, validator=AT_MOST_ONE)
     max_pool: int = attrs.field(default=60, validator=POSITIVE_INT)
     max_chars: int = attrs.field(default=700, validator=POSITIVE_INT)
+    scope: str = attrs.field(default="minibatch", validator=attrs.validators.in_(SCOPES))
+    max_train: int = attrs.field(default=30, validator=POSITIVE_INT)
+    max_rounds: int = attrs.field(default=0, validator=NON_NEGATIVE_INT)
+    temperature: float = attrs.field(default=1.0, validator=[*NON_NEGATIVE, _positive_temperature])
+    rationalize: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    max_set_chars: int = attrs.field(default=6000, validator=PROMPT_CAP)
 
 
-def harvest(results, params) -> list[Demo]:
+def harvest(results, params, source: str = "plain") -> list[Demo]:
     """Demonstrations in ``results``: one per call of a node reading one of ``params``, on examples scoring >= tau.
 
-    ``results`` are assumed already filtered by score.
+    ``results`` are assumed already filtered by score; ``source`` says how they were
+    found (see :class:`~funcgrad.core.strategy_state.Demo`).
     """
     out = []
     for res in results:
@@ -67,13 +84,14 @@ def harvest(results, params) -> list[Demo]:
                 continue
             for p in params:
                 if p in r.params and str(r.output).strip():
-                    out.append(Demo(res.example.id, p, r.node, r.call_index, r.user_text, str(r.output).strip(), res.loss.score))
+                    out.append(Demo(res.example.id, p, r.node, r.call_index, r.user_text, str(r.output).strip(),
+                                    res.loss.score, source))
     return out
 
 
-def render_demos(demos, max_chars: int = 700) -> str:
+def render_demos(demos) -> str:
     """The text of a demos param holding ``demos`` (:class:`~funcgrad.core.strategy_state.Demo` values, or
-    mappings with ``input`` and ``output``).
+    mappings with ``input`` and ``output``). A demo is never cut: :func:`fit_set` drops whole demos instead.
 
     >>> print(render_demos([Demo("e1", "demos", "count", 0, "I have a cat. How many animals?", "cat: 1. Answer: 1", 1.0)]))
     Worked examples (an input, then a correct reply):
@@ -84,8 +102,23 @@ def render_demos(demos, max_chars: int = 700) -> str:
     cat: 1. Answer: 1
     """
     pairs = [(d["input"], d["output"]) if isinstance(d, Mapping) else (d.input, d.output) for d in demos]
-    blocks = [prompts.DEMO.format(input=clip(x, max_chars), output=clip(y, max_chars)) for x, y in pairs]
+    blocks = [prompts.DEMO.format(input=x, output=y) for x, y in pairs]
     return prompts.SEPARATOR.join([prompts.HEADER, *blocks])
+
+
+def fit_set(demos, max_set_chars: int) -> tuple[list, int]:
+    """The longest prefix of ``demos`` whose rendered text has at most ``max_set_chars``, and how many were dropped.
+
+    Whole demos are dropped from the end, never cut in the middle.
+
+    >>> d = Demo("e1", "demos", "count", 0, "x" * 40, "y" * 40, 1.0)
+    >>> [len(kept) for kept, _ in (fit_set([d, d, d], 1000), fit_set([d, d, d], 200))]
+    [3, 1]
+    """
+    kept = list(demos)
+    while len(kept) > 1 and len(render_demos(kept)) > max_set_chars:
+        kept.pop()
+    return kept, len(demos) - len(kept)
 
 
 # ---------------------------------------------------------------- the update, step by step
@@ -97,18 +130,87 @@ def _targets(results, state) -> list[str]:
     return [n for n in state.trainable_names if state[n].kind == "demos" and n in read]
 
 
-def _harvested(pool: DemoPool, results, targets, knobs: DemosKnobs) -> DemoPool:
-    """The pool with the new demonstrations of the examples scoring >= tau (the newest ``max_pool`` kept)."""
+def _harvested(pool: DemoPool, found, knobs: DemosKnobs, counts: Stats) -> DemoPool:
+    """The pool with the new demonstrations of ``found`` (the newest ``max_pool`` kept) and ``counts`` added."""
     known = {d.key for d in pool.demos}
-    fresh = [d for d in harvest([r for r in results if r.loss.score >= knobs.tau], targets) if d.key not in known]
-    return DemoPool((*pool.demos, *fresh)[-knobs.max_pool:], pool.stats + Stats(events={"harvested": len(fresh)}))
+    fresh = list({d.key: d for d in found if d.key not in known}.values())
+    return attrs.evolve(pool, demos=(*pool.demos, *fresh)[-knobs.max_pool:],
+                        stats=pool.stats + counts + Stats(events={"harvested": len(fresh)}))
+
+
+def _signature(state) -> str:
+    """A short digest of the state's non-demos text: a training-split scan is done once per prompt."""
+    text = "\x00".join(f"{n}={state[n].value}" for n in state.names if state[n].kind != "demos")
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _passed(results, knobs: DemosKnobs) -> list:
+    return [r for r in results if r.loss.score >= knobs.tau]
+
+
+def _hinted(state, targets, feedback: str):
+    """``state`` with the rationalization hint (from the loss ``feedback``) added to each target demos param."""
+    hint = prompts.HINT.format(feedback=feedback)
+    return apply_updates(state, {p: prompts.SEPARATOR.join(v for v in (state[p].value, hint) if v) for p in targets})
+
+
+def _echoes_hint(demo: Demo) -> bool:
+    text = f"{demo.input}\n{demo.output}".lower()
+    return any(word in text for word in prompts.HINT_ECHOES)
+
+
+def _first_runs(results, state, context, knobs: DemosKnobs):
+    """A program: the runs to harvest from first — the minibatch's, or the training split's (one Rerun)."""
+    if knobs.scope == "minibatch":
+        return tuple(results)
+    ids = context.train_ids[:knobs.max_train]
+    if not ids:
+        raise StrategyError("bootstrap_demos(scope='train') needs the training split's ids (StepContext.train_ids); "
+                            "the loop running it gave none: use scope='minibatch' with this loop")
+    (runs,) = yield (Rerun(state, examples=ids),)
+    return runs
+
+
+def scan_demos(results, state, context, targets, knobs: DemosKnobs):
+    """A program: demonstrations from plain runs, then resamples and rationalizations of the examples still failed.
+
+    Returns ``(found, counts)``. Each resample round asks only the examples no run
+    has passed yet, with a new sample index; rationalization asks each of those once
+    more with a hint made from its loss feedback, and keeps the demo only if the whole
+    pipeline then passed and the demo does not speak of the hint.
+    """
+    runs = yield from _first_runs(results, state, context, knobs)
+    found = harvest(_passed(runs, knobs), targets, "plain")
+    failed = [r for r in runs if r.loss.score < knobs.tau]
+    counts = Stats(events={"scanned": len(runs)})
+    for n in range(1, knobs.max_rounds + 1):
+        if not failed:
+            break
+        (again,) = yield (Rerun(state, examples=tuple(r.example.id for r in failed), sample=n,
+                                temperature=knobs.temperature),)
+        found += harvest(_passed(again, knobs), targets, f"resample {n}")
+        passed = {r.example.id for r in _passed(again, knobs)}
+        failed = [r for r in failed if r.example.id not in passed]
+        counts += Stats(events={"resampled": len(again)})
+    if knobs.rationalize and failed:
+        answers = yield tuple(Rerun(_hinted(state, targets, r.loss.feedback), examples=(r.example.id,)) for r in failed)
+        hinted = [d for runs_ in answers for d in harvest(_passed(runs_, knobs), targets, "rationalized")]
+        kept = [d for d in hinted if not _echoes_hint(d)]
+        found += kept
+        counts += Stats(events={"rationalize_asked": len(failed), "hint_echo": len(hinted) - len(kept)})
+    return found, counts
 
 
 def _per_param(pool: DemoPool, results, targets, knobs: DemosKnobs) -> tuple[dict[str, list[Demo]], list[Note]]:
-    """The demonstrations of each target, and a note for each target with none yet or fewer than ``k``."""
+    """The demonstrations of each target (none longer than ``max_chars``), and a note for each target with none
+    yet or fewer than ``k``."""
     notes, per_param = [], {}
     for p in targets:
-        have = [d for d in pool.demos if d.param == p]
+        mine = [d for d in pool.demos if d.param == p]
+        have = [d for d in mine if len(d.input) <= knobs.max_chars and len(d.output) <= knobs.max_chars]
+        if len(have) < len(mine):
+            notes.append(Note(p, "proposed", f"{len(mine) - len(have)} demonstration(s) for {p!r} left out: input or "
+                                             f"reply longer than max_chars={knobs.max_chars} (a demo is never cut)"))
         nodes = ", ".join(sorted({r.node for res in results for r in res.trace.records if p in r.params}))
         if not have:
             notes.append(Note(p, "no_update", f"no demonstration for {p!r} yet: node {nodes} has not scored >= "
@@ -128,8 +230,9 @@ def _draw_sets(per_param, state, context, rng: random.Random, knobs: DemosKnobs)
     sets, seen = [], set()
     for _ in range(knobs.n_sets):
         picked = {p: rng.sample(have, min(knobs.k, len(have))) for p, have in per_param.items()}
+        picked = {p: fit_set(ds, knobs.max_set_chars)[0] for p, ds in picked.items()}
         sig = tuple((p, tuple(sorted(d.key for d in ds))) for p, ds in picked.items())
-        texts = {p: render_demos(ds, knobs.max_chars) for p, ds in picked.items()}
+        texts = {p: render_demos(ds) for p, ds in picked.items()}
         if sig in seen or all(texts[p] in rejected[p] or texts[p] == state[p].value for p in texts):
             continue
         seen.add(sig)
@@ -149,15 +252,34 @@ def _choose(sets, values, state, rng: random.Random):
     return best, why, Stats(events={"validated": len(sets)})
 
 
+def _no_target(state) -> Update:
+    """Why there is nothing to fill: a note, or a StrategyError when the state has no demos param at all."""
+    if not any(state[n].kind == "demos" for n in state.trainable_names):
+        raise StrategyError("bootstrap_demos needs a trainable param of kind 'demos' read by an LLM node, and this "
+                            "state has none: add an empty one to the node's system group, e.g. "
+                            "funcgrad.add_peer(state, '<group>', '<node>_demos', Param('', kind='demos'))")
+    return Update((), [Note("", "no_update", "no trainable param of kind 'demos' is read by a node of these traces")])
+
+
+def _provenance(chosen_sets) -> str:
+    return ", ".join(f"{d.example_id} ({d.source})" for ds in chosen_sets.values() for d in ds)
+
+
 def _update(knobs: DemosKnobs):
     def update(results, state, s, context):
         pool = read_state(s, DemoPool, "bootstrap_demos")
         pool = attrs.evolve(pool, stats=pool.stats + Stats(steps=1))
         targets = _targets(results, state)
         if not targets:
-            return Update((), [Note("", "no_update", "no trainable param of kind 'demos' is read by a node of "
-                                                     "these traces; give the node a demos peer param")]), pool
-        pool = _harvested(pool, results, targets, knobs)
+            return _no_target(state), pool
+        sig = _signature(state)
+        if knobs.scope == "train" and sig in pool.scanned:
+            found, counts = harvest(_passed(results, knobs), targets), Stats()
+        else:
+            found, counts = yield from scan_demos(results, state, context, targets, knobs)
+            if knobs.scope == "train":
+                pool = attrs.evolve(pool, scanned=(*pool.scanned, sig))
+        pool = _harvested(pool, found, knobs, counts)
         per_param, notes = _per_param(pool, results, targets, knobs)
         if not per_param:
             return Update((), notes), pool
@@ -167,12 +289,13 @@ def _update(knobs: DemosKnobs):
             notes.append(Note("", "no_update", "every demo set that can be drawn is the current value or was rejected "
                                                "this step"))
             return Update((), notes), pool
-        values = [{p: render_demos(ds, knobs.max_chars) for p, ds in picked.items()} for picked in sets]
+        values = [{p: render_demos(ds) for p, ds in picked.items()} for picked in sets]
         best, why, counts = yield from _choose(sets, values, state, rng)
         chosen = {p: v for p, v in values[best].items() if v != state[p].value}
-        ids = sorted({d.example_id for ds in sets[best].values() for d in ds})
-        notes.append(Note("", "proposed", f"{why}; chose #{best} (demos from training examples {', '.join(ids)})"))
-        cands = [Candidate(p, state[p].value, v, "", f"set #{best}") for p, v in chosen.items()]
+        notes.append(Note("", "proposed", f"{why}; chose #{best} (demos from training examples "
+                                          f"{_provenance(sets[best])})"))
+        cands = [Candidate(p, state[p].value, v, "", f"set #{best}: demos from {_provenance({p: sets[best][p]})}")
+                 for p, v in chosen.items()]
         return Update(chosen, notes, (), cands), attrs.evolve(pool, stats=pool.stats + counts)
 
     return update

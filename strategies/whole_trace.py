@@ -30,7 +30,7 @@ from funcgrad.core.state import PromptState
 from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Stats, read_state
 from funcgrad.strategies import sampling
-from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines
+from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines, writable
 from funcgrad.strategies.guards import Guard, check_proposal
 from funcgrad.strategies.knobs import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
 from funcgrad.strategies.optimizer import OPTIMIZER, optimizer_request
@@ -99,7 +99,7 @@ def _variables(results, state: PromptState) -> tuple[dict[str, str], list[str], 
                 docs.setdefault(r.node, _doc(r))
             for p in r.params:
                 if p in state:
-                    (trainable if state[p].trainable else fixed)[p] = None
+                    (trainable if writable(state, p) else fixed)[p] = None
     return docs, list(trainable), list(fixed)
 
 

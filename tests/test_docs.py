@@ -206,7 +206,7 @@ def test_the_knob_lists_in_docs_strategies_match_the_knob_classes():
 
     documented = documented_knobs()
     factories = {ep.name: ep.load() for ep in entry_points(group="funcgrad.strategies") if ep.name in documented}
-    assert set(factories) == set(documented) == {"backprop", "whole_trace", "sampled_momentum", "bootstrap_demos", "gepa"}
+    assert set(factories) == set(documented) == {"backprop", "whole_trace", "sampled_momentum", "bootstrap_demos", "gepa", "search"}
     for name, factory in factories.items():
         module = inspect.getmodule(factory)
         (cls,) = [c for n, c in vars(module).items() if n.endswith("Knobs") and attrs.has(c) and c.__module__ == module.__name__]

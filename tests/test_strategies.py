@@ -323,19 +323,21 @@ def test_errors_only_threshold_tau():
 
 
 def test_peers_get_one_backward_call():
-    node = LLM("answer", system=("instr", "demos", "fmt"), user="{input}")
+    node = LLM("answer", system=("instr", "rule", "demos", "fmt"), user="{input}")
     state = PromptState.of(
-        instr=Param("Count."), demos=Param("Q: 1 cat. A: 1", kind="demos"),
+        instr=Param("Count."), rule=Param("Count each item once."), demos=Param("Q: 1 cat. A: 1", kind="demos"),
         fmt=Param("Answer with a number.", kind="format", trainable=False),
     )
     results = run_counting(examples=EXAMPLES[:1], pipeline=lambda p, x: node(p, input=x), state=state)
     update, s, answers = step(backprop(), results, state)
     (req,) = answers.calls("backward")
-    assert keys_of(req) == ["instr", "demos"]
+    assert keys_of(req) == ["instr", "rule"]
     body = req.messages[-1].content
-    assert "instr (instruction, to be improved)" in body and "demos (demos, to be improved)" in body and "fmt (format, fixed)" in body
+    assert "instr (instruction, to be improved)" in body and "rule (instruction, to be improved)" in body
+    # a demos param is context for a writer, never written by it (bootstrap_demos and search harvest demos)
+    assert "demos (demos, fixed)" in body and "fmt (format, fixed)" in body
     assert len(answers.calls("optimizer")) == 2  # one per trainable peer, in one batch
-    assert set(update.values) == {"instr", "demos"}
+    assert set(update.values) == {"instr", "rule"}
     assert "The step also reads (not changed now)" in answers.calls("optimizer")[0].messages[-1].content
 
 

@@ -164,7 +164,8 @@ def test_sampled_momentum_one_step(local_engine, minibatch):
 
     context = StepContext(step=0, history=(Attempt(past.values(), None, True),))
     update, s = drive(strategy.update(minibatch, STATE, s, context), strategy="sampled_momentum", critic=engine,
-                      validate=evaluate, rerun=lambda st: run_batch(pipeline, st, TRAIN, engine=engine, loss=exact_match),
+                      validate=lambda e: evaluate(e.state, e.seed),
+                      rerun=lambda e: run_batch(pipeline, e.state, TRAIN, engine=engine, loss=exact_match),
                       concurrency=1).value
     report("sampled_momentum(whole_trace)", update, s, engine, minibatch)
     print(f"  evaluated {evals}")

@@ -313,7 +313,7 @@ def test_multihop_pipeline_scores_one_and_traces_query_twice_around_the_retrieve
     assert ans.inputs == (0, r0.id, r1.id)
     assert r0.consts == {"k": 3} and q0.consts == {"facts": "(none yet)"}
     assert len(r0.output) == 3 and all(isinstance(f, str) for f in r0.output)
-    assert q0.params == ("query_instruction",) and ans.params == ("answer_instruction", "answer_format")
+    assert q0.params == ("query_instruction", "query_demos") and ans.params == ("answer_instruction", "answer_format", "answer_demos")
     # the retrieved facts in each hop contain the fact that hop needs
     world = build_world(0)
     question = next(q for q in world.questions if q.text == task.train[0].x)

@@ -11,6 +11,8 @@ import json
 
 import orjson
 import pytest
+
+from funcgrad.core.errors import StrategyError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,9 +137,9 @@ def test_k_larger_than_the_successes_uses_what_there_is_with_a_note():
     assert answers.effects == []  # one possible set: nothing to select
 
 
-def test_no_demos_param_is_a_note():
-    update, _, _ = run_update(bootstrap_demos(), run_counting(right=("1",)), STATE)
-    assert update.values == {} and "no trainable param of kind 'demos'" in update.notes[0].reason
+def test_a_state_without_a_demos_param_is_a_strategy_error_saying_how_to_add_one():
+    with pytest.raises(StrategyError, match=r"has none: add an empty one .*add_peer\(state, '<group>'"):
+        run_update(bootstrap_demos(), run_counting(right=("1",)), STATE)
 
 
 @pytest.mark.parametrize("knobs,field", [({"n_sets": 0}, "n_sets"), ({"k": 0}, "'k'"), ({"tau": 2}, "tau"),
@@ -195,7 +197,9 @@ def test_alternate_and_demos_then_pick_by_step():
     turns = alternate(a, b, every=2)
     picks = []
     for t in range(6):
-        update, _, _ = run_update(turns, run_counting(right=("1", "2", "3")), STATE, context=StepContext(step=t))
+        answers = Answers(validate=val_results)
+        update, _, _ = run_update(turns, two_node_results(right=("t1", "t2")), DEMO_STATE, answers=answers,
+                                  context=StepContext(step=t))
         picks.append(update.notes[0].reason.split("'s turn")[0].split(": ")[-1])
     assert picks == ["bootstrap_demos", "bootstrap_demos", "whole_trace", "whole_trace", "bootstrap_demos", "bootstrap_demos"]
     assert demos_then(b, demo_steps=2).config["phases"][0] == {"name": "bootstrap_demos", "steps": 2, "config": a.config}
@@ -278,7 +282,7 @@ def test_gepa_step_reflects_keeps_an_improving_child_and_proposes_the_best():
 
     fresh = gepa_answers()
     done = drive(strategy.update(results, STATE, strategy.init(STATE), StepContext()), strategy="gepa",
-                 critic=ScriptedEngine(lambda r: json.dumps({"diagnosis": "d", "text": NEW})), validate=fresh.validate, rerun=fresh.rerun)
+                 critic=ScriptedEngine(lambda r: json.dumps({"diagnosis": "d", "text": NEW})), validate=lambda e: fresh.validate(e.state, e.seed), rerun=lambda e: fresh.rerun(e.state))
     traced, _ = done.value
     assert traced == update
     st_ = funcgrad.StepTrace(1, 0, "gepa", calls=done.calls, effects=done.effects, candidates=traced.candidates, verdict="accepted")

@@ -10,6 +10,7 @@ from funcgrad import (
     PromptState,
     StateError,
     TraceError,
+    add_peer,
     add_skip,
     ancestors,
     check_trace,
@@ -50,8 +51,8 @@ def test_split_param_keeps_rendering_of_every_group_and_param(state, data):
     before = _every_rendering(state)
     try:
         new = split_param(state, name, list(zip(kinds, texts_)))
-    except StateError as exc:  # only legal reason: a peer name is already taken
-        assert "already" in str(exc) or "same name" in str(exc)
+    except StateError as exc:  # legal reasons: a peer name is already taken, or a piece is empty
+        assert "already" in str(exc) or "same name" in str(exc) or ("is empty" in str(exc) and "" in texts_)
         return
     after = _every_rendering(new)
     assert {k: after[k] for k in before} == before
@@ -180,3 +181,23 @@ def test_transformations_leave_their_arguments_unchanged(st_tr):
     add_skip(trace, trace.nodes[0])
     assert state == s_copy and trace == t_copy
     assert state is before_state and trace is before_trace
+
+
+@FAST
+@given(prompt_states(min_size=1, with_groups=True), names(), st.data())
+def test_an_empty_peer_keeps_every_rendering_and_a_filled_one_shows_in_its_group(state, name, data):
+    assume(state.groups and name not in state and name not in dict(state.groups))
+    group = data.draw(st.sampled_from([g for g, _ in state.groups]), label="group")
+    before = _every_rendering(state)
+    empty = add_peer(state, group, name, Param("", kind="demos"))
+    assert {k: v for k, v in _every_rendering(empty).items() if k in before} == before
+    assert empty.resolve(group)[-1] == name and state.resolve(group) == empty.resolve(group)[:-1]
+    filled = add_peer(state, group, name, Param("Example: x -> y", kind="demos"))
+    assert filled.render([group]).endswith("Example: x -> y")
+    with pytest.raises(StateError, match="already exists"):
+        add_peer(empty, group, name, Param(""))
+
+
+def test_add_peer_names_an_unknown_group():
+    with pytest.raises(StateError, match="'nope' is not a group of this state; its groups are: sys"):
+        add_peer(PromptState(params={"i": Param("x")}, groups={"sys": ("i",)}), "nope", "d", Param(""))

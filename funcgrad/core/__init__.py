@@ -66,7 +66,7 @@ from funcgrad.core.trace import (
     readers,
     reverse_topological,
 )
-from funcgrad.core.transforms import add_skip, freeze_params, prune, rename_param, split_param, subgraph, unfreeze_params
+from funcgrad.core.transforms import add_peer, add_skip, freeze_params, prune, rename_param, split_param, subgraph, unfreeze_params
 
 __all__ = [
     "LLM", "PARAM_KINDS", "Attempt", "BudgetExceeded", "CacheMiss", "Call", "CallLog", "Candidate", "CheckpointError",
@@ -74,7 +74,7 @@ __all__ = [
     "FuncgradError", "Gradient", "GradientSource", "Judge", "JudgeError", "Loss", "Message", "Note", "NoteStatus",
     "Param", "PipelineError", "PromptState", "Record", "RecordKind", "Request", "Rerun", "Response", "Result",
     "RunFailed", "SerializationError", "StateError", "StepContext", "StepTrace", "Strategy", "StrategyError", "Task",
-    "Trace", "TraceError", "Update", "Usage", "Validate", "Var", "Verdict", "add_skip", "ancestors", "apply_updates",
+    "Trace", "TraceError", "Update", "Usage", "Validate", "Var", "Verdict", "add_peer", "add_skip", "ancestors", "apply_updates",
     "as_text", "ask", "check_step_trace", "check_trace", "consumers", "derive_seed", "descendants", "dumps",
     "exact_match", "fn", "format_record", "format_state", "format_step_trace", "format_trace", "freeze_params",
     "from_data", "gather", "loads", "make_knobs", "mean_score", "numbered", "params_read", "prune",

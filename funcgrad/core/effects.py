@@ -13,7 +13,8 @@ effect        asks the driver to ...                 answer
 :class:`Validate`  score ``state`` on a validation        tuple of :class:`~funcgrad.core.run.Result`
                    minibatch drawn with ``seed``
 :class:`Rerun`     run the current training minibatch     tuple of :class:`~funcgrad.core.run.Result`
-                   under ``state``
+                   (or named training examples, maybe
+                   sampled) under ``state``
 ============  =====================================  ============================
 
 A program never touches an engine, so it is a deterministic function of its inputs
@@ -60,30 +61,57 @@ class Call:
     request: Request = attrs.field(validator=attrs.validators.instance_of(Request))
 
 
+def _size(instance, attribute, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise StrategyError(f"{type(instance).__name__}.{attribute.name}={value!r} must be a positive int or None")
+
+
+def _non_negative(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise StrategyError(f"{type(instance).__name__}.{attribute.name}={value!r} must be a number >= 0")
+
+
 @attrs.frozen
 class Validate:
     """Score ``state`` on a validation minibatch drawn with ``seed``; the answer is its Results.
 
     The same seed draws the same examples, so candidates scored with one seed are
-    compared on the same minibatch (paired).
+    compared on the same minibatch (paired). ``size`` is the minibatch's size (None:
+    the loop's ``val_batch``); with one seed, a smaller size draws a prefix of a larger
+    one, so a search can score survivors on growing, nested minibatches.
 
-    >>> Validate(PromptState.of(), seed=3).seed
-    3
+    >>> Validate(PromptState.of(), seed=3, size=8).size
+    8
     """
 
     state: PromptState = attrs.field(validator=attrs.validators.instance_of(PromptState))
     seed: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+    size: int | None = attrs.field(default=None, validator=_size)
 
 
 @attrs.frozen
 class Rerun:
-    """Run the step's training minibatch under ``state``; the answer is its Results.
+    """Run training examples under ``state``; the answer is their Results, in the order asked.
 
-    >>> Rerun(PromptState.of()).state.names
-    ()
+    ``examples``: training example ids (from ``StepContext.train_ids``); empty means
+    the step's minibatch. ``sample`` > 0 asks every model call of these runs for its
+    sample number ``sample`` at ``temperature`` (a fresh draw per sample index, with
+    its own seed, so the cache does not return the greedy answer again); ``sample``
+    0 runs the nodes as they are.
+
+    >>> Rerun(PromptState.of(), examples=("e1",), sample=2, temperature=1.0).sample
+    2
     """
 
     state: PromptState = attrs.field(validator=attrs.validators.instance_of(PromptState))
+    examples: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    sample: int = attrs.field(default=0, validator=_non_negative)
+    temperature: float = attrs.field(default=0.0, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.sample and not self.temperature:
+            raise StrategyError(f"Rerun(sample={self.sample}) needs a temperature > 0: a greedy call gives the same "
+                                "answer for every sample")
 
 
 EFFECTS = (Call, Validate, Rerun)

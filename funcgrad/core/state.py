@@ -158,11 +158,16 @@ class PromptState:
     def render(self, names) -> str:
         """The text a node sees for ``names``: resolved param values joined by a blank line.
 
+        An empty param renders as nothing (no extra separator), so an empty ``demos``
+        peer leaves a node's prompt exactly as it was without it.
+
         >>> PromptState.of(a=Param("x"), b=Param("y")).render(("a", "b"))
         'x\\n\\ny'
+        >>> PromptState.of(a=Param("x"), d=Param("", kind="demos")).render(("a", "d"))
+        'x'
         """
         leaves = [leaf for name in names for leaf in self.resolve(name)]
-        return PEER_SEPARATOR.join(self[leaf].value for leaf in leaves)
+        return PEER_SEPARATOR.join(self[leaf].value for leaf in leaves if self[leaf].value)
 
     def _repr_html_(self) -> str:
         """The params as an HTML table, text escaped (Jupyter shows it; :func:`funcgrad.core.html.state_html`)."""

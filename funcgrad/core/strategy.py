@@ -114,7 +114,9 @@ class StepContext:
     this step were rejected so far; ``rejected``: those proposals (the next one
     should differ); ``history``: accepted values with their validation scores, best
     first; ``steps_since_improvement``; ``labels``: the task's label set
-    (:attr:`funcgrad.core.task.Task.labels`, empty when it declares none).
+    (:attr:`funcgrad.core.task.Task.labels`, empty when it declares none);
+    ``train_ids``: the ids of the training split in order, which a
+    :class:`~funcgrad.core.effects.Rerun` may name to run beyond the step's minibatch.
 
     >>> StepContext(step=2, seed=7).attempt
     0
@@ -126,6 +128,7 @@ class StepContext:
     history: tuple[Attempt, ...] = attrs.field(default=(), converter=tuple)
     steps_since_improvement: int = 0
     labels: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    train_ids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def attempt(self) -> int:

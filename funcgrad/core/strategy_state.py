@@ -155,7 +155,12 @@ class History:
 @attrs.frozen
 class Demo:
     """One demonstration: the ``input`` a ``node`` received on call ``call`` of example ``example_id`` and its
-    ``output``, for the demos param ``param``, on an example that scored ``score``."""
+    ``output``, for the demos param ``param``, on an example that scored ``score``.
+
+    ``source`` says how it was found: ``plain`` (the node's own greedy run),
+    ``resample N`` (the N-th sample of a run that failed greedily) or
+    ``rationalized`` (a run given a hint from the loss; the hint is never part of the demo).
+    """
 
     example_id: str
     param: str
@@ -164,6 +169,7 @@ class Demo:
     input: str
     output: str
     score: float
+    source: str = "plain"
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -173,10 +179,15 @@ class Demo:
 
 @attrs.frozen
 class DemoPool:
-    """Harvested demonstrations (oldest first) and counters."""
+    """Harvested demonstrations (oldest first), counters, and the prompts whose training split was scanned.
+
+    ``scanned`` holds a signature of each prompt state under which the whole
+    training split was already run for demonstrations (so a scan is not repeated).
+    """
 
     demos: tuple[Demo, ...] = attrs.field(default=(), converter=tuple)
     stats: Stats = Stats()
+    scanned: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     @classmethod
     def previous(cls, data: Mapping) -> DemoPool:

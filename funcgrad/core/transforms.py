@@ -4,6 +4,7 @@ Each returns a new value and leaves its argument unchanged; each keeps an invari
 that tests/test_transforms.py checks with Hypothesis:
 
 - :func:`split_param` keeps every node's rendered prompt identical;
+- :func:`add_peer` with an empty param keeps every rendered prompt identical;
 - :func:`freeze_params` / :func:`unfreeze_params` change only trainable flags;
 - :func:`rename_param` keeps state and trace consistent (same text, same readers);
 - :func:`add_skip`, :func:`prune`, :func:`subgraph` return traces that pass
@@ -29,8 +30,8 @@ from funcgrad.core.trace import Trace, ancestors, check_trace
 def split_param(state: PromptState, name: str, pieces: Sequence[tuple[str, str]]) -> PromptState:
     """Split param ``name`` into peer params, one per ``(kind, text)`` piece.
 
-    The texts joined by a blank line must equal the original value, so rendering is
-    unchanged. The peers are named ``name.kind`` (``name.kind2`` for a repeated
+    The texts joined by a blank line must equal the original value, and none may be
+    empty (an empty param renders as nothing), so rendering is unchanged. The peers are named ``name.kind`` (``name.kind2`` for a repeated
     kind), take the original's place, role and trainable flag, and ``name`` becomes a
     group of them (groups that contained ``name`` now contain the peers).
     """
@@ -40,6 +41,9 @@ def split_param(state: PromptState, name: str, pieces: Sequence[tuple[str, str]]
     for kind, text in pieces:
         if kind not in PARAM_KINDS:
             raise StateError(f"piece kind {kind!r} is not one of {', '.join(PARAM_KINDS)}")
+        if not text:
+            raise StateError(f"split_param({name!r}): a piece is empty; an empty param renders as nothing, "
+                             "so rendering would change (give every piece some text)")
     joined = PEER_SEPARATOR.join(text for _, text in pieces)
     if joined != original.value:
         raise StateError(
@@ -60,6 +64,29 @@ def split_param(state: PromptState, name: str, pieces: Sequence[tuple[str, str]]
     peer_names = tuple(n for n, _ in peers)
     groups = [(g, tuple(x for m in members for x in (peer_names if m == name else (m,)))) for g, members in state.groups]
     return PromptState(params, groups + [(name, peer_names)])
+
+
+def add_peer(state: PromptState, group: str, name: str, param: Param) -> PromptState:
+    """Add ``param`` as a new peer at the end of ``group``; the original is left unchanged.
+
+    The usual use is an empty ``demos`` peer a strategy can fill: an empty param
+    renders as nothing, so every node's prompt stays exactly as it was until then.
+    An unknown group or a name already taken is a StateError.
+
+    >>> from funcgrad.core.state import Param, PromptState
+    >>> s = PromptState(params={"i": Param("Count.")}, groups={"sys": ("i",)})
+    >>> t = add_peer(s, "sys", "demos", Param("", kind="demos"))
+    >>> t.resolve("sys"), t.render(["sys"]) == s.render(["sys"])
+    (('i', 'demos'), True)
+    """
+    groups = dict(state.groups)
+    if group not in groups:
+        known = ", ".join(groups) or "(none)"
+        raise StateError(f"add_peer: {group!r} is not a group of this state; its groups are: {known}")
+    if name in state or name in groups:
+        raise StateError(f"add_peer: a parameter or group named {name!r} already exists; choose another name")
+    params = tuple(state.params) + ((name, param),)
+    return PromptState(params, tuple((g, members + (name,) if g == group else members) for g, members in state.groups))
 
 
 def _set_trainable(state: PromptState, names: Iterable[str], flag: bool) -> PromptState:

@@ -26,6 +26,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.core.nodes import LLM, Fn, Var, fn, skip_connection
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
+from funcgrad.tasks.demos import with_demos
 from funcgrad.tasks.parsing import make_splits, integer_loss, parse_integer, snippet
 
 ITEMS = (
@@ -269,7 +270,7 @@ TOOLS_TEXT = (
 
 def initial_state(max_turns: int = 4) -> PromptState:
     """Plain starting prompts: a trainable instruction and format, and a frozen tool description."""
-    return PromptState(
+    return with_demos(PromptState(
         params={
             "act_instruction": Param(
                 "Answer the question about the shop. You can use tools.",
@@ -292,7 +293,7 @@ def initial_state(max_turns: int = 4) -> PromptState:
             ),
         },
         groups={"act_system": ("act_instruction", "act_tools", "act_format")},
-    )
+    ), {"act_system": "act"})
 
 
 def agent(*, seed: int = 0, n_train: int = 30, n_val: int = 20, n_test: int = 50, max_turns: int = 4) -> Task:

@@ -22,6 +22,7 @@ import attrs
 from funcgrad.core.nodes import LLM, Var, fn
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
+from funcgrad.tasks.demos import with_demos
 from funcgrad.tasks.parsing import integer_answer, integer_loss, make_splits
 
 NAMES = ("Maya", "Omar", "Lena", "Tariq", "Iris", "Jonas", "Priya", "Felix", "Nora", "Kofi", "Sofia", "Hugo")
@@ -174,7 +175,7 @@ def pipeline(prompts: PromptState, x: Var) -> Var:
 
 def initial_state() -> PromptState:
     """Plain starting prompts: an instruction and a separate output-format peer."""
-    return PromptState(
+    return with_demos(PromptState(
         params={
             "solve_instruction": Param(
                 INSTRUCTION,
@@ -196,7 +197,7 @@ def initial_state() -> PromptState:
             ),
         },
         groups={"solve_system": ("solve_instruction", "solve_format")},
-    )
+    ), {"solve_system": "solve"})
 
 
 def arithmetic(*, seed: int = 0, n_train: int = 30, n_val: int = 20, n_test: int = 50) -> Task:

@@ -28,6 +28,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.core.nodes import LLM, Var, fn
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
+from funcgrad.tasks.demos import with_demos
 from funcgrad.tasks.parsing import LabelLoss, label_set, make_splits, parse_label
 
 LABELS = ("ABBREVIATION", "DESCRIPTION", "ENTITY", "HUMAN", "LOCATION", "NUMERIC")
@@ -197,7 +198,7 @@ def _labels(labels) -> tuple[str, ...]:
 
 def initial_state(labels: tuple[str, ...] = LABELS) -> PromptState:
     """Plain starting prompts: an instruction, the fixed label list and an output-format peer."""
-    return PromptState(
+    return with_demos(PromptState(
         params={
             "classify_instruction": Param(
                 INSTRUCTION,
@@ -220,7 +221,7 @@ def initial_state(labels: tuple[str, ...] = LABELS) -> PromptState:
             ),
         },
         groups={"classify_system": ("classify_instruction", "classify_labels", "classify_format")},
-    )
+    ), {"classify_system": "classify"})
 
 
 def classification(

@@ -32,6 +32,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.core.nodes import LLM, Fn, Var, retriever
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
+from funcgrad.tasks.demos import with_demos
 from funcgrad.tasks.parsing import make_splits, text_match_loss
 
 FIRST = (
@@ -161,7 +162,7 @@ def make_retriever(facts: tuple[str, ...], name: str = "retrieve") -> Fn:
 
 query_node = LLM(
     "query",
-    system=("query_instruction",),
+    system=("query_system",),
     user="Question: {question}\n\nFacts found so far:\n{facts}\n\nSearch query:",
     max_tokens=40,
     stop=("\n\n",),
@@ -192,7 +193,7 @@ def make_pipeline(retrieve: Fn, hops: int = 2):
 
 def initial_state() -> PromptState:
     """Plain starting prompts for the query and answer nodes (answer format is a separate peer)."""
-    return PromptState(
+    return with_demos(PromptState(
         params={
             "query_instruction": Param(
                 "Write a search query.",
@@ -223,8 +224,8 @@ def initial_state() -> PromptState:
                 kind="format",
             ),
         },
-        groups={"answer_system": ("answer_instruction", "answer_format")},
-    )
+        groups={"query_system": ("query_instruction",), "answer_system": ("answer_instruction", "answer_format")},
+    ), {"query_system": "query", "answer_system": "answer"})
 
 
 def multihop(*, seed: int = 0, n_train: int = 30, n_val: int = 20, n_test: int = 50) -> Task:

@@ -19,6 +19,7 @@ import random
 from funcgrad.core.nodes import LLM, Var, fn
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
+from funcgrad.tasks.demos import with_demos
 from funcgrad.tasks.parsing import WORD_OF, integer_answer, integer_loss, make_splits
 
 # category -> (singular, plural) item names. No name appears in two categories.
@@ -116,7 +117,7 @@ def pipeline(prompts: PromptState, x: Var) -> Var:
 
 def initial_state() -> PromptState:
     """The deliberately plain starting prompts: an instruction and a separate output-format peer."""
-    return PromptState(
+    return with_demos(PromptState(
         params={
             "count_instruction": Param(
                 INSTRUCTION,
@@ -139,7 +140,7 @@ def initial_state() -> PromptState:
             ),
         },
         groups={"count_system": ("count_instruction", "count_format")},
-    )
+    ), {"count_system": "count"})
 
 
 def object_counting(*, seed: int = 0, n_train: int = 30, n_val: int = 20, n_test: int = 50) -> Task:

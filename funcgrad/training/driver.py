@@ -65,14 +65,15 @@ def drive(
     *,
     strategy: str,
     critic: Engine,
-    validate: Callable[[PromptState, int], Sequence[Result]] | None = None,
-    rerun: Callable[[PromptState], Sequence[Result]] | None = None,
+    validate: Callable[[Validate], Sequence[Result]] | None = None,
+    rerun: Callable[[Rerun], Sequence[Result]] | None = None,
     concurrency: int | None = None,
 ) -> Driven:
     """Run ``program`` to its end, performing each batch of effects concurrently.
 
-    ``critic`` answers Call effects; ``validate(state, seed)`` and ``rerun(state)``
-    answer Validate and Rerun effects with Results. ``concurrency`` bounds the
+    ``critic`` answers Call effects; ``validate(effect)`` and ``rerun(effect)``
+    answer Validate and Rerun effects with Results (each callback receives the
+    effect, whose fields say which examples to run and how). ``concurrency`` bounds the
     effects of one batch in flight (default: the critic engine's ``concurrency``).
     Raises StrategyError (naming ``strategy``) when the program yields something
     that is not a batch of effects, and re-raises the first failure of a batch.
@@ -84,8 +85,8 @@ def drive(
         if isinstance(effect, Call):
             return critic.complete(effect.request)
         if isinstance(effect, Validate):
-            return tuple(validate(effect.state, effect.seed))
-        return tuple(rerun(effect.state))
+            return tuple(validate(effect))
+        return tuple(rerun(effect))
 
     workers = max(1, concurrency or getattr(critic, "concurrency", 1))
     with worker_pool(workers) as pool:

@@ -44,7 +44,8 @@ import attrs
 
 from funcgrad.core.backward import Candidate, StepTrace
 from funcgrad.core.calls import Engine, Request, Response
-from funcgrad.core.errors import BudgetExceeded
+from funcgrad.core.effects import Rerun, Validate
+from funcgrad.core.errors import BudgetExceeded, StrategyError
 from funcgrad.core.run import Example, Result, mean_score, raise_on_failures, run_batch
 from funcgrad.core.seeds import derive_seed
 from funcgrad.core.state import PromptState
@@ -89,14 +90,21 @@ PHASE_ROLES = {"train": "forward", "rerun": "forward", "minibatch": "validation"
 
 
 class _Phase:
-    """The task engine with pipeline (``forward``) calls relabelled as ``role``; other roles pass."""
+    """The task engine with pipeline (``forward``) calls relabelled as ``role``; other roles pass.
 
-    def __init__(self, engine: Engine, role: str):
+    With ``sample`` > 0 every pipeline call asks for that sample at ``temperature``
+    with ``seed`` (a :class:`~funcgrad.core.effects.Rerun` that resamples).
+    """
+
+    def __init__(self, engine: Engine, role: str, sample: int = 0, temperature: float = 0.0, seed: int | None = None):
         self.engine, self.role = engine, role
+        self.sampling = {"sample": sample, "temperature": temperature, "seed": seed} if sample else {}
         self.concurrency = getattr(engine, "concurrency", 1)
 
     def complete(self, request: Request) -> Response:
-        return self.engine.complete(attrs.evolve(request, role=self.role) if request.role == "forward" else request)
+        if request.role != "forward":
+            return self.engine.complete(request)
+        return self.engine.complete(attrs.evolve(request, role=self.role, **self.sampling))
 
 
 class _Loop:
@@ -109,7 +117,7 @@ class _Loop:
         self.log_results = log_results or (lambda step, phase, results: None)
         self.log_step = log_step or (lambda step_trace: None)
 
-    def batch(self, state: PromptState, examples, step: int, phase: str) -> tuple[Result, ...]:
+    def batch(self, state: PromptState, examples, step: int, phase: str, engine: Engine | None = None) -> tuple[Result, ...]:
         done = [0]
 
         def progress(result):
@@ -119,8 +127,8 @@ class _Loop:
         rate = self.settings.max_failure_rate
         with worker_pool(self.settings.concurrency or getattr(self.engine, "concurrency", 1)) as pool:
             results = run_batch(
-                self.task.pipeline, state, examples, engine=_Phase(self.engine, PHASE_ROLES[phase]), loss=self.task.loss,
-                executor=pool, on_result=progress, max_failure_rate=rate,
+                self.task.pipeline, state, examples, engine=engine or _Phase(self.engine, PHASE_ROLES[phase]),
+                loss=self.task.loss, executor=pool, on_result=progress, max_failure_rate=rate,
             )
         self.log_results(step, phase, results)
         return raise_on_failures(results, max_failure_rate=rate)  # only answers are scored or optimized
@@ -129,15 +137,38 @@ class _Loop:
         return mean_score(self.batch(state, examples, step, phase))
 
     def validate_fn(self, step: int):
-        """``validate(state, seed)``: the Results of ``state`` on the validation minibatch ``seed`` draws."""
+        """``validate(effect)``: the Results of ``effect.state`` on the validation minibatch its seed draws.
+
+        Without a size, ``val_batch`` examples drawn with the seed; with a size, the
+        first ``size`` of the seed's permutation of the split (nested for one seed).
+        """
         val = self.task.val or self.task.train
 
-        def validate(state: PromptState, seed: int) -> tuple[Result, ...]:
-            k = min(self.settings.val_batch, len(val))
-            picked = random.Random(derive_seed("val", self.settings.seed, seed)).sample(range(len(val)), k)
-            return self.batch(state, [val[i] for i in sorted(picked)], step, "strategy-eval")
+        def validate(effect: Validate) -> tuple[Result, ...]:
+            rng = random.Random(derive_seed("val", self.settings.seed, effect.seed))
+            if effect.size is None:
+                picked = rng.sample(range(len(val)), min(self.settings.val_batch, len(val)))
+            else:
+                picked = rng.sample(range(len(val)), len(val))[: effect.size]
+            return self.batch(effect.state, [val[i] for i in sorted(picked)], step, "strategy-eval")
 
         return validate
+
+    def rerun_fn(self, step: int, batch: Sequence[Example]):
+        """``rerun(effect)``: the Results of ``effect.state`` on the step's minibatch or the named training examples."""
+        by_id = {e.id: e for e in self.task.train}
+
+        def rerun(effect: Rerun) -> tuple[Result, ...]:
+            unknown = [i for i in effect.examples if i not in by_id]
+            if unknown:
+                raise StrategyError(f"strategy {self.strategy.name!r} asked to rerun {unknown[:3]!r}, which are not "
+                                    "training examples; a Rerun names ids from StepContext.train_ids")
+            examples = [by_id[i] for i in effect.examples] if effect.examples else list(batch)
+            seed = derive_seed("sample", self.settings.seed, effect.sample)
+            engine = _Phase(self.engine, PHASE_ROLES["rerun"], effect.sample, effect.temperature, seed)
+            return self.batch(effect.state, examples, step, "rerun", engine=engine)
+
+        return rerun
 
 
 def start(task: Task, strategy: Strategy, loop: _Loop) -> FitState:
@@ -165,10 +196,11 @@ def step_once(fs: FitState, loop: _Loop) -> FitState:
             step=step, seed=settings.seed, rejected=tuple(rejected),
             history=tuple(sorted(fs.attempts, key=lambda a: -(a.score or 0.0))),
             steps_since_improvement=fs.steps_since_improvement, labels=task.labels,
+            train_ids=tuple(e.id for e in task.train),
         )
         driven = drive(
             loop.strategy.update(results, fs.state, strategy_state, context), strategy=name, critic=loop.critic,
-            validate=loop.validate_fn(step + 1), rerun=lambda s: loop.batch(s, batch, step + 1, "rerun"),
+            validate=loop.validate_fn(step + 1), rerun=loop.rerun_fn(step + 1, batch),
             concurrency=settings.concurrency,
         )
         update, strategy_state = check_result(driven.value, name)
