@@ -39,7 +39,6 @@ from funcgrad.core.strategy_state import Demo, DemoPool, Stats, read_state
 from funcgrad.strategies.context import rejected_values
 from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP
 from funcgrad.strategies.prompts import demos as prompts
-from funcgrad.strategies.text import clip
 
 
 SCOPES = ("minibatch", "train")

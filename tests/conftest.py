@@ -9,6 +9,8 @@ one with ``-m smoke`` or ``-m quality``.
 """
 
 import contextlib
+import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,3 +64,24 @@ def large_local_engine():
     model cannot pass as a judge or optimizer (docs/losses.md); started once per session, never skipped."""
     with _served("qwen2.5-coder-1.5b") as engine:
         yield engine
+
+
+# ---------------------------------------------------------------- headless Chromium for the browser tests
+
+CHROMIUM = os.environ.get("FUNCGRAD_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (never a downloaded browser); a clear failure when it is missing."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set FUNCGRAD_CHROMIUM), "
+                    'or skip these tests with -m "not browser"')
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()

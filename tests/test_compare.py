@@ -17,7 +17,7 @@ from funcgrad.cli.compare_page import compare_page, write_compare_report
 from funcgrad.cli.config import parse_config
 from funcgrad.core.errors import ConfigError
 from funcgrad.engines.stub import StubServer
-from compare_fixtures import RLO_LABEL, SCRIPT_LABEL, load, write_grid
+from compare_fixtures import RLO_LABEL, load, write_grid
 from train_fixtures import grid_config, respond_body, results_without_wall
 
 TESTS = Path(__file__).parent

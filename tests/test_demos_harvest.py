@@ -4,7 +4,6 @@ import re
 
 import pytest
 
-from funcgrad.core.calls import Response
 from funcgrad.core.effects import Rerun, run_program
 from funcgrad.core.errors import StrategyError
 from funcgrad.core.nodes import LLM, fn

@@ -4,10 +4,7 @@ import json
 
 import pytest
 
-from funcgrad.core.calls import Response
-from funcgrad.core.effects import Call, Validate
 from funcgrad.core.errors import ConfigError
-from funcgrad.core.nodes import LLM, fn
 from funcgrad.core.run import Example, exact_match
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
@@ -16,17 +13,8 @@ from funcgrad.strategies import search
 from funcgrad.strategies.prompts import demos as demo_prompts
 from funcgrad.strategies.prompts.patterns import PATTERNS
 from funcgrad.training.fit import FitSettings, fit
+from test_demos_harvest import pipeline  # count (LLM reading the 'sys' group) -> last word
 
-count = LLM("count", system=("sys",), user="{question}")
-
-
-@fn("last_word")
-def last_word(text):
-    return text.split()[-1] if text.split() else ""
-
-
-def pipeline(prompts, x):
-    return last_word(count(prompts, question=x))
 
 
 STATE = PromptState(

@@ -22,7 +22,7 @@ from funcgrad import (
     Strategy, StrategyError, Update, Validate, apply_updates, exact_match, fn, run_batch, run_program,
     skip_connection,
 )
-from funcgrad.core.values import freeze, thaw
+from funcgrad.core.values import thaw
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import (
     GUARDS, backprop, backward, check_value, extract_fenced, fence, gumbel_top_k, rejection_counts,
@@ -32,7 +32,7 @@ import attrs
 
 from funcgrad.core.strategy_state import HistoryEntry, freeze_state
 from funcgrad.strategies import guards, replies, text
-from funcgrad.strategies.backprop import BackpropKnobs, backward_prompt, optimizer_prompt
+from funcgrad.strategies.backprop import BackpropKnobs, optimizer_prompt
 from funcgrad.strategies.prompts import guarded_phrases
 from funcgrad.strategies.whole_trace import WholeTraceKnobs, problem_text
 from funcgrad.training.driver import drive

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from funcgrad import (
-    LLM, Attempt, Call, Example, Loss, Param, PromptState, Rerun, Response, StepContext, Validate, apply_updates,
+    LLM, Attempt, Call, Example, Param, PromptState, Rerun, Response, StepContext, Validate, apply_updates,
     exact_match, fn, run_batch, run_program,
 )
 from funcgrad.core.serialize import to_data

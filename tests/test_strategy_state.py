@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 
 import funcgrad
-from funcgrad import Example, Loss, StepContext, StrategyError, run_program
+from funcgrad import Example, StepContext, StrategyError, run_program
 from funcgrad.core.errors import ConfigError
 from funcgrad.core.serialize import to_data
 from funcgrad.core.strategy_state import (

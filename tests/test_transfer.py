@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import funcgrad
 from funcgrad import (
-    LLM, Call, ConfigError, Example, Loss, Param, PromptState, Rerun, StepContext, Strategy, Update, Validate,
+    LLM, Call, ConfigError, Example, Loss, Param, PromptState, StepContext, Validate,
     exact_match, fn, run_batch, run_program,
 )
 from funcgrad.core.task import Task
@@ -27,7 +27,7 @@ from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import (
     alternate, backprop, bootstrap_demos, chain_steps, demos_then, gepa, pareto_front, render_demos, whole_trace,
 )
-from funcgrad.training.fit import FitSettings, FitState, fit
+from funcgrad.training.fit import FitSettings, fit
 from funcgrad.training.gate import paired_gain
 from funcgrad.training.records import fit_state_from_data, fit_state_to_data
 from tests.test_strategies import NEW, STATE, Answers, run_counting

@@ -19,7 +19,6 @@ their own small stylesheet (classes prefixed ``fg-``) and no script.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson

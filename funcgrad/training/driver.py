@@ -40,7 +40,6 @@ from funcgrad.core.calls import Engine
 from funcgrad.core.effects import Call, Program, Validate, trampoline
 from funcgrad.core.errors import StrategyError
 from funcgrad.core.run import Result, mean_score
-from funcgrad.core.state import PromptState
 from funcgrad.engines.pool import in_order, worker_pool
 
 
