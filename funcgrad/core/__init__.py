@@ -23,7 +23,7 @@ the training loop.
 from funcgrad.core.backward import (
     CallLog, Candidate, EffectKind, EffectLog, Gradient, GradientSource, StepTrace, Verdict, check_step_trace, format_step_trace,
 )
-from funcgrad.core.calls import Engine, Message, Request, Response, Usage
+from funcgrad.core.calls import Engine, Message, MessageRole, Request, Response, Role, Usage
 from funcgrad.core.effects import Call, Rerun, Validate, ask, gather, numbered, run_program, trampoline
 from funcgrad.core.errors import (
     BudgetExceeded,
@@ -69,7 +69,7 @@ from funcgrad.core.trace import (
 from funcgrad.core.transforms import add_peer, add_skip, freeze_params, prune, rename_param, split_param, subgraph, unfreeze_params
 
 __all__ = [
-    "LLM", "PARAM_KINDS", "Attempt", "BudgetExceeded", "CacheMiss", "Call", "CallLog", "Candidate", "CheckpointError",
+    "LLM", "MessageRole", "PARAM_KINDS", "Role", "Attempt", "BudgetExceeded", "CacheMiss", "Call", "CallLog", "Candidate", "CheckpointError",
     "ConfigError", "EffectKind", "EffectLog", "Engine", "EngineError", "EngineUnavailable", "Example", "Failure", "Fn",
     "FuncgradError", "Gradient", "GradientSource", "Judge", "JudgeError", "Loss", "Message", "Note", "NoteStatus",
     "Param", "PipelineError", "PromptState", "Record", "RecordKind", "Request", "Rerun", "Response", "Result",

@@ -24,17 +24,36 @@ import attrs
 import orjson
 
 from funcgrad.core.errors import EngineError
+from funcgrad.core.values import Vocabulary, one_of
 
-ROLES = ("forward", "validation", "evaluation", "backward", "optimizer", "judge")
-MESSAGE_ROLES = ("system", "user", "assistant")
+class Role(Vocabulary):
+    """What a request is for, as usage accounting and budgets see it: ``forward`` (a pipeline
+    node on training examples), ``validation`` (the same on validation examples),
+    ``evaluation`` (on test examples), ``backward`` (a critic), ``optimizer`` (a proposal
+    writer) or ``judge`` (an LLM-as-judge loss). The role never enters the cache key.
+
+    >>> Role("optimizer") == "optimizer", Role.FORWARD
+    (True, 'forward')
+    """
+
+    FORWARD = "forward"
+    VALIDATION = "validation"
+    EVALUATION = "evaluation"
+    BACKWARD = "backward"
+    OPTIMIZER = "optimizer"
+    JUDGE = "judge"
 
 
-def _check_in(choices):
-    def check(instance, attribute, value):
-        if value not in choices:
-            raise EngineError(f"{attribute.name}={value!r} is not one of {', '.join(choices)}")
+class MessageRole(Vocabulary):
+    """Who speaks in a chat message: ``system``, ``user`` or ``assistant``."""
 
-    return check
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+ROLES = tuple(Role)
+MESSAGE_ROLES = tuple(MessageRole)
 
 
 @attrs.frozen
@@ -45,7 +64,7 @@ class Message:
     'user'
     """
 
-    role: str = attrs.field(validator=_check_in(MESSAGE_ROLES))
+    role: MessageRole = attrs.field(converter=one_of(MessageRole, "Message.role", EngineError))
     content: str = attrs.field(validator=attrs.validators.instance_of(str))
 
 
@@ -92,7 +111,7 @@ class Request:
     sample: int = attrs.field(default=0, validator=_nonneg)
     stop: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     json_schema: str | None = None
-    role: str = attrs.field(default="forward", validator=_check_in(ROLES))
+    role: Role = attrs.field(default=Role.FORWARD, converter=one_of(Role, "Request.role", EngineError))
 
     def key_data(self) -> dict:
         """Every field but ``role``, as plain JSON (messages as ``[role, content]`` pairs): the cache key's layout.
