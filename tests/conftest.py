@@ -73,9 +73,12 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright (never a downloaded browser); a clear failure when it is missing."""
+    """Debian's Chromium driven by Playwright (never a downloaded browser); a clear failure when it is missing.
+
+    Module scope: Playwright's sync API keeps an event loop running in the main thread
+    while it is open, which would break a later test's ``asyncio.run``."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
