@@ -105,6 +105,25 @@ def render_demos(demos) -> str:
     return prompts.SEPARATOR.join([prompts.HEADER, *blocks])
 
 
+def within(demos, max_chars: int) -> list[Demo]:
+    """The demos whose input and reply both have at most ``max_chars`` characters (a demo is never cut).
+
+    >>> [d.example_id for d in within([Demo("a", "d", "n", 0, "x", "y", 1.0), Demo("b", "d", "n", 0, "x" * 9, "y", 1.0)], 5)]
+    ['a']
+    """
+    return [d for d in demos if len(d.input) <= max_chars and len(d.output) <= max_chars]
+
+
+def draw_set(per_param, rng: random.Random, k: int, max_set_chars: int) -> dict[str, list[Demo]]:
+    """One demo set: ``k`` random demos of each param (fewer when it has fewer), shrunk by :func:`fit_set`.
+
+    >>> d = Demo("a", "d", "n", 0, "x", "y", 1.0)
+    >>> {p: len(ds) for p, ds in draw_set({"d": [d, d, d]}, random.Random(0), 2, 1000).items()}
+    {'d': 2}
+    """
+    return {p: fit_set(rng.sample(have, min(k, len(have))), max_set_chars)[0] for p, have in per_param.items()}
+
+
 def fit_set(demos, max_set_chars: int) -> tuple[list, int]:
     """The longest prefix of ``demos`` whose rendered text has at most ``max_set_chars``, and how many were dropped.
 
@@ -187,9 +206,10 @@ def scan_demos(results, state, context, targets, knobs: DemosKnobs):
             break
         (again,) = yield (Rerun(state, examples=tuple(r.example.id for r in failed), sample=n,
                                 temperature=knobs.temperature),)
-        found += harvest(_passed(again, knobs), targets, f"resample {n}")
-        passed = {r.example.id for r in _passed(again, knobs)}
-        failed = [r for r in failed if r.example.id not in passed]
+        passed = _passed(again, knobs)
+        found += harvest(passed, targets, f"resample {n}")
+        fixed = {r.example.id for r in passed}
+        failed = [r for r in failed if r.example.id not in fixed]
         counts += Stats(events={"resampled": len(again)})
     if knobs.rationalize and failed:
         answers = yield tuple(Rerun(_hinted(state, targets, r.loss.feedback), examples=(r.example.id,)) for r in failed)
@@ -206,7 +226,7 @@ def _per_param(pool: DemoPool, results, targets, knobs: DemosKnobs) -> tuple[dic
     notes, per_param = [], {}
     for p in targets:
         mine = [d for d in pool.demos if d.param == p]
-        have = [d for d in mine if len(d.input) <= knobs.max_chars and len(d.output) <= knobs.max_chars]
+        have = within(mine, knobs.max_chars)
         if len(have) < len(mine):
             notes.append(Note(p, "proposed", f"{len(mine) - len(have)} demonstration(s) for {p!r} left out: input or "
                                              f"reply longer than max_chars={knobs.max_chars} (a demo is never cut)"))
@@ -228,8 +248,7 @@ def _draw_sets(per_param, state, context, rng: random.Random, knobs: DemosKnobs)
     rejected = {p: set(rejected_values(context, p)) for p in per_param}
     sets, seen = [], set()
     for _ in range(knobs.n_sets):
-        picked = {p: rng.sample(have, min(knobs.k, len(have))) for p, have in per_param.items()}
-        picked = {p: fit_set(ds, knobs.max_set_chars)[0] for p, ds in picked.items()}
+        picked = draw_set(per_param, rng, knobs.k, knobs.max_set_chars)
         sig = tuple((p, tuple(sorted(d.key for d in ds))) for p, ds in picked.items())
         texts = {p: render_demos(ds) for p, ds in picked.items()}
         if sig in seen or all(texts[p] in rejected[p] or texts[p] == state[p].value for p in texts):

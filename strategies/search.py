@@ -45,7 +45,7 @@ from funcgrad.core.seeds import derive_seed
 from funcgrad.core.state import apply_updates
 from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Stats, read_state
-from funcgrad.strategies.demos import DemosKnobs, fit_set, render_demos, scan_demos
+from funcgrad.strategies.demos import DemosKnobs, draw_set, render_demos, scan_demos, within
 from funcgrad.strategies.guards import check_proposal
 from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP
 from funcgrad.strategies.optimizer import OPTIMIZER
@@ -196,11 +196,11 @@ def combinations(state, slots: Slots, instructions, formats, pools, knobs: Searc
     """Every (instruction, format, demo set) candidate, the current prompts first, at most ``max_candidates``."""
     out = []
     for f, (fname, ftext) in enumerate(formats):
-        usable = [d for d in pools[f] if len(d.input) <= knobs.max_chars and len(d.output) <= knobs.max_chars]
+        usable = within(pools[f], knobs.max_chars)
+        per_param = {p: have for p in slots.demos if (have := [d for d in usable if d.param == p])}
         sets = [("no demos", {p: "" for p in slots.demos})]
         for j in range(knobs.demo_sets if usable else 0):
-            picked = {p: fit_set(rng.sample(have, min(knobs.k, len(have))), knobs.max_set_chars)[0]
-                      for p in slots.demos if (have := [d for d in usable if d.param == p])}
+            picked = draw_set(per_param, rng, knobs.k, knobs.max_set_chars)
             texts = {p: render_demos(ds) for p, ds in picked.items()}
             ids = ", ".join(f"{d.example_id} ({d.source})" for ds in picked.values() for d in ds)
             if texts and all(texts != t for _, t in sets):
