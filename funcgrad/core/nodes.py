@@ -2,7 +2,10 @@
 
 Inside :func:`funcgrad.core.run`, calling a node appends one :class:`~funcgrad.core.trace.Record`
 to the run's trace and returns a :class:`Var` (the record id plus its value). Pass
-Vars on to other nodes to draw edges; read ``.value`` for Python control flow.
+Vars on to other nodes to draw edges (data edges). Reading a Var's value in the pipeline
+itself (``.value``, ``bool(v)``, ``v == "OK"``, ``v["tool"]``, iteration...) is Python
+control flow: the run records a **control edge**, so every record created afterwards,
+and the output, depend on the record that was read (see docs/control-flow.md).
 
 >>> from funcgrad.core import Param, PromptState, Response, run
 >>> class Four:  # an engine: anything with complete(Request) -> Response
@@ -36,12 +39,78 @@ from funcgrad.core.values import check_text, freeze
 FATAL_ERRORS = (BudgetExceeded, CacheMiss, EngineUnavailable)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Var:
-    """The value a node call produced, tagged with the id of its trace record."""
+    """The value a node call produced, tagged with the id of its trace record.
+
+    Inside a run, reading the value (``.value``, truthiness, comparison, ``len``,
+    iteration, ``in``, indexing) records a control edge from this record: the
+    pipeline's later records and its output depend on it. Passing the Var to a node
+    draws a data edge instead and reads nothing. Two Vars are equal when id and value are.
+
+    >>> v = Var(3, {"tool": "ANSWER"})
+    >>> v["tool"] == "ANSWER", bool(v), v == Var(3, {"tool": "ANSWER"})
+    (True, True, True)
+    """
 
     id: int
-    value: Any
+    _value: Any = attrs.field(alias="value")
+
+    @property
+    def value(self) -> Any:
+        """The node's output; read inside a run, it records a control edge from this record."""
+        _observe(self)
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Var):
+            return self.id == other.id and self._value == other._value
+        return self.value == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((self.id, repr(self._value)))
+
+    def __lt__(self, other: Any) -> bool:
+        return self.value < _plain(other)
+
+    def __le__(self, other: Any) -> bool:
+        return self.value <= _plain(other)
+
+    def __gt__(self, other: Any) -> bool:
+        return self.value > _plain(other)
+
+    def __ge__(self, other: Any) -> bool:
+        return self.value >= _plain(other)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __iter__(self):
+        return iter(self.value)
+
+    def __contains__(self, item: Any) -> bool:
+        return _plain(item) in self.value
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.value[key]
+
+
+def _plain(value: Any) -> Any:
+    """The value of a Var (recording the read), anything else as it is."""
+    return value.value if isinstance(value, Var) else value
+
+
+def _observe(var: Var) -> None:
+    """Record that the running pipeline read ``var`` for control (nothing outside a run)."""
+    builder = _CURRENT.get()
+    if builder is not None:
+        builder.observe(var.id)
 
 
 def as_text(value: Any) -> str:
@@ -51,7 +120,7 @@ def as_text(value: Any) -> str:
     ('a\\nb', '3', 'x')
     """
     if isinstance(value, Var):
-        value = value.value
+        value = value._value
     if isinstance(value, str):
         return value
     if isinstance(value, tuple | list):
@@ -67,16 +136,27 @@ class _Builder:
         self.records: list[Record] = []
         self.calls: dict[str, int] = {}
         self.skips: list[str] = []
+        self.observed: dict[int, None] = {}  # every record read for control, in order of first read
+        self.pending: list[int] = []  # those read since the last record was added
+
+    def observe(self, record_id: int) -> None:
+        if record_id not in self.observed and 0 <= record_id < len(self.records):
+            self.observed[record_id] = None
+            self.pending.append(record_id)
 
     def add(self, node: str, kind: str, **fields) -> Record:
         index = self.calls.get(node, 0)
         self.calls[node] = index + 1
-        record = Record(id=len(self.records), node=node, kind=kind, call_index=index, **fields)
+        record = Record(id=len(self.records), node=node, kind=kind, call_index=index, control=tuple(self.pending), **fields)
+        self.pending.clear()
         self.records.append(record)
         return record
 
     def freeze(self, example_id: str, output: int | None) -> Trace:
-        return Trace(tuple(self.records), example_id=example_id, skips=tuple(dict.fromkeys(self.skips)), output=output)
+        return Trace(
+            tuple(self.records), example_id=example_id, skips=tuple(dict.fromkeys(self.skips)), output=output,
+            control=tuple(self.observed),
+        )
 
 
 _CURRENT: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar("funcgrad_run", default=None)
@@ -182,8 +262,8 @@ class Fn:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         builder = _CURRENT.get()
-        plain_args = [a.value if isinstance(a, Var) else a for a in args]
-        plain_kwargs = {k: v.value if isinstance(v, Var) else v for k, v in kwargs.items()}
+        plain_args = [a._value if isinstance(a, Var) else a for a in args]
+        plain_kwargs = {k: v._value if isinstance(v, Var) else v for k, v in kwargs.items()}
         if builder is None:
             return self.func(*plain_args, **plain_kwargs)
         try:

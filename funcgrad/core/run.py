@@ -186,18 +186,18 @@ def _run(pipeline, state, x, engine, example_id, loss, example):
                 "(wrap post-processing in a funcgrad.fn node so the trace keeps the edge)"
             )
         if isinstance(loss, ModelLoss):
-            scored = _ask(loss, y.value, example, engine)
+            scored = _ask(loss, y._value, example, engine)
         else:
             try:
-                scored = loss(y.value, example) if loss is not None else None
+                scored = loss(y._value, example) if loss is not None else None
             except FATAL_ERRORS:
                 raise
             except Exception as exc:
-                raise _LossRaised(exc, y.value, builder.freeze(example_id, y.id)) from exc
+                raise _LossRaised(exc, y._value, builder.freeze(example_id, y.id)) from exc
     finally:
         _CURRENT.reset(token)
     trace = builder.freeze(example_id, y.id)
-    return y.value, trace, scored
+    return y._value, trace, scored
 
 
 class _LossRaised(Exception):

@@ -67,7 +67,10 @@ class Record:
     the call sent to the engine (LLM records, and the loss record of a model loss such
     as a judge; None otherwise), ``usage`` the tokens and latency, ``error`` a message
     if the call failed. ``output`` and ``consts`` are immutable JSON (see
-    :mod:`funcgrad.core.values`).
+    :mod:`funcgrad.core.values`). ``control`` holds the ids of the records whose values
+    the pipeline read for control flow (an ``if``, a loop's stop test) since the previous
+    record was created: the control edges. This record, and every later one, depends on
+    them (:func:`control_reads`).
 
     >>> r = Record(1, "answer", "llm", request=Request(messages=(("system", "Be brief."), ("user", "2+2?"))))
     >>> r.user_text, Record(0, "x", "input").user_text
@@ -86,6 +89,7 @@ class Record:
     output: object = attrs.field(default=None, converter=_frozen_json)
     usage: Usage = attrs.field(default=Usage(), converter=_usage)
     error: str | None = None
+    control: tuple[int, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def user_text(self) -> str:
@@ -101,13 +105,16 @@ class Trace:
 
     ``example_id`` names the example; ``skips`` lists nodes that receive the loss
     feedback directly (skip connections); ``output`` is the id of the record holding
-    the pipeline's final output (None if the run failed before producing one).
+    the pipeline's final output (None if the run failed before producing one);
+    ``control`` lists every record the pipeline read for control flow, in order of first
+    read: the output depends on each of them.
     """
 
     records: tuple[Record, ...] = attrs.field(default=(), converter=tuple)
     example_id: str = ""
     skips: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     output: int | None = None
+    control: tuple[int, ...] = attrs.field(default=(), converter=tuple)
 
     def __len__(self) -> int:
         return len(self.records)
