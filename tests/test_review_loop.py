@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from funcgrad import ConfigError, Example, ScriptedEngine, check_trace, run_example
+from funcgrad import ConfigError, Example, ScriptedEngine, check_trace, format_trace, run_example
 from funcgrad.cli.compare import plan
 from funcgrad.cli.config import read_toml
 from funcgrad.cli.plugins import build_task
@@ -232,3 +233,23 @@ def test_the_compare_control_example_plans_twelve_cells():
     assert len(cells) == 12 and {c.task for c in cells} == {"review_loop", "agent"}
     assert cells[0].config["budget"] == {"max_calls": 120} and cells[0].config["train"]["accept"] == "sign"
     assert root == ROOT / "runs" / "compare_control"
+
+
+# ------------------------------------------------------------------ docs/control-flow.md
+
+CTRL = re.compile(r" ctrl (%\d+(?:, %\d+)*)")
+
+
+def test_the_trace_printed_in_docs_control_flow_is_what_the_code_prints():
+    text = (ROOT / "docs" / "control-flow.md").read_text(encoding="utf-8")
+    (listing,) = re.findall(r"^```text\n(trace review_loop-.*?)^```", text, re.S | re.M)
+    task = load_task("review_loop", seed=0, n_train=4, n_val=0, n_test=0)
+    answers = iter(["LOCATION", "CHANGE: ENTITY", "CONFIRM"])
+    result = run_example(task.pipeline, task.state, task.train[0], engine=ScriptedEngine(lambda r: next(answers)),
+                         loss=task.loss)
+    printed = format_trace(result.trace)
+    documented = listing.rstrip("\n").splitlines()
+    # The doc writes each record's control edges as " ctrl %i, %j" after the call; apart from them it is the printer's text.
+    assert [CTRL.sub("", line) for line in documented] == [CTRL.sub("", line) for line in printed.splitlines()]
+    shown = [tuple(int(i) for i in re.findall(r"\d+", m.group(1))) if (m := CTRL.search(line)) else () for line in documented[1:]]
+    assert shown == [r.control for r in result.trace.records] == [(), (), (), (), (), (4,), (), (), (7,), ()]
