@@ -69,4 +69,6 @@ def load_task(name: str, **kwargs: Any) -> Task:
     return factory(**kwargs)
 
 
-__all__ = ["TASKS", "agent", "arithmetic", "classification", "load_task", "multihop", "object_counting", "review_loop", "task_factory"]
+__all__ = [
+    "TASKS", "agent", "arithmetic", "classification", "load_task", "multihop", "object_counting", "review_loop", "task_factory",
+]

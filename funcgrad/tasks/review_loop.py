@@ -124,7 +124,11 @@ def make_pipeline(max_rounds: int = 2):
 
 
 def initial_state(max_rounds: int = 2) -> PromptState:
-    """The classification task's classify prompts plus the review node's: instruction, frozen label list, format."""
+    """The classification task's classify prompts plus the review node's: instruction, frozen label list, format.
+
+    >>> initial_state().resolve("review_system")
+    ('review_instruction', 'review_labels', 'review_format', 'review_demos')
+    """
     base = classify_state(LABELS)
     review = {
         "review_instruction": Param(
