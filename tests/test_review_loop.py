@@ -237,7 +237,17 @@ def test_the_compare_control_example_plans_twelve_cells():
 
 # ------------------------------------------------------------------ docs/control-flow.md
 
-CTRL = re.compile(r" ctrl (%\d+(?:, %\d+)*)")
+CTRL = re.compile(r" ctrl (%\d+(?: %\d+)*)")                # a record's control edges, after its call
+HEAD_CTRL = re.compile(r" \(ctrl (%\d+(?:, %\d+)*)\)")       # Trace.control, in the header
+
+
+def _ids(pattern: re.Pattern, line: str) -> tuple[int, ...]:
+    found = pattern.search(line)
+    return tuple(int(i) for i in re.findall(r"\d+", found.group(1))) if found else ()
+
+
+def _plain(line: str) -> str:
+    return HEAD_CTRL.sub("", CTRL.sub("", line))
 
 
 def test_the_trace_printed_in_docs_control_flow_is_what_the_code_prints():
@@ -247,9 +257,10 @@ def test_the_trace_printed_in_docs_control_flow_is_what_the_code_prints():
     answers = iter(["LOCATION", "CHANGE: ENTITY", "CONFIRM"])
     result = run_example(task.pipeline, task.state, task.train[0], engine=ScriptedEngine(lambda r: next(answers)),
                          loss=task.loss)
-    printed = format_trace(result.trace)
-    documented = listing.rstrip("\n").splitlines()
-    # The doc writes each record's control edges as " ctrl %i, %j" after the call; apart from them it is the printer's text.
-    assert [CTRL.sub("", line) for line in documented] == [CTRL.sub("", line) for line in printed.splitlines()]
-    shown = [tuple(int(i) for i in re.findall(r"\d+", m.group(1))) if (m := CTRL.search(line)) else () for line in documented[1:]]
-    assert shown == [r.control for r in result.trace.records] == [(), (), (), (), (), (4,), (), (), (7,), ()]
+    trace = result.trace
+    head, *lines = listing.rstrip("\n").splitlines()
+    # The control annotations are compared with the trace's fields; the rest of each line with the printer's text.
+    assert [_plain(line) for line in [head, *lines]] == [_plain(line) for line in format_trace(trace).splitlines()]
+    assert _ids(HEAD_CTRL, head) == trace.control == (4, 7)
+    assert [_ids(CTRL, line) for line in lines] == [r.control for r in trace.records] == [
+        (), (), (), (), (), (4,), (), (), (7,), ()]
