@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import funcgrad
 from funcgrad import ConfigError, Example, run_batch, run_example
 from funcgrad.engines.scripted import ScriptedEngine
-from funcgrad.tasks import TASKS, agent, arithmetic, classification, load_task, multihop, object_counting
+from funcgrad.tasks import TASKS, agent, arithmetic, classification, load_task, multihop, object_counting, review_loop
 from funcgrad.tasks.agent import build_table, parse_action, safe_eval, table_lookup
 from funcgrad.tasks.arithmetic import arithmetic_problem
 from funcgrad.tasks.multihop import KeywordIndex, build_world
@@ -407,7 +407,7 @@ def test_no_pipeline_crashes_on_arbitrary_model_output(text, name):
 
 def test_registry_lists_factories_and_is_read_only():
     assert dict(TASKS) == {"object_counting": object_counting, "arithmetic": arithmetic, "multihop": multihop, "agent": agent,
-                           "classification": classification}
+                           "classification": classification, "review_loop": review_loop}
     with pytest.raises(TypeError):
         TASKS["x"] = object_counting  # type: ignore[index]
     task = load_task("arithmetic", seed=2, n_train=2, n_val=1, n_test=1)
@@ -417,6 +417,6 @@ def test_registry_lists_factories_and_is_read_only():
 def test_load_task_unknown_name_raises_config_error_listing_known():
     with pytest.raises(ConfigError) as info:
         load_task("object_countin")
-    assert str(info.value) == "unknown task 'object_countin'; known tasks: agent, arithmetic, classification, multihop, object_counting"
+    assert str(info.value) == "unknown task 'object_countin'; known tasks: agent, arithmetic, classification, multihop, object_counting, review_loop"
     with pytest.raises(ConfigError, match="bad arguments"):
         load_task("agent", n_trian=3)

@@ -8,9 +8,11 @@ with disjoint splits; the same seed gives identical examples.
 - ``multihop``: two-hop QA over a generated knowledge base (query ↺ retrieve, twice → answer).
 - ``agent``: a tool-using loop (act → parse_action → calc | lookup → history, up to 4 turns → finish).
 - ``classification``: TREC-style question types, 6 labels (classify → parse); also takes ``labels``.
+- ``review_loop``: the same questions, then review rounds that confirm or change the label, up to
+  ``max_rounds`` (classify → parse → (review → parse_review → revise)* → final; docs/control-flow.md).
 
 >>> sorted(TASKS)
-['agent', 'arithmetic', 'classification', 'multihop', 'object_counting']
+['agent', 'arithmetic', 'classification', 'multihop', 'object_counting', 'review_loop']
 >>> load_task("object_counting", n_train=1, n_val=1, n_test=1).name
 'object_counting'
 """
@@ -29,6 +31,7 @@ from funcgrad.tasks.arithmetic import arithmetic
 from funcgrad.tasks.classification import classification
 from funcgrad.tasks.multihop import multihop
 from funcgrad.tasks.object_counting import object_counting
+from funcgrad.tasks.review_loop import review_loop
 
 TASKS: Mapping[str, Callable[..., Task]] = MappingProxyType({
     "object_counting": object_counting,
@@ -36,6 +39,7 @@ TASKS: Mapping[str, Callable[..., Task]] = MappingProxyType({
     "multihop": multihop,
     "agent": agent,
     "classification": classification,
+    "review_loop": review_loop,
 })
 
 
@@ -65,4 +69,6 @@ def load_task(name: str, **kwargs: Any) -> Task:
     return factory(**kwargs)
 
 
-__all__ = ["TASKS", "agent", "arithmetic", "classification", "load_task", "multihop", "object_counting", "task_factory"]
+__all__ = [
+    "TASKS", "agent", "arithmetic", "classification", "load_task", "multihop", "object_counting", "review_loop", "task_factory",
+]
