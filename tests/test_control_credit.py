@@ -18,6 +18,7 @@ from funcgrad import (
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import backprop, backward
 from funcgrad.strategies.backprop import BackpropKnobs
+from funcgrad.strategies.whole_trace import WholeTraceKnobs, problem_text
 from tests.test_strategies import Answers
 
 classify = LLM("classify", system=("classify_sys",), user="ticket: {input}")
@@ -215,16 +216,18 @@ def live_control_prompts() -> list[str]:
 
     runs = [results_of(labels=("bug", "feature"), verdicts=("change", "confirm")),
             results_of(labels=("bug", "bug"), verdicts=("change", "confirm")), results_of(late_output)]
-    return [m.content for results in runs for r in run_program(backward(results, STATE, BackpropKnobs()), Answers())[1]
-            for m in r.messages]
+    texts = [m.content for results in runs for r in run_program(backward(results, STATE, BackpropKnobs()), Answers())[1]
+             for m in r.messages]
+    return [*texts, problem_text(runs[0], STATE, WholeTraceKnobs(), StepContext())[0]]
 
 
 def test_every_control_template_reaches_a_live_prompt():
-    from funcgrad.strategies.prompts import _phrases, control
+    from funcgrad.strategies.prompts import _phrases, control, whole_trace
 
     texts = live_control_prompts()
-    phrases = [p for t in control.TEMPLATES for p in _phrases(t)]
-    assert len(phrases) >= len(control.TEMPLATES) and [p for p in phrases if not any(p in t for t in texts)] == []
+    templates = (*control.TEMPLATES, whole_trace.DOC_CONTROL, whole_trace.CONTROL_STOP)
+    phrases = [p for t in templates for p in _phrases(t)]
+    assert len(phrases) >= len(templates) and [p for p in phrases if not any(p in t for t in texts)] == []
 
 
 # ---------------------------------------------------------------- the step trace
@@ -244,3 +247,25 @@ def test_a_gradient_written_before_the_via_field_loads_as_data():
     assert from_data(data).via == "data"
     with pytest.raises(Exception, match="gradient via 'sideways' is not one of: data, control"):
         from_data({**data, "via": "sideways"})
+
+
+# ---------------------------------------------------------------- whole_trace shows the control reads
+
+
+def test_whole_trace_code_shows_the_control_reads():
+    results = results_of(labels=("bug", "feature"), verdicts=("change", "confirm"))
+    body, _, _ = problem_text(results, STATE, WholeTraceKnobs(), StepContext())
+    code = body.split("#Code\n")[1].split("\n#Inputs")[0]
+    assert code == ("y1 = classify(classify_sys, input=y0)\n"
+                    "y2 = review(review_sys, input=y0, label=y1)\n"
+                    "# read y2\n"
+                    "y3 = classify(classify_sys, input=y0, label=y1)\n"
+                    "y4 = review(review_sys, input=y0, label=y3)\n"
+                    "# read y4, then no further step was called")
+    assert "- # read ...: the program read these values to decide what to run next" in body
+    plain, _, _ = problem_text(stripped(results), STATE, WholeTraceKnobs(), StepContext())
+    assert "# read" not in plain and plain == body.replace("# read y2\n", "").replace(
+        "\n# read y4, then no further step was called", "").replace(
+        "- # read ...: the program read these values to decide what to run next (an if, a loop's stop test).\n", "")
+    cut, _, _ = problem_text(results, STATE, WholeTraceKnobs(max_records=3), StepContext())
+    assert "# read y2\ny3 = classify" in cut and "then no further step" not in cut  # the end is not shown
