@@ -7,6 +7,9 @@ optimizer answers are fed to the program directly (tests/test_strategies.py's ``
 
 from __future__ import annotations
 
+import re
+from xml.etree import ElementTree
+
 import attrs
 import orjson
 import pytest
@@ -19,6 +22,7 @@ from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import backprop, backward
 from funcgrad.strategies.backprop import BackpropKnobs
 from funcgrad.strategies.whole_trace import WholeTraceKnobs, problem_text
+from funcgrad.training.html_figures import control_edges, trace_graph_svg
 from tests.test_strategies import Answers
 
 classify = LLM("classify", system=("classify_sys",), user="ticket: {input}")
@@ -269,3 +273,48 @@ def test_whole_trace_code_shows_the_control_reads():
         "- # read ...: the program read these values to decide what to run next (an if, a loop's stop test).\n", "")
     cut, _, _ = problem_text(results, STATE, WholeTraceKnobs(max_records=3), StepContext())
     assert "# read y2\ny3 = classify" in cut and "then no further step" not in cut  # the end is not shown
+
+
+# ---------------------------------------------------------------- drawn and printed differently from data edges
+
+
+def test_the_trace_graph_draws_control_edges_dashed_with_a_legend_and_a_text_alternative():
+    trace = results_of(labels=("bug", "feature"), verdicts=("change", "confirm"))[0].trace
+    assert control_edges(trace) == ((2, 3), (4, 5))  # review#0 -> classify#1; review#1 -> the loss (nothing ran after it)
+    svg = trace_graph_svg(trace, prefix="t")
+    ElementTree.fromstring(svg)
+    groups = dict(re.findall(r'<g id="t-c(\d+-\d+)">(.*?)</g>', svg, flags=re.S))
+    assert sorted(groups) == ["2-3", "4-5"]
+    assert all("stroke-dasharray" in body and "stroke: #e69f00" in body for body in groups.values())
+    edges = svg.split('<g id="t-n')[0]  # edges are drawn before the nodes
+    data = [body for gid, body in re.findall(r'<g id="(patch_\d+)">(.*?)</g>', edges, flags=re.S) if "#777777" in body]
+    assert len(data) == sum(len(r.inputs) for r in trace.records) and not any("stroke-dasharray" in b for b in data)
+    assert ">data edge<" in svg and ">control edge<" in svg
+    desc = re.search(r"<desc>(.*?)</desc>", svg).group(1)
+    assert desc.endswith("Control edges (dashed; the run read the first value to decide what ran next): "
+                         "review#0 -&gt; classify#1, review#1 -&gt; loss.")
+    plain = trace_graph_svg(stripped([results_of(labels=("bug", "feature"), verdicts=("change", "confirm"))[0]])[0].trace,
+                            prefix="t")
+    assert "t-c" not in plain and "control edge" not in plain and "Control edges" not in plain
+
+
+def test_step_trace_views_and_funcgrad_show_name_control_gradients(tmp_path, capsys):
+    from funcgrad.cli.main import main
+    from funcgrad.core.html import step_trace_html
+    from funcgrad.training.driver import drive
+
+    results = results_of()
+    critic = ScriptedEngine(lambda r: "not json" if r.role == "backward" else "<NEW_VALUE>Reply confirm only if the label fits.</NEW_VALUE>")
+    done = drive(backprop().update(results, STATE, backprop().init(STATE), StepContext()), strategy="backprop", critic=critic)
+    update, _ = done.value
+    st = StepTrace(1, 0, "backprop", ("t1",), calls=done.calls, effects=done.effects, gradients=update.gradients,
+                   candidates=update.candidates)
+    assert [(g.param, g.source, g.via) for g in st.gradients] == [("classify_sys", "passthrough", "control"),
+                                                                  ("review_sys", "control", "control")]
+    assert "<td>control via control (call 0)</td>" in step_trace_html(st)
+    (tmp_path / "steps.jsonl").write_bytes(orjson.dumps(to_data(st)) + b"\n")
+    (tmp_path / "traces.jsonl").write_bytes(orjson.dumps({"step": 1, "phase": "train", "result": to_data(results[0])}) + b"\n")
+    assert main(["show", str(tmp_path), "--step", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "g1 review_sys <- review#0 %2 of t1 (score 0.00) [control c0 ctrl]: '(control) The pipeline read" in out
+    assert "g0 classify_sys <- classify#0 %1 of t1 (score 0.00) [passthrough c1 ctrl]:" in out
