@@ -13,6 +13,8 @@ from xml.etree import ElementTree
 import attrs
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funcgrad import (
     LLM, ConfigError, Example, Gradient, Param, PromptState, StepContext, StepTrace, exact_match, fn, format_step_trace,
@@ -200,6 +202,26 @@ def test_without_control_credit_requests_and_gradients_equal_those_of_a_trace_wi
     assert a.effects == b.effects and len(a.effects) == 3  # classify#1, classify#0 (through review's (inputs)), optimizer
     assert update_a == update_b and s_a == s_b
     assert {g.via for g in update_a.gradients} == {"data"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(("bug", "billing", "feature")), min_size=1, max_size=3),
+       st.lists(st.sampled_from(("change", "confirm")), min_size=1, max_size=2), st.booleans())
+def test_every_review_of_a_failing_run_is_judged_once_with_control_credit_and_never_without(labels, verdicts, errors_only):
+    results = results_of(labels=tuple(labels), verdicts=tuple(verdicts))
+    trace, failing = results[0].trace, results[0].loss.score < 1.0
+    reviews = [r.id for r in trace.records if r.node == "review"]
+    assert trace.control == tuple(reviews)  # every verdict is read; none is consumed
+    on = BackpropKnobs(errors_only=errors_only)
+    grads, requests, _ = run_program(backward(results, STATE, on), Answers())
+    judged = failing or not errors_only
+    assert len(critic_prompts(requests, "review")) == (len(reviews) if judged else 0)
+    assert sorted(g.record_id for g in grads if g.param == "review_sys") == reviews
+    assert {g.via for g in grads if g.param == "review_sys"} == {"control"}
+    off = attrs.evolve(on, control_credit=False)
+    grads_off, requests_off, _ = run_program(backward(results, STATE, off), Answers())
+    assert not critic_prompts(requests_off, "review") and not any(g.param == "review_sys" for g in grads_off)
+    assert (grads_off, requests_off) == run_program(backward(stripped(results), STATE, on), Answers())[:2]
 
 
 def test_the_knob_is_validated():
