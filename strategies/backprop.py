@@ -294,33 +294,37 @@ def control_feedback(trace, record_id: int, end: int, score: float, loss_text: s
     >>> from funcgrad.core import Record, Trace
     >>> t = Trace((Record(0, "input", "input"), Record(1, "classify", "llm", inputs=(0,), output="bug"),
     ...            Record(2, "review", "llm", inputs=(0, 1), output="confirm")), output=1, control=(2,))
-    >>> print(control_feedback(t, 2, 3, 0.0, "wrong: expected 'billing'", 6)[1])
-    (control) The pipeline read this answer to decide what to run next. The run stopped right after this decision: no further step was called. The final output did not change after it: 'bug'. The run ended with score 0.00: wrong: expected 'billing'
+    >>> print(control_feedback(t, 2, 3, 0.0, "wrong: expected 'billing'", 6)[1])  # doctest: +NORMALIZE_WHITESPACE
+    (control) The pipeline read this answer to decide what to run next. The run stopped right after this
+    decision: no further step was called. The final output did not change after it: 'bug'. The run ended
+    with score 0.00: wrong: expected 'billing'
     """
-    T = control_prompts
-    later = [r for r in trace.records if r.id > record_id and r.kind != "loss"]
-    first = next((r.id for r in later if record_id in r.control), None)
-    followed = [r for r in later if first is not None and r.id >= first]
+    first = next((r.id for r in trace.records if record_id in r.control), None)
+    followed = [r for r in trace.records if first is not None and r.id >= first and r.kind != "loss"]
     if followed:
         calls = ", ".join(f"{r.node}#{r.call_index}" for r in followed[:max_calls])
-        more = T.MORE_CALLS.format(n=len(followed) - max_calls) if len(followed) > max_calls else ""
-        after = T.FOLLOWED.format(n=len(followed), calls=calls + more)
+        more = control_prompts.MORE_CALLS.format(n=len(followed) - max_calls) if len(followed) > max_calls else ""
+        after = control_prompts.FOLLOWED.format(n=len(followed), calls=calls + more)
     else:
-        after = T.STOPPED
-    output = ""
-    if trace.output is not None:
-        out = trace[trace.output]
-        decided = first if first is not None else len(trace.records)
-        current = [r for r in trace.records if r.node == out.node and r.id < decided]
-        value = repr(one_line(out.output, 60))
-        if not current:
-            output = T.OUTPUT_NEW.format(value=value)
-        elif current[-1].id == out.id or current[-1].output == out.output:
-            output = T.OUTPUT_SAME.format(value=value)
-        else:
-            output = T.OUTPUT_CHANGED.format(before=repr(one_line(current[-1].output, 60)), after=value)
-    end_text = T.END.format(score=score, loss=one_line(loss_text, 200))
-    return (first if first is not None else end), " ".join(T.CONTROL_FEEDBACK.format(after=after, output=output, end=end_text).split())
+        after = control_prompts.STOPPED
+    parts = [after, _output_change(trace, len(trace.records) if first is None else first),
+             control_prompts.END.format(score=score, loss=one_line(loss_text, 200))]
+    text = control_prompts.CONTROL_FEEDBACK.format(parts=" ".join(p for p in parts if p))
+    return (end if first is None else first), text
+
+
+def _output_change(trace, decided: int) -> str:
+    """Whether the output changed after a decision taken before record ``decided`` was created ("" without output)."""
+    if trace.output is None:
+        return ""
+    out = trace[trace.output]
+    value = repr(one_line(out.output, 60))
+    current = [r for r in trace.records if r.node == out.node and r.id < decided]
+    if not current:
+        return control_prompts.OUTPUT_NEW.format(value=value)
+    if current[-1].id == out.id or current[-1].output == out.output:
+        return control_prompts.OUTPUT_SAME.format(value=value)
+    return control_prompts.OUTPUT_CHANGED.format(before=repr(one_line(current[-1].output, 60)), after=value)
 
 
 # ---------------------------------------------------------------- the walk of one example

@@ -6,7 +6,7 @@ factual account of what followed the decision and how the run ended; it reads as
 feedback item among the data feedback, in the record's critic call.
 """
 
-CONTROL_FEEDBACK = "(control) The pipeline read this answer to decide what to run next. {after} {output} {end}"
+CONTROL_FEEDBACK = "(control) The pipeline read this answer to decide what to run next. {parts}"
 STOPPED = "The run stopped right after this decision: no further step was called."
 FOLLOWED = "After this decision {n} more step call(s) ran: {calls}."
 MORE_CALLS = " (+{n} more)"
