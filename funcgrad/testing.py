@@ -52,7 +52,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from funcgrad.core.backward import CallLog, Candidate, EffectLog, Gradient, GradientSource, StepTrace, Verdict
+from funcgrad.core.backward import CallLog, Candidate, EdgeKind, EffectLog, Gradient, GradientSource, StepTrace, Verdict
 from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
 from funcgrad.core.nodes import LLM, Fn, Var
 from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result
@@ -426,6 +426,7 @@ def gradients(*, max_calls: int = 3) -> st.SearchStrategy[Gradient]:
         Gradient, id=st.just(0), param=names(), node=names(), example_id=names(), record_id=st.integers(0, 20),
         call_index=st.integers(0, 5), score=st.floats(0, 1, allow_nan=False), text=texts(),
         source=st.sampled_from(GradientSource), call=st.none() | st.integers(0, max(0, max_calls - 1)),
+        via=st.sampled_from(EdgeKind),
     )
 
 

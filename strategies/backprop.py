@@ -9,7 +9,12 @@ in call order. Then, by kind:
   ``"score s: no noticeable error"`` gradient (no LLM call); otherwise ONE backward
   call covering all trainable params the record read (its peers) plus, when an
   upstream record can still reach a trainable param, feedback for its inputs;
-- nodes named in ``trace.skips`` also get the loss feedback directly.
+- nodes named in ``trace.skips`` also get the loss feedback directly;
+- with ``control_credit``, every record the pipeline read to decide what to run next
+  (``trace.control``) also gets control feedback: which calls followed the decision,
+  whether the final output changed after it, and how the run ended. It flows like the
+  rest (a fn record passes it upstream) and marks the gradients it reaches
+  (``Gradient.via == "control"``).
 
 The examples of a minibatch are independent, so their backward walks run in
 lockstep (:func:`funcgrad.core.effects.gather`): each round's critic calls are one
@@ -33,7 +38,7 @@ from typing import Any
 import attrs
 import toolz
 
-from funcgrad.core.backward import Candidate, Gradient
+from funcgrad.core.backward import Candidate, EdgeKind, Gradient
 from funcgrad.core.calls import Request
 from funcgrad.core.effects import Call, ask, gather, numbered
 from funcgrad.core.state import PromptState
@@ -45,6 +50,7 @@ from funcgrad.strategies.context import past_lines, rejected_values, since_impro
 from funcgrad.strategies.guards import Guard, check_proposal
 from funcgrad.strategies.knobs import AT_MOST_ONE, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROMPT_CAP, check_skip_guards
 from funcgrad.strategies.prompts import backprop as prompts
+from funcgrad.strategies.prompts import control as control_prompts
 from funcgrad.strategies.prompts import edits as edit_prompts
 from funcgrad.strategies.replies import closed_object, extract_fenced, is_generic, json_object, parse_json_reply
 from funcgrad.strategies.text import CLOSE, CURRENT_TAG, OPEN, clip, fence, fit_prompt, one_line
@@ -89,13 +95,20 @@ class BackpropKnobs:
     edits: bool = False
     sample_temperature: float = attrs.field(default=0.7, validator=NON_NEGATIVE)
     skip_guards: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=check_skip_guards)
+    control_credit: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
 class _Feedback:
     source: int  # id of the record (or loss record) that sent it; orders feedback by call
     text: str
-    kind: str = "passthrough"  # how it reached the record: passthrough, skip, critique (from a downstream call)
+    kind: str = "passthrough"  # how it reached the record: passthrough, skip, critique (from a downstream call), control
+    via: EdgeKind = EdgeKind.DATA  # control: it, or the feedback behind the critique that wrote it, came along a control edge
+
+
+def _via(feedback) -> EdgeKind:
+    """``control`` if any of ``feedback`` came along a control edge, else ``data``."""
+    return EdgeKind.CONTROL if any(f.via == EdgeKind.CONTROL for f in feedback) else EdgeKind.DATA
 
 
 @attrs.frozen
@@ -236,8 +249,9 @@ def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[
     """``(key -> (text, source), counts)`` from a critic ``response``.
 
     An unusable entry (unparsed reply, missing or generic entry) falls back to the
-    feedback the record received (source ``passthrough``, or ``skip`` when all of it
-    came through a skip connection); each such fallback is counted in ``rejections``.
+    feedback the record received (source ``passthrough``, or ``skip`` / ``control`` when
+    all of it is skip-connection / control feedback); each such fallback is counted in
+    ``rejections``.
     """
     entries, mistake, problem, counts = {}, "", "", Stats()
     try:
@@ -246,7 +260,8 @@ def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[
         problem = CRITIQUE_TRUNCATED if response.finish_reason == "length" else CRITIQUE_UNPARSED
         counts += Stats(rejections={problem: 1})
     passed = " | ".join(one_line(f.text, knobs.max_chars) for f in feedback)
-    passed_kind = "skip" if all(f.kind == "skip" for f in feedback) else "passthrough"
+    kinds = {f.kind for f in feedback}
+    passed_kind = kinds.pop() if len(kinds) == 1 and kinds <= {"skip", "control"} else "passthrough"
     out = {}
     for k in keys:
         text, source = entries.get(k, "").strip(), "critique"
@@ -263,11 +278,61 @@ def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[
     return out, counts
 
 
+# ---------------------------------------------------------------- control credit
+
+
+def control_feedback(trace, record_id: int, end: int, score: float, loss_text: str, max_calls: int) -> tuple[int, str]:
+    """``(sender, text)``: the control feedback of record ``record_id``, which the pipeline read for control.
+
+    The text says which calls followed the decision (``node#call_index``, at most
+    ``max_calls``) or that the run stopped right after it, whether the final output
+    changed after it (the output record against the record of the output's node current
+    at the decision), and how the run ended. ``sender`` is the first record created after
+    the read (``end``, the loss record's id, when there is none): it orders the feedback
+    among the record's other feedback by call.
+
+    >>> from funcgrad.core import Record, Trace
+    >>> t = Trace((Record(0, "input", "input"), Record(1, "classify", "llm", inputs=(0,), output="bug"),
+    ...            Record(2, "review", "llm", inputs=(0, 1), output="confirm")), output=1, control=(2,))
+    >>> print(control_feedback(t, 2, 3, 0.0, "wrong: expected 'billing'", 6)[1])  # doctest: +NORMALIZE_WHITESPACE
+    (control) The pipeline read this answer to decide what to run next. The run stopped right after this
+    decision: no further step was called. The final output did not change after it: 'bug'. The run ended
+    with score 0.00: wrong: expected 'billing'
+    """
+    first = next((r.id for r in trace.records if record_id in r.control), None)
+    followed = [r for r in trace.records if first is not None and r.id >= first and r.kind != "loss"]
+    if followed:
+        calls = ", ".join(f"{r.node}#{r.call_index}" for r in followed[:max_calls])
+        more = control_prompts.MORE_CALLS.format(n=len(followed) - max_calls) if len(followed) > max_calls else ""
+        after = control_prompts.FOLLOWED.format(n=len(followed), calls=calls + more)
+    else:
+        after = control_prompts.STOPPED
+    parts = [after, _output_change(trace, len(trace.records) if first is None else first),
+             control_prompts.END.format(score=score, loss=one_line(loss_text, 200))]
+    text = control_prompts.CONTROL_FEEDBACK.format(parts=" ".join(p for p in parts if p))
+    return (end if first is None else first), text
+
+
+def _output_change(trace, decided: int) -> str:
+    """Whether the output changed after a decision taken before record ``decided`` was created ("" without output)."""
+    if trace.output is None:
+        return ""
+    out = trace[trace.output]
+    value = repr(one_line(out.output, 60))
+    current = [r for r in trace.records if r.node == out.node and r.id < decided]
+    if not current:
+        return control_prompts.OUTPUT_NEW.format(value=value)
+    if current[-1].id == out.id or current[-1].output == out.output:
+        return control_prompts.OUTPUT_SAME.format(value=value)
+    return control_prompts.OUTPUT_CHANGED.format(before=repr(one_line(current[-1].output, 60)), after=value)
+
+
 # ---------------------------------------------------------------- the walk of one example
 
 
-def _walked(ex_pos: int, res, r, param: str, text: str, source: str, call: int | None = None) -> _Walked:
-    gradient = Gradient(0, param, r.node, res.example.id, r.id, r.call_index, res.loss.score, text, source)
+def _walked(ex_pos: int, res, r, param: str, text: str, source: str, call: int | None = None,
+            via: EdgeKind = EdgeKind.DATA) -> _Walked:
+    gradient = Gradient(0, param, r.node, res.example.id, r.id, r.call_index, res.loss.score, text, source, via=via)
     return _Walked((ex_pos, r.id), gradient, call)
 
 
@@ -276,11 +341,11 @@ def _passthrough_record(feedback) -> tuple[list[_Walked], list[_Feedback], Stats
     return [], list(feedback), Stats(events={"passthrough": 1})
 
 
-def _fixed_record(ex_pos, res, r, trainable) -> tuple[list[_Walked], list[_Feedback], Stats]:
+def _fixed_record(ex_pos, res, r, feedback, trainable) -> tuple[list[_Walked], list[_Feedback], Stats]:
     """An example scoring >= tau: the fixed "no noticeable error" gradient, also sent upstream, no call."""
-    fixed = prompts.FIXED_GRADIENT.format(score=res.loss.score)
-    found = [_walked(ex_pos, res, r, p, fixed, "fixed") for p in trainable]
-    return found, [_Feedback(r.id, fixed)], Stats(events={"errors_only_skip": 1})
+    fixed, via = prompts.FIXED_GRADIENT.format(score=res.loss.score), _via(feedback)
+    found = [_walked(ex_pos, res, r, p, fixed, "fixed", via=via) for p in trainable]
+    return found, [_Feedback(r.id, fixed, via=via)], Stats(events={"errors_only_skip": 1})
 
 
 def _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, knobs):
@@ -289,13 +354,14 @@ def _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, knobs):
                                      res.example.target, knobs)
     log = yield from ask(request)
     entries, counts = read_critique(log.response, keys, feedback, knobs)
-    found, sent = [], []
+    found, sent, via = [], [], _via(feedback)
     for k in keys:
         text, source = entries[k]
         if k == INPUTS_KEY:
-            sent.append(_Feedback(r.id, prompts.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text), "critique"))
+            upstream_text = prompts.UPSTREAM_FEEDBACK.format(node=r.node, index=r.call_index, text=text)
+            sent.append(_Feedback(r.id, upstream_text, "critique", via))
         else:
-            found.append(_walked(ex_pos, res, r, k, text, source, log.id))  # a dropped critique keeps its call
+            found.append(_walked(ex_pos, res, r, k, text, source, log.id, via))  # a dropped critique keeps its call
     return found, sent, counts + Stats(calls={BACKWARD: 1})
 
 
@@ -314,6 +380,11 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
     inbox: dict[int, list[_Feedback]] = defaultdict(list)
     if trace.output is not None:
         inbox[trace.output].append(_Feedback(loss.id, loss_text, "loss"))
+    if knobs.control_credit:
+        for i in trace.control:
+            sender, text = control_feedback(trace, i, loss.id, res.loss.score, loss_text, knobs.max_calls_listed)
+            inbox[i].append(_Feedback(sender, text, "control", EdgeKind.CONTROL))
+        counts += Stats(events={"control_feedback": len(trace.control)}) if trace.control else Stats()
     for r in reverse_topological(trace):
         if r.kind in ("loss", "input"):
             continue
@@ -328,7 +399,7 @@ def _example_backward(ex_pos: int, res, state: PromptState, knobs: BackpropKnobs
         if r.kind in ("fn", "retrieve"):
             found, sent, more = _passthrough_record(feedback)
         elif knobs.errors_only and res.loss.score >= knobs.tau:
-            found, sent, more = _fixed_record(ex_pos, res, r, trainable)
+            found, sent, more = _fixed_record(ex_pos, res, r, feedback, trainable)
         else:
             found, sent, more = yield from _critic_record(ex_pos, res, r, state, feedback, trainable, upstream, knobs)
         for i in upstream:

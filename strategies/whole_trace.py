@@ -2,7 +2,9 @@
 
 The minibatch's traces become one problem written like a small program::
 
-    #Code            y2 = answer(sys, question=y0)      one line per record, in order
+    #Code            y2 = answer(sys, question=y0)      one line per record, in order;
+                     # read y2                          control reads (Trace.control) before the
+                                                        record that ran after them
     #Documentation   what each node does
     #Variables       trainable params and their current values
     #Inputs          pipeline inputs and fixed params
@@ -80,6 +82,35 @@ def code_line(record) -> str:
     return f"{_name(record.id)} = {record.node}({', '.join(args)})"
 
 
+def control_lines(trace, records) -> list[str]:
+    """The code lines of ``records`` with a ``# read y..`` line before each record that ran after control reads.
+
+    Reads after the last record end the code with ``..., then no further step was called``
+    (when every record of the trace is in ``records``).
+
+    >>> from funcgrad.core.trace import Record, Trace
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "review", "llm", inputs=(0,), input_names=("input",)),
+    ...            Record(2, "fix", "llm", inputs=(0,), input_names=("input",), control=(1,)),
+    ...            Record(3, "review", "llm", inputs=(2,), input_names=("input",))), output=2, control=(1, 3))
+    >>> print("\\n".join(control_lines(t, t.records[1:])))
+    y1 = review(input=y0)
+    # read y1
+    y2 = fix(input=y0)
+    y3 = review(input=y2)
+    # read y3, then no further step was called
+    """
+    lines = []
+    for r in records:
+        if r.control:
+            lines.append(prompts.CONTROL_READ.format(names=", ".join(map(_name, r.control))))
+        lines.append(code_line(r))
+    after = {i for r in trace.records for i in r.control}
+    last = [i for i in trace.control if i not in after]
+    if last and records and records[-1].id == max(r.id for r in trace.records if r.kind != "loss"):
+        lines.append(prompts.CONTROL_STOP.format(names=", ".join(map(_name, last))))
+    return lines
+
+
 def _doc(record) -> str:
     if record.kind == "llm":
         return prompts.DOC_LLM.format(node=record.node, params=", ".join(record.params) or prompts.DOC_NO_PARAMS)
@@ -108,7 +139,7 @@ def _example_block(res, knobs: WholeTraceKnobs) -> list[str]:
     chars, trace = knobs.max_chars, res.trace
     calls = [r for r in trace.records if r.kind in ("llm", "fn", "retrieve")]
     recs = calls[: knobs.max_records]
-    block = [prompts.EXAMPLE.format(example=res.example.id, score=res.loss.score), prompts.CODE, *(code_line(r) for r in recs)]
+    block = [prompts.EXAMPLE.format(example=res.example.id, score=res.loss.score), prompts.CODE, *control_lines(trace, recs)]
     if len(recs) < len(calls):
         block.append(prompts.MORE_RECORDS)
     block.append(prompts.INPUTS)
@@ -128,7 +159,10 @@ def problem_text(results, state: PromptState, knobs: WholeTraceKnobs, context) -
     order = sorted(range(len(results)), key=lambda i: results[i].loss.score)
     shown = order[: knobs.max_examples]
     docs, trainable, fixed = _variables(results, state)
-    head = [prompts.DOCUMENTATION, *(f"- {d}" for d in docs.values()), prompts.VARIABLES]
+    head = [prompts.DOCUMENTATION, *(f"- {d}" for d in docs.values())]
+    if any(res.trace.control for res in results):
+        head.append(f"- {prompts.DOC_CONTROL}")
+    head.append(prompts.VARIABLES)
     for p in trainable:
         role = f" ({clip(state[p].role, 300)})" if state[p].role else ""
         head.append(f"{p}{role} =\n{fence(clip(state[p].value, knobs.max_value_chars), CURRENT_TAG)}")

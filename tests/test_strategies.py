@@ -528,6 +528,9 @@ def live_prompts() -> list[str]:
         texts.append(problem_text(results, state, wk, context)[0])
     _, _, answers = step(whole_trace(), results, state, answers=Answers(optimizer="{}"), context=context)
     texts += [m.content for r in answers.calls() for m in r.messages]
+    from tests.test_control_credit import live_control_prompts  # imports this module: import when called
+
+    texts += live_control_prompts()
     texts += list(optimizer_prompt("instr", state, (), results, context, BackpropKnobs(edits=True)))
     g_s = None
     for json_schema in (True, False):

@@ -21,7 +21,7 @@ the training loop.
 """
 
 from funcgrad.core.backward import (
-    CallLog, Candidate, EffectKind, EffectLog, Gradient, GradientSource, StepTrace, Verdict, check_step_trace, format_step_trace,
+    CallLog, Candidate, EdgeKind, EffectKind, EffectLog, Gradient, GradientSource, StepTrace, Verdict, check_step_trace, format_step_trace,
 )
 from funcgrad.core.calls import Engine, Message, MessageRole, Request, Response, Role, Usage
 from funcgrad.core.effects import Call, Rerun, Validate, ask, gather, numbered, run_program, trampoline
@@ -70,7 +70,7 @@ from funcgrad.core.transforms import add_peer, add_skip, freeze_params, prune, r
 
 __all__ = [
     "LLM", "MessageRole", "PARAM_KINDS", "Role", "Attempt", "BudgetExceeded", "CacheMiss", "Call", "CallLog", "Candidate", "CheckpointError",
-    "ConfigError", "EffectKind", "EffectLog", "Engine", "EngineError", "EngineUnavailable", "Example", "Failure", "Fn",
+    "ConfigError", "EdgeKind", "EffectKind", "EffectLog", "Engine", "EngineError", "EngineUnavailable", "Example", "Failure", "Fn",
     "FuncgradError", "Gradient", "GradientSource", "Judge", "JudgeError", "Loss", "Message", "Note", "NoteStatus",
     "Param", "PipelineError", "PromptState", "Record", "RecordKind", "Request", "Rerun", "Response", "Result",
     "RunFailed", "SerializationError", "StateError", "StepContext", "StepTrace", "Strategy", "StrategyError", "Task",

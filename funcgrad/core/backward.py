@@ -43,13 +43,25 @@ class GradientSource(Vocabulary):
     """How a gradient's text was made: ``critique`` (an LLM backward call, named by
     ``Gradient.call``), ``passthrough`` (downstream feedback passed on unchanged),
     ``skip`` (the loss feedback via a skip connection), ``fixed`` (errors-only: "no
-    noticeable error") or ``loss`` (the loss feedback itself)."""
+    noticeable error"), ``loss`` (the loss feedback itself) or ``control`` (control
+    feedback, i.e. what the record's value caused when the pipeline read it to decide
+    what to run next, passed on unchanged)."""
 
     CRITIQUE = "critique"
     PASSTHROUGH = "passthrough"
     SKIP = "skip"
     FIXED = "fixed"
     LOSS = "loss"
+    CONTROL = "control"
+
+
+class EdgeKind(Vocabulary):
+    """The kind of forward edge feedback came along (``Gradient.via``): ``data`` (a later
+    record consumed the value, or the loss read the output) or ``control`` (the pipeline
+    read the value to decide what to run next: ``Record.control``/``Trace.control``)."""
+
+    DATA = "data"
+    CONTROL = "control"
 
 
 class EffectKind(Vocabulary):
@@ -112,11 +124,17 @@ class Gradient:
     ``call`` = its id), ``passthrough`` (downstream feedback passed on unchanged; with a
     ``call``, the critique that call asked for was dropped and this was passed on instead),
     ``skip`` (the loss feedback via a skip connection), ``fixed`` (errors-only "no
-    noticeable error") or ``loss`` (the loss feedback itself, e.g. whole-trace
-    propagation); another value is a StrategyError listing these.
+    noticeable error"), ``control`` (control feedback passed on unchanged; with a ``call``,
+    the critique was dropped) or ``loss`` (the loss feedback itself, e.g. whole-trace
+    propagation); another value is a StrategyError listing these. ``via`` is an
+    :class:`EdgeKind`: ``control`` when some of the feedback it was written from came along
+    a control edge (directly, or through the critique of a later record that got such
+    feedback), else ``data`` (the default; step traces written before the field load so).
 
     >>> Gradient(0, "sys", "answer", "e1", 1, 0, 0.5, "ok", "fixed").source
     'fixed'
+    >>> Gradient(0, "review", "review", "e1", 2, 0, 0.0, "confirm only...", via="control").via
+    'control'
     """
 
     id: int
@@ -130,6 +148,7 @@ class Gradient:
     source: GradientSource = attrs.field(default=GradientSource.CRITIQUE,
                                          converter=one_of(GradientSource, "gradient source", StrategyError))
     call: int | None = None
+    via: EdgeKind = attrs.field(default=EdgeKind.DATA, converter=one_of(EdgeKind, "gradient via", StrategyError))
 
 
 @attrs.frozen
@@ -255,6 +274,9 @@ def _one_line(text: object, width: int) -> str:
 def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
     """The backward pass of one attempt, one record a line (attempts numbered from 1, verdicts as :data:`OUTCOME_LABELS`).
 
+    A gradient whose feedback came along a control edge (``via == "control"``) ends its
+    bracket with ``ctrl``, e.g. ``[critique c2 ctrl]``.
+
     >>> g = Gradient(0, "sys", "answer", "e1", 1, 0, 0.0, "count each item once", "critique", call=0)
     >>> c = Candidate("sys", "Count.", "List the items, then count.", gradients=(0,), call=1)
     >>> print(format_step_trace(StepTrace(1, 0, "backprop", ("e1",), gradients=(g,), candidates=(c,),
@@ -287,7 +309,7 @@ def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
             seed = f" seed {e.seed}" if e.seed is not None else ""
             lines.append(f"  e{e.id} {e.kind} in round {e.round}{seed}: {len(e.examples)} examples{score}")
     for g in st.gradients:
-        via = f" c{g.call}" if g.call is not None else ""
+        via = (f" c{g.call}" if g.call is not None else "") + (" ctrl" if g.via == EdgeKind.CONTROL else "")
         lines.append(f"  g{g.id} {escape_line(g.param)} <- {escape_line(g.node)}#{g.call_index} %{g.record_id} of {escape_line(g.example_id)} "
                      f"(score {g.score:.2f}) [{g.source}{via}]: {_one_line(g.text, width)!r}")
     for c in st.candidates:

@@ -70,7 +70,7 @@ _STEP = _MACROS + """
 {% if st.reason %}<div>{{ text(st.reason) }}</div>{% endif %}
 <div class="fg-muted">batch: {% for e in st.batch %}{{ name(e) }}{{ ", " if not loop.last }}{% endfor %}</div>
 {% if st.gradients %}<table><tr><th>∇</th><th>param</th><th>from node call</th><th>example</th><th>score</th><th>source</th><th>text</th></tr>
-{% for g in st.gradients %}<tr><td>{{ g.id }}</td><td>{{ name(g.param) }}</td><td>{{ name(g.node) }}#{{ g.call_index }} (%{{ g.record_id }})</td><td>{{ name(g.example_id) }}</td><td>{{ score(g.score) }}</td><td>{{ g.source }}{% if g.call is not none %} (call {{ g.call }}){% endif %}</td><td>{{ text(g.text) }}</td></tr>
+{% for g in st.gradients %}<tr><td>{{ g.id }}</td><td>{{ name(g.param) }}</td><td>{{ name(g.node) }}#{{ g.call_index }} (%{{ g.record_id }})</td><td>{{ name(g.example_id) }}</td><td>{{ score(g.score) }}</td><td>{{ g.source }}{% if g.via == "control" %} via control{% endif %}{% if g.call is not none %} (call {{ g.call }}){% endif %}</td><td>{{ text(g.text) }}</td></tr>
 {% endfor %}</table>{% endif %}
 {% if st.candidates %}<table><tr><th>param</th><th>from</th><th>proposed</th><th>guard</th></tr>
 {% for c in st.candidates %}<tr><td>{{ name(c.param) }}</td><td>{{ text(c.old) }}</td><td>{{ text(c.value) if c.value is not none else "(no usable value)" }}</td><td>{% if c.guard %}{{ name(c.guard) }}: {{ text(c.reason) }}{% else %}passed{% endif %}</td></tr>

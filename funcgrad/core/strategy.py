@@ -193,8 +193,8 @@ def make_knobs(cls: type[K], strategy: str, values: Mapping[str, Any]) -> K:
                           f"its knobs are: {', '.join(names)}")
     try:
         return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"strategy {strategy!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # attrs' type check puts its message first, then the attribute
+        raise ConfigError(f"strategy {strategy!r}: {exc.args[0] if exc.args else exc}") from None
 
 
 def check_result(value: Any, strategy: str) -> tuple[Update, Any]:

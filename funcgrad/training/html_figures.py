@@ -4,7 +4,9 @@
   what the loop decided, and the model calls of each step per phase on a second panel;
 - :func:`trace_graph_svg`: one forward trace as a graph laid out by networkx
   (topological generations as rows), nodes coloured by kind, each node an element
-  with id ``{prefix}-n{record id}`` linking to ``#{prefix}-r{record id}``.
+  with id ``{prefix}-n{record id}`` linking to ``#{prefix}-r{record id}``; data edges
+  solid grey, control edges (:func:`control_edges`) dashed orange, each an element with
+  id ``{prefix}-c{from}-{to}``, with a legend and the list in the text alternative.
 
 Every figure is a fresh :class:`matplotlib.figure.Figure` (no pyplot, no global
 backend switch); the SVG is deterministic (no date, a fixed id salt).
@@ -26,6 +28,7 @@ import attrs
 import matplotlib
 import networkx as nx
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from funcgrad.core.backward import OUTCOME_LABELS
 from funcgrad.core.trace import Trace
@@ -42,6 +45,7 @@ UNSCORED_Y = -0.14
 BODY_PT = 10.5  # 14 px, the page's body text, at the figure's natural size
 
 KIND_COLOURS = {"input": "#e0e0e0", "llm": "#9ecae1", "fn": "#c7e9c0", "retrieve": "#fdd0a2", "loss": "#fcbba1"}
+DATA_EDGE, CONTROL_EDGE = "#777777", "#E69F00"  # trace graph edges: solid grey, dashed orange (Okabe-Ito)
 
 PHASE_COLOURS = {
     "train": "#4292c6", "rerun": "#9ecae1", "minibatch": "#fd8d3c", "strategy-eval": "#fdae6b", "val": "#e6550d",
@@ -169,16 +173,41 @@ def node_label(trace: Trace, record_id: int) -> str:
     return f"{r.node}#{r.call_index}" if repeated else r.node
 
 
+def control_edges(trace: Trace) -> tuple[tuple[int, int], ...]:
+    """``(read record, dependent record)`` pairs: the pipeline read the first record's value for control flow,
+    and the second is the first record created after the read (``Record.control``), or the loss record when the
+    run called nothing after it.
+
+    >>> from funcgrad.core.trace import Record
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "review", "llm", inputs=(0,), input_names=("a",)),
+    ...            Record(2, "fix", "llm", inputs=(0,), input_names=("a",), control=(1,)),
+    ...            Record(3, "review", "llm", inputs=(2,), input_names=("a",)), Record(4, "loss", "loss", inputs=(2,))),
+    ...           output=2, control=(1, 3))
+    >>> control_edges(t)
+    ((1, 2), (3, 4))
+    """
+    edges = [(i, r.id) for r in trace.records for i in r.control]
+    loss = trace.loss
+    if loss is not None:
+        edges += [(i, loss.id) for i in trace.control if all(i != e[0] for e in edges)]
+    return tuple(edges)
+
+
 def trace_graph_svg(trace: Trace, *, prefix: str, reached: Mapping[int, int] | None = None) -> str:
     """The trace as a graph: one box per record (rows = topological generations), edges from inputs.
 
     ``reached`` maps record ids to the number of gradients that reached them (shown
-    as ``∇n`` and a thick outline). A record with an error gets a red outline.
+    as ``∇n`` and a thick outline). A record with an error gets a red outline. Control
+    edges (:func:`control_edges`) are dashed and orange, each in ``<g id="{prefix}-c{from}-{to}">``;
+    a trace with any gets a legend and lists them in the SVG's ``<desc>``.
     """
     reached = reached or {}
+    controls = control_edges(trace)
     g = nx.DiGraph()
     g.add_nodes_from(r.id for r in trace.records)
-    g.add_edges_from((i, r.id) for r in trace.records for i in r.inputs)
+    data = [(i, r.id) for r in trace.records for i in r.inputs]
+    g.add_edges_from(data)
+    g.add_edges_from(controls)  # edges go forward in the trace: still a DAG, rows follow the run's order
     for layer, ids in enumerate(nx.topological_generations(g)):
         for n in sorted(ids):
             g.nodes[n]["layer"] = layer
@@ -186,13 +215,26 @@ def trace_graph_svg(trace: Trace, *, prefix: str, reached: Mapping[int, int] | N
     widest = max((sum(1 for _, d in g.nodes(data=True) if d["layer"] == k) for k in range(layers)), default=1)
     pos = nx.multipartite_layout(g, subset_key="layer", align="horizontal", scale=1.0)
     pos = {n: (x, -y) for n, (x, y) in pos.items()}  # generation 0 on top
-    fig = Figure(figsize=(max(2.6, 2.2 * widest), 0.3 + 0.75 * layers))
-    ax = fig.add_axes((0, 0, 1, 1))
+    legend_h = 0.3 if controls else 0.0  # inches under the graph for the edge legend
+    height = 0.3 + 0.75 * layers + legend_h
+    fig = Figure(figsize=(max(2.6, 2.2 * widest), height))
+    ax = fig.add_axes((0, legend_h / height, 1, 1 - legend_h / height))
     ax.set_axis_off()
     nx.draw_networkx_edges(
-        g, pos, ax=ax, arrows=True, arrowstyle="-|>", arrowsize=10, node_size=0, edge_color="#777777",
+        g, pos, ax=ax, edgelist=data, arrows=True, arrowstyle="-|>", arrowsize=10, node_size=0, edge_color=DATA_EDGE,
         connectionstyle="arc3,rad=0.25", width=1.0, min_source_margin=10, min_target_margin=9,
     )
+    if controls:
+        drawn = nx.draw_networkx_edges(
+            g, pos, ax=ax, edgelist=list(controls), arrows=True, arrowstyle="-|>", arrowsize=10, node_size=0,
+            edge_color=CONTROL_EDGE, style="dashed", connectionstyle="arc3,rad=-0.25", width=1.4,
+            min_source_margin=10, min_target_margin=9,
+        )
+        for (a, b), patch in zip(controls, drawn):
+            patch.set_gid(f"{prefix}-c{a}-{b}")
+        handles = [Line2D([], [], color=DATA_EDGE, lw=1.0, label="data edge"),
+                   Line2D([], [], color=CONTROL_EDGE, lw=1.4, ls="--", label="control edge")]
+        fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False, borderaxespad=0.2)
     for r in trace.records:
         x, y = pos[r.id]
         label = node_label(trace, r.id) + (f"  ∇{reached[r.id]}" if r.id in reached else "")
@@ -210,4 +252,8 @@ def trace_graph_svg(trace: Trace, *, prefix: str, reached: Mapping[int, int] | N
     ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
     ax.set_ylim(min(ys) - 0.6 / max(layers, 1) - 0.05, max(ys) + 0.6 / max(layers, 1) + 0.05)
     names = ", ".join(node_label(trace, r.id) for r in trace.records)
-    return _svg(fig, prefix, f"Trace graph: {len(trace.records)} records", f"Records in order: {names}. Each node links to its record.")
+    desc = f"Records in order: {names}. Each node links to its record."
+    if controls:
+        listed = ", ".join(f"{node_label(trace, a)} -> {node_label(trace, b)}" for a, b in controls)
+        desc += f" Control edges (dashed; the run read the first value to decide what ran next): {listed}."
+    return _svg(fig, prefix, f"Trace graph: {len(trace.records)} records", desc)

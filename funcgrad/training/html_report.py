@@ -348,12 +348,13 @@ def dropped_reason(call: CallLog, param: str) -> str:
 def _gradient_view(st: StepTrace, g, rounds: Mapping[int, int], traces: Mapping[tuple[int, str], str]) -> dict:
     prefix = traces.get((st.step, g.example_id))
     dropped = ""
-    if g.source in ("passthrough", "skip") and g.call is not None and g.call < len(st.calls):
+    if g.source in ("passthrough", "skip", "control") and g.call is not None and g.call < len(st.calls):
         dropped = dropped_reason(st.calls[g.call], g.param)
     return {
         "id": g.id, "attempt": st.attempt + 1, "param": g.param, "node": g.node, "label": f"{g.node}#{g.call_index}",
         "call_index": g.call_index,
-        "example": g.example_id, "record_id": g.record_id, "score": g.score, "source": g.source,
+        "example": g.example_id, "record_id": g.record_id, "score": g.score,
+        "source": g.source + (" via control" if g.via == "control" else ""),
         "text": _clip(g.text), "call": g.call, "round": rounds.get(g.call) if g.call is not None else None,
         "href": "#" + _anchor(st.step, st.attempt, f"-g{g.id}"),
         "call_href": "#" + _anchor(st.step, st.attempt, f"-call-{g.call}") if g.call is not None else "",

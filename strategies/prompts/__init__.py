@@ -5,7 +5,8 @@ proposals, cut markers), :mod:`~funcgrad.strategies.prompts.backprop` (critic an
 optimizer of per-node backpropagation), :mod:`~funcgrad.strategies.prompts.whole_trace`
 (the OptoPrime-style problem), :mod:`~funcgrad.strategies.prompts.gepa` (the
 reflection call of the GEPA-style strategy), :mod:`~funcgrad.strategies.prompts.edits`
-(proposals as one-sentence edits). Strategy code only fills in these templates.
+(proposals as one-sentence edits), :mod:`~funcgrad.strategies.prompts.control` (backprop's
+feedback for a record read for control flow). Strategy code only fills in these templates.
 
 The tag-leak guard's phrase list is derived from these same texts
 (:func:`guarded_phrases`): a proposed value that contains one of them, and whose
@@ -20,9 +21,9 @@ from __future__ import annotations
 import re
 import string
 
-from funcgrad.strategies.prompts import backprop, edits, gepa, shared, whole_trace
+from funcgrad.strategies.prompts import backprop, control, edits, gepa, shared, whole_trace
 
-FAMILIES = (shared, backprop, whole_trace, gepa, edits)
+FAMILIES = (shared, backprop, whole_trace, gepa, edits, control)
 
 _SENTENCE = re.compile(r"[.:;!?()\n]|\s-\s")
 MIN_WORDS = 4

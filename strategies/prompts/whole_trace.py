@@ -10,6 +10,9 @@ DOC_LLM = "{node}: an LLM call; its system prompt is the text of [{params}], its
 DOC_NO_PARAMS = "no parameters"
 DOC_RETRIEVE = "{node}: a retriever (fixed code); returns documents for its inputs."
 DOC_FN = "{node}: a Python function (fixed code)."
+DOC_CONTROL = "# read ...: the program read these values to decide what to run next (an if, a loop's stop test)."
+CONTROL_READ = "# read {names}"
+CONTROL_STOP = "# read {names}, then no further step was called"
 VARIABLES = "#Variables (you may change these)"
 FIXED_PARAMS = "Fixed parameters: {params}"
 RUNS = "Runs: showing {shown} of {total} examples, lowest score first; values cut at {chars} chars."
@@ -30,4 +33,4 @@ REPLY = (
 SUGGESTION_ITEM = '"{name}": "<new text>"'
 
 MARKERS = (DOCUMENTATION, "#Variables", "#Code", INPUTS, OTHERS, OUTPUTS, FEEDBACK, INSTRUCTION, "## Example")
-TEMPLATES = (SYSTEM, DOC_LLM, DOC_RETRIEVE, DOC_FN, VARIABLES, RUNS, REPLY)
+TEMPLATES = (SYSTEM, DOC_LLM, DOC_RETRIEVE, DOC_FN, DOC_CONTROL, CONTROL_STOP, VARIABLES, RUNS, REPLY)
