@@ -284,8 +284,8 @@ def read_critique(response, keys: Sequence[str], feedback, knobs) -> tuple[dict[
 def control_feedback(trace, record_id: int, end: int, score: float, loss_text: str, max_calls: int) -> tuple[int, str]:
     """``(sender, text)``: the control feedback of record ``record_id``, which the pipeline read for control.
 
-    The text says which calls followed the decision (``node#call_index``, at most
-    ``max_calls``) or that the run stopped right after it, whether the final output
+    The text says which model calls followed the decision (``node#call_index``, at most
+    ``max_calls``), or that only function steps did, or that the run stopped right after it, whether the final output
     changed after it (the output record against the record of the output's node current
     at the decision), and how the run ended. ``sender`` is the first record created after
     the read (``end``, the loss record's id, when there is none): it orders the feedback
@@ -301,16 +301,23 @@ def control_feedback(trace, record_id: int, end: int, score: float, loss_text: s
     """
     first = next((r.id for r in trace.records if record_id in r.control), None)
     followed = [r for r in trace.records if first is not None and r.id >= first and r.kind != "loss"]
-    if followed:
-        calls = ", ".join(f"{r.node}#{r.call_index}" for r in followed[:max_calls])
-        more = control_prompts.MORE_CALLS.format(n=len(followed) - max_calls) if len(followed) > max_calls else ""
-        after = control_prompts.FOLLOWED.format(n=len(followed), calls=calls + more)
+    models = [r for r in followed if r.kind == "llm"]
+    if models:
+        after = control_prompts.FOLLOWED.format(n=len(models), calls=_call_names(models, max_calls))
+    elif followed:
+        after = control_prompts.NO_MODEL_AFTER.format(calls=_call_names(followed, max_calls))
     else:
         after = control_prompts.STOPPED
     parts = [after, _output_change(trace, len(trace.records) if first is None else first),
              control_prompts.END.format(score=score, loss=one_line(loss_text, 200))]
     text = control_prompts.CONTROL_FEEDBACK.format(parts=" ".join(p for p in parts if p))
     return (end if first is None else first), text
+
+
+def _call_names(records, max_calls: int) -> str:
+    """``node#call_index`` of each record, at most ``max_calls`` of them, then how many more."""
+    names = ", ".join(f"{r.node}#{r.call_index}" for r in records[:max_calls])
+    return names + (control_prompts.MORE_CALLS.format(n=len(records) - max_calls) if len(records) > max_calls else "")
 
 
 def _output_change(trace, decided: int) -> str:

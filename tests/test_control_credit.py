@@ -113,7 +113,7 @@ def test_control_feedback_names_the_calls_that_followed_and_the_output_change():
     _, requests, _ = run_program(backward(results, STATE, BackpropKnobs()), Answers())
     first, last = critic_prompts(requests, "review")[::-1]  # the walk goes backwards: review#1 is judged first
     assert "you judge call #0" in first and "you judge call #1" in last
-    assert ("After this decision 2 more step call(s) ran: classify#1, review#1. The final output changed after it, "
+    assert ("After this decision 2 more model call(s) ran: classify#1, review#1. The final output changed after it, "
             "from 'bug' to 'feature'.") in first
     assert "The run stopped right after this decision" in last and "did not change after it: 'feature'" in last
     clipped = run_program(backward(results, STATE, BackpropKnobs(max_calls_listed=1)), Answers())[1]
@@ -123,7 +123,7 @@ def test_control_feedback_names_the_calls_that_followed_and_the_output_change():
 def test_a_repeated_output_value_is_no_change():
     results = results_of(labels=("bug", "bug"), verdicts=("change", "confirm"))
     _, requests, _ = run_program(backward(results, STATE, BackpropKnobs()), Answers())
-    assert "2 more step call(s) ran: classify#1, review#1. The final output did not change after it: 'bug'." in \
+    assert "2 more model call(s) ran: classify#1, review#1. The final output did not change after it: 'bug'." in \
         critic_prompts(requests, "review")[-1]
 
 
@@ -138,7 +138,7 @@ def test_an_output_made_after_the_decision_is_said_so():
 
     results = results_of(pipeline)
     _, requests, _ = run_program(backward(results, STATE, BackpropKnobs()), Answers())
-    assert "ran: classify#0, pick#0. The final output 'BUG' was produced after it." in critic_prompts(requests, "review")[0]
+    assert "After this decision 1 more model call(s) ran: classify#0. The final output 'BUG' was produced after it." in critic_prompts(requests, "review")[0]
 
 
 def test_a_record_in_both_data_and_control_paths_gets_one_call_with_both_feedbacks():
@@ -157,7 +157,7 @@ def test_a_record_in_both_data_and_control_paths_gets_one_call_with_both_feedbac
     grads, requests, _ = run_program(backward(results, STATE, BackpropKnobs()), Answers())
     (prompt,) = critic_prompts(requests, "classify")
     assert len(requests) == 1
-    assert "1. (control) The pipeline read this answer" in prompt and "ran: tidy#0." in prompt
+    assert "1. (control) The pipeline read this answer" in prompt and "No model call ran after this decision: only tidy#0 finished the run." in prompt
     assert "2. wrong: expected 'billing'" in prompt  # the loss feedback through tidy, after the decision's feedback
     assert [(g.param, g.via) for g in grads] == [("classify_sys", "control")]
 
@@ -240,8 +240,16 @@ def live_control_prompts() -> list[str]:
         verdict = review(prompts, input=x, label="none")
         return pick(classify(prompts, input=x)) if verdict == "confirm" else pick(verdict)
 
+    @fn("tidy")
+    def tidy(text):
+        return text.strip()
+
+    def fn_after(prompts, x):
+        label = classify(prompts, input=x)
+        return tidy(label) if label else tidy("none")
+
     runs = [results_of(labels=("bug", "feature"), verdicts=("change", "confirm")),
-            results_of(labels=("bug", "bug"), verdicts=("change", "confirm")), results_of(late_output)]
+            results_of(labels=("bug", "bug"), verdicts=("change", "confirm")), results_of(late_output), results_of(fn_after)]
     texts = [m.content for results in runs for r in run_program(backward(results, STATE, BackpropKnobs()), Answers())[1]
              for m in r.messages]
     return [*texts, problem_text(runs[0], STATE, WholeTraceKnobs(), StepContext())[0]]
