@@ -1,0 +1,128 @@
+"""Control edges in the trace layer: what a run records, what check_trace refuses, control_reads and control_cone."""
+
+import attrs
+import pytest
+
+import funcgrad
+from funcgrad import LLM, PromptState, Record, ScriptedEngine, Trace, TraceError, check_trace, control_cone, control_reads, run
+
+draft = LLM("draft", user="Q: {q}")
+review = LLM("review", user="Check: {a}")
+
+
+def _scripted(*answers):
+    stream = iter(answers)
+    return ScriptedEngine(lambda request: next(stream))
+
+
+def _review_loop(p, x):
+    """Draft, then at most 3 review rounds; a review saying OK stops the loop."""
+    a = draft(p, q=x)
+    for _ in range(3):
+        verdict = review(p, a=a)
+        if verdict.value == "OK":
+            return a
+        a = draft(p, q=verdict)
+    return a
+
+
+def test_an_early_return_on_a_verdict_records_the_verdict_as_control():
+    def pipeline(p, x):
+        a = draft(p, q=x)
+        verdict = review(p, a=a)
+        if verdict.value == "OK":
+            return a
+        return draft(p, q=verdict)
+
+    _, ok = run(pipeline, PromptState(), "2+2?", engine=_scripted("4", "OK"))
+    assert [r.control for r in ok.records] == [(), (), ()]
+    assert ok.control == (2,) and ok.output == 1
+    _, redo = run(pipeline, PromptState(), "2+2?", engine=_scripted("5", "wrong", "4"))
+    assert [r.control for r in redo.records] == [(), (), (), (2,)]
+    assert redo.control == (2,) and redo.output == 3
+    assert check_trace(ok) is ok and check_trace(redo) is redo
+
+
+def test_a_loop_of_three_rounds_that_stops_at_round_two():
+    _, trace = run(_review_loop, PromptState(), "q", engine=_scripted("d1", "no", "d2", "OK"))
+    assert [(r.node, r.call_index) for r in trace.records[1:]] == [("draft", 0), ("review", 0), ("draft", 1), ("review", 1)]
+    assert [r.control for r in trace.records] == [(), (), (), (2,), ()]
+    assert trace.control == (2, 4) and trace.output == 3
+    assert control_reads(trace, 2) == () and control_reads(trace, 3) == (2,) and control_reads(trace, 4) == (2,)
+    # The stop decision (%4) feeds no node: data edges alone would drop it; the control cone keeps it.
+    assert funcgrad.descendants(trace, 4) == ()
+    assert control_cone(trace) == (0, 1, 2, 3, 4)
+    scored = funcgrad.with_loss(trace, funcgrad.Loss(0.0, "wrong"), target="d3")
+    assert [r.id for r in funcgrad.prune(scored).records] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_loop_that_never_stops_early_reads_every_verdict():
+    _, trace = run(_review_loop, PromptState(), "q", engine=_scripted("d1", "no", "d2", "no", "d3", "no", "d4"))
+    assert trace.control == (2, 4, 6)
+    assert [r.control for r in trace.records] == [(), (), (), (2,), (), (4,), (), (6,)]
+    assert control_reads(trace, 7) == (2, 4, 6)
+
+
+def test_reads_outside_a_run_and_node_arguments_record_nothing():
+    tidy = funcgrad.fn("tidy")(lambda s: s.strip())
+
+    def pipeline(p, x):
+        return tidy(draft(p, q=x))  # Vars passed to nodes: data edges only
+
+    _, trace = run(pipeline, PromptState(), "q", engine=_scripted(" a "))
+    assert trace.control == () and all(r.control == () for r in trace.records)
+    assert trace.records[2].inputs == (1,)
+
+
+# --------------------------------------------------------------------------- check_trace
+
+
+def _loop_trace():
+    _, trace = run(_review_loop, PromptState(), "q", engine=_scripted("d1", "no", "d2", "OK"))
+    return trace
+
+
+def _with(trace, i, **changes):
+    records = list(trace.records)
+    records[i] = attrs.evolve(records[i], **changes)
+    return attrs.evolve(trace, records=tuple(records))
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda t: _with(t, 3, control=(3,)), r"record 3 \('draft'\): control 3 is not an earlier record of this trace"),
+        (lambda t: _with(t, 3, control=(4,)), r"record 3 \('draft'\): control 4 is not an earlier record of this trace"),
+        (lambda t: _with(t, 3, control=(9,)), r"record 3 \('draft'\): control 9 is not an earlier record of this trace"),
+        (lambda t: _with(t, 4, control=(2,)),
+         r"record 4 \('review'\): control 2 is also in the control of record 3; a read is recorded once"),
+        (lambda t: _with(t, 3, control=(2, 2)),
+         r"record 3 \('draft'\): control 2 is also in the control of record 3"),
+        (lambda t: attrs.evolve(t, control=(2, 4, 7)), r"trace.control lists 7, which is not a record id of this trace"),
+        (lambda t: attrs.evolve(t, control=(2, 4, 2)), r"trace.control lists 2 twice"),
+        (lambda t: attrs.evolve(t, control=(4,)),
+         r"record 3 \('draft'\) has control 2, but trace.control does not list 2; trace.control must list every"),
+    ],
+)
+def test_check_trace_rejects_malformed_control_naming_the_record_and_id(corrupt, message):
+    trace = _loop_trace()
+    assert check_trace(trace) is trace
+    with pytest.raises(TraceError, match=message):
+        check_trace(corrupt(trace))
+
+
+def test_trace_control_may_list_reads_made_after_the_last_record():
+    trace = _loop_trace()
+    assert trace.control[-1] == 4 and all(4 not in r.control for r in trace.records)
+    extra = attrs.evolve(trace, control=(2, 4, 1))
+    assert check_trace(extra) is extra
+
+
+def test_control_reads_of_an_unknown_record_is_a_trace_error():
+    with pytest.raises(TraceError, match="no record with id 5"):
+        control_reads(Trace((Record(0, "x", "input"),)), 5)
+
+
+def test_control_cone_needs_an_output_or_a_loss():
+    with pytest.raises(TraceError, match="neither a loss record nor an output"):
+        control_cone(Trace((Record(0, "x", "input"),), control=(0,)))
