@@ -126,3 +126,25 @@ def test_control_reads_of_an_unknown_record_is_a_trace_error():
 def test_control_cone_needs_an_output_or_a_loss():
     with pytest.raises(TraceError, match="neither a loss record nor an output"):
         control_cone(Trace((Record(0, "x", "input"),), control=(0,)))
+
+
+# --------------------------------------------------------------------------- printing and HTML
+
+
+def test_the_printer_shows_control_edges_after_the_call_and_in_the_header():
+    text = funcgrad.format_trace(_loop_trace())
+    assert text.splitlines()[0] == "trace (no id): 5 records, output %3 (ctrl %2, %4)"
+    assert text.splitlines()[4] == "  %3 = llm draft#1(q=%2) ctrl %2 [3 tok, 0.00s]  -> 'd2'"
+    assert "ctrl" not in text.splitlines()[3] and "ctrl" not in text.splitlines()[5]
+
+
+def test_the_html_table_shows_control_edges_in_their_own_column():
+    from funcgrad.core.html import trace_html
+
+    html = trace_html(_loop_trace())
+    rows = html.split('<tr id="fg-r')[1:]
+    controls = [row.split('<td class="fg-ctrl">')[1].split("</td>")[0] for row in rows]
+    assert controls == ["", "", "", '<a href="#fg-r2">%2</a>', ""]
+    inputs = rows[3].split("</td>")[3]
+    assert inputs == "\n<td><bdi>q</bdi>=%2"  # the data input, apart from the control edge
+    assert '(control: <a href="#fg-r2">%2</a>, <a href="#fg-r4">%4</a>)' in html
