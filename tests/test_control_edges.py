@@ -2,9 +2,25 @@
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import funcgrad
-from funcgrad import LLM, PromptState, Record, ScriptedEngine, Trace, TraceError, check_trace, control_cone, control_reads, run
+from funcgrad import (
+    LLM,
+    PromptState,
+    Record,
+    ScriptedEngine,
+    Trace,
+    TraceError,
+    check_trace,
+    control_cone,
+    control_reads,
+    run,
+)
+from funcgrad.testing import pipelines, recorded_responder, traces
+
+FAST = settings(max_examples=60, deadline=None)
 
 draft = LLM("draft", user="Q: {q}")
 review = LLM("review", user="Check: {a}")
@@ -148,3 +164,85 @@ def test_the_html_table_shows_control_edges_in_their_own_column():
     inputs = rows[3].split("</td>")[3]
     assert inputs == "\n<td><bdi>q</bdi>=%2"  # the data input, apart from the control edge
     assert '(control: <a href="#fg-r2">%2</a>, <a href="#fg-r4">%4</a>)' in html
+
+
+# --------------------------------------------------------------------------- properties over generated pipelines and traces
+
+
+def _run(gp, respond=None):
+    return run(gp.pipeline, gp.state, gp.x, engine=ScriptedEngine(respond or gp.respond))[1]
+
+
+def _scored(trace, score):
+    return funcgrad.with_loss(trace, funcgrad.Loss(score, "feedback"), target="t")
+
+
+@FAST
+@given(pipelines())
+def test_every_verdict_of_a_generated_pipeline_is_a_control_edge(gp):
+    trace = _run(gp)
+    verdicts = [r.id for r in trace.records if r.node.startswith("v")]
+    assert list(trace.control) == verdicts  # each verdict is read once, right after its call
+    for r in trace.records:
+        if r.id - 1 in verdicts:
+            assert r.control == (r.id - 1,)
+        else:
+            assert r.control == ()
+    # The stop and exit tests read no other Var: without them there are no control edges.
+    assert (trace.control == ()) == all(s[0][0] != "v" for s in gp.steps)
+
+
+@FAST
+@given(pipelines(), st.sampled_from((0.0, 1.0)))
+def test_a_record_that_decided_a_branch_is_never_pruned(gp, score):
+    trace = _scored(_run(gp), score)
+    pruned = funcgrad.prune(trace)
+    kept = {r.id for r in pruned.records}
+    assert set(trace.control) <= kept
+    assert pruned.control == trace.control
+    for c in trace.control:
+        assert set(funcgrad.ancestors(trace, c)) <= kept
+    assert check_trace(pruned) is pruned
+
+
+@FAST
+@given(traces(), st.data())
+def test_prune_and_subgraph_of_generated_traces_pass_check_trace(trace, data):
+    ids = data.draw(st.lists(st.sampled_from([r.id for r in trace.records]), max_size=3), label="ids")
+    sub = funcgrad.subgraph(trace, ids)
+    assert check_trace(sub) is sub
+    assert all(set(r.control) <= {s.id for s in sub.records} for r in sub.records)
+    if trace.loss is not None or trace.output is not None:
+        pruned = funcgrad.prune(trace)
+        assert check_trace(pruned) is pruned
+        assert set(trace.control) <= {r.id for r in pruned.records}
+
+
+@FAST
+@given(pipelines())
+def test_replaying_recorded_answers_reproduces_the_control_edges(gp):
+    t1 = _run(gp)
+    t2 = _run(gp, recorded_responder(t1))
+    assert t2 == t1
+    assert t2.control == t1.control and [r.control for r in t2.records] == [r.control for r in t1.records]
+    assert funcgrad.dumps(t2) == funcgrad.dumps(t1)
+
+
+@FAST
+@given(pipelines())
+def test_traces_with_control_roundtrip_through_json(gp):
+    trace = _scored(_run(gp), 1.0)
+    back = funcgrad.loads(funcgrad.dumps(trace))
+    assert back == trace and back.control == trace.control
+    assert [r.control for r in back.records] == [r.control for r in trace.records]
+
+
+@FAST
+@given(traces())
+def test_generated_traces_record_control_as_a_run_does(trace):
+    # A run records each read once, on the next record created: in reading order, the
+    # records' control edges come first in Trace.control, then reads after the last record.
+    flat = [c for r in trace.records for c in r.control]
+    assert list(trace.control[: len(flat)]) == flat
+    assert all(c < r.id for r in trace.records for c in r.control)
+    assert funcgrad.loads(funcgrad.dumps(trace)) == trace
