@@ -269,6 +269,7 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             output=json_values(),
             usage=usages(),
             error=st.none() | texts(),
+            control=st.lists(st.integers(0, 50), max_size=2, unique=True).map(tuple),
         )
     )
 
