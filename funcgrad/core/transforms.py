@@ -154,7 +154,8 @@ def subgraph(trace: Trace, ids: Iterable[int]) -> Trace:
     A record depends on its data inputs and on the reads made for control before it
     was created (:func:`~funcgrad.core.trace.control_reads`), transitively. The control
     reads of a dropped record move to the next kept one, so every kept record's
-    ``control_reads`` stay the same; ``Trace.control`` keeps the kept ids. Skips to nodes
+    ``control_reads`` stay the same; ``Trace.control`` keeps the kept ids (it loses the
+    reads made after the last kept record that nothing kept depends on). Skips to nodes
     no longer present are dropped; ``output`` is kept if its record is.
 
     >>> from funcgrad.core.trace import Record
@@ -179,8 +180,8 @@ def subgraph(trace: Trace, ids: Iterable[int]) -> Trace:
         if r.id not in keep:
             carried.extend(r.control)
             continue
-        if carried:
-            r = attrs.evolve(r, control=tuple(c for c in carried + list(r.control) if c in keep))
+        if carried:  # all kept: they were read before r was created
+            r = attrs.evolve(r, control=(*carried, *r.control))
             carried = []
         records.append(r)
     nodes = {r.node for r in records}
