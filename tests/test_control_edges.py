@@ -246,3 +246,37 @@ def test_generated_traces_record_control_as_a_run_does(trace):
     assert list(trace.control[: len(flat)]) == flat
     assert all(c < r.id for r in trace.records for c in r.control)
     assert funcgrad.loads(funcgrad.dumps(trace)) == trace
+
+
+_READS = {
+    "value": lambda v: v.value, "bool": bool, "eq": lambda v: v == "s1", "lt": lambda v: v < "t",
+    "len": len, "iter": list, "in": lambda v: "s" in v, "getitem": lambda v: v[0],
+}
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(("call", *_READS)), st.integers(0, 20)), max_size=12))
+def test_control_fields_match_a_plain_model_of_the_reads(program):
+    # Model: a read is recorded once, at its first read, on the next record created; Trace.control lists all.
+    step = funcgrad.fn("step")(lambda *args: "s" + str(len(args)))
+    expected_records, pending, observed = [()], [], []
+
+    def pipeline(p, x):
+        values = [x]
+        for action, k in program:
+            v = values[k % len(values)]
+            if action == "call":
+                values.append(step(v))
+                expected_records.append(tuple(pending))
+                pending.clear()
+            else:
+                _READS[action](v)
+                if v.id not in observed:
+                    observed.append(v.id)
+                    pending.append(v.id)
+        return values[-1]
+
+    _, trace = run(pipeline, PromptState(), "s0", engine=_scripted())
+    assert [r.control for r in trace.records] == expected_records
+    assert trace.control == tuple(observed)
+    assert check_trace(trace) is trace
