@@ -55,11 +55,12 @@ from hypothesis import strategies as st
 from funcgrad.core.backward import CallLog, Candidate, EdgeKind, EffectLog, Gradient, GradientSource, StepTrace, Verdict
 from funcgrad.core.calls import MESSAGE_ROLES, ROLES, Message, Request, Response, Usage
 from funcgrad.core.nodes import LLM, Fn, Var
-from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result
+from funcgrad.core.run import FAILURE_KINDS, Example, Failure, Loss, Result, run
 from funcgrad.core.state import PARAM_KINDS, Param, PromptState
 from funcgrad.core.strategy import Attempt, Note, NoteStatus, Update
 from funcgrad.core.trace import Record, RecordKind, Trace
 from funcgrad.core.values import FrozenDict
+from funcgrad.engines.scripted import ScriptedEngine
 
 __all__ = [
     "GeneratedPipeline", "attempts", "examples", "gradients", "json_values", "losses", "messages", "names", "notes",
@@ -268,6 +269,7 @@ def records(*, record_id: st.SearchStrategy[int] | None = None) -> st.SearchStra
             output=json_values(),
             usage=usages(),
             error=st.none() | texts(),
+            control=st.lists(st.integers(0, 50), max_size=2, unique=True).map(tuple),
         )
     )
 
@@ -286,6 +288,7 @@ def traces(
     repeated_calls: bool = True,
     skips: bool = True,
     param_names: Sequence[str] | None = None,
+    control: bool = True,
 ) -> Trace:
     """A valid :class:`~funcgrad.Trace` (it passes :func:`~funcgrad.check_trace`).
 
@@ -295,6 +298,9 @@ def traces(
     ``with_loss=True`` appends a loss record (last), ``False`` never does, ``None``
     (default) decides at random. LLM records read params from ``param_names``
     (default: a small fixed pool). ``skips`` allows random skip connections.
+    ``control`` adds control edges as a run records them: a record's ``control`` names
+    earlier records not read before, ``Trace.control`` lists them all in order of
+    reading, plus perhaps reads after the last record (as before a loss record).
 
     >>> from funcgrad.core import check_trace
     >>> t = traces(with_loss=True).example()
@@ -305,6 +311,7 @@ def traces(
     n = draw(st.integers(1, max(1, max_records - (1 if with_loss else 0))))
     rid = 0
     recs = [Record(0, "x", "input", output=draw(json_values(max_leaves=3)))]
+    read: list[int] = []  # ids read for control so far, in order: Trace.control
     node_kind: dict[str, str] = {"x": "input"}
     last_call: dict[str, int] = {"x": 0}
     for _ in range(n - 1):
@@ -321,22 +328,26 @@ def traces(
         last_call[node] = index
         earlier = [r.id for r in recs]
         inputs = tuple(draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3, unique=True)))
-        read = tuple(draw(st.lists(st.sampled_from(pool), max_size=3, unique=True))) if kind == "llm" and pool else ()
+        reads = _reads(draw, earlier, read) if control else ()
+        params_read = tuple(draw(st.lists(st.sampled_from(pool), max_size=3, unique=True))) if kind == "llm" and pool else ()
         recs.append(
             Record(
                 rid, node, kind, call_index=index, inputs=inputs,
                 input_names=tuple(f"in{i}" for i in range(len(inputs))),
                 consts=draw(_consts().filter(lambda c, n=len(inputs): not set(c) & {f"in{i}" for i in range(n)})),
-                params=read,
+                params=params_read,
                 request=draw(requests()) if kind == "llm" else None,
                 output=draw(texts(max_size=12)) if kind != "retrieve" else tuple(draw(st.lists(texts(max_size=8), max_size=3))),
                 usage=draw(usages()),
+                control=reads,
             )
         )
     output: int | None = recs[-1].id
     if len(recs) > 1 and draw(st.integers(0, 4)) == 0:  # a failed run: the last call errored
         recs[-1] = attrs.evolve(recs[-1], output=None, error=draw(texts(max_size=10)))
         output = None
+    elif control:
+        _reads(draw, [r.id for r in recs], read)  # reads after the last call (before the loss)
     loss = draw(st.booleans()) if with_loss is None else with_loss
     if loss:
         scored = draw(losses())
@@ -353,7 +364,17 @@ def traces(
         candidates = [nd for nd in node_kind if nd != "x"]
         if candidates:
             skip_nodes = tuple(draw(st.lists(st.sampled_from(candidates), max_size=2, unique=True)))
-    return Trace(tuple(recs), example_id=draw(texts(max_size=6)), skips=skip_nodes, output=output)
+    return Trace(tuple(recs), example_id=draw(texts(max_size=6)), skips=skip_nodes, output=output, control=tuple(read))
+
+
+def _reads(draw, earlier: list[int], read: list[int]) -> tuple[int, ...]:
+    """Draw reads of ``earlier`` records not read yet, appending them to ``read``: a record's control edges."""
+    unread = [i for i in earlier if i not in read]
+    if not unread or draw(st.integers(0, 2)) != 0:
+        return ()
+    new = tuple(draw(st.lists(st.sampled_from(unread), min_size=1, max_size=2, unique=True)))
+    read.extend(new)
+    return new
 
 
 def failures() -> st.SearchStrategy[Failure]:
@@ -487,6 +508,11 @@ def _retrieve(query):
     return (f"doc1:{q}", f"doc2:{q}")
 
 
+def _says_stop(verdict: str) -> bool:
+    """Whether a verdict node's answer says stop: half of :func:`_answer`'s answers do."""
+    return str(verdict)[1:2] < "8"
+
+
 @attrs.frozen
 class GeneratedPipeline:
     """A random pipeline with a matching state, a deterministic responder and an input.
@@ -494,8 +520,9 @@ class GeneratedPipeline:
     ``pipeline(prompts, x)`` is a plain funcgrad pipeline; ``state`` holds every param
     its LLM nodes read; ``respond`` is a pure function of the request (use it as
     ``ScriptedEngine(gp.respond)``); ``x`` is a sample input; ``steps`` describes the
-    graph (it is what Hypothesis prints for a failing example); ``llm_calls`` is the
-    number of model calls one run makes.
+    graph as a run on ``x`` with ``respond`` executes it (it is what Hypothesis prints for a
+    failing example): ``(node, kind, value indices, calls)`` per step, a stop test or an
+    exit test as a step of its own; ``llm_calls`` is the number of model calls that run makes.
 
     >>> from funcgrad.core import run
     >>> from funcgrad.engines.scripted import ScriptedEngine
@@ -514,15 +541,23 @@ class GeneratedPipeline:
 
 
 @st.composite
-def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: bool = True) -> GeneratedPipeline:
-    """A small random pipeline (a DAG, with optional loops) plus its state and responder.
+def pipelines(
+    draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: bool = True, control: bool = True
+) -> GeneratedPipeline:
+    """A small random pipeline (a DAG, with optional loops and control flow) plus its state and responder.
 
     Steps are LLM nodes reading random params (or groups) of a generated state, some
     with a constant keyword input (``note="..."``, recorded in ``Record.consts``), fn
     nodes of one or two inputs, and retriever nodes; with ``repeated_calls`` a node
     may be called again later, and with ``loops`` an LLM node may be called several
     times in a row on its own output (so the trace shows ``node#0``, ``node#1``...).
-    Every step reads earlier values only; the last step's value is returned.
+    With ``control`` the pipeline also reads values for control flow, so its traces
+    carry control edges: a loop may stop early when a verdict node (an LLM node given
+    the input and the round) says so, and the pipeline may return early after a step
+    when an exit verdict says so. A verdict's request depends on the input, the state
+    and the round only, so answers that differ from ``respond``'s only after their
+    first two characters take the same decisions. Every step reads earlier values
+    only; the last value computed is returned.
 
     >>> from funcgrad.core import check_trace, run
     >>> from funcgrad.engines.scripted import ScriptedEngine
@@ -534,12 +569,17 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
     state = draw(prompt_states(min_size=1, max_size=4, with_groups=True))
     readable = list(state.names) + [g for g, _ in state.groups]
     n_steps = draw(st.integers(1, max_steps))
-    steps: list[tuple] = []
-    nodes: dict[str, tuple] = {}  # name -> ("llm", system, arity, const) | ("fn", arity) | ("retrieve",)
+    steps: list[tuple] = []  # (name, value indices, times, stop verdict or None, exit verdict or None)
+    nodes: dict[str, tuple] = {}  # name -> ("llm", system, arity, const) | ("fn", arity) | ("retrieve",) | ("verdict", system)
     n_values = 1  # value 0 is the input x
-    llm_calls = 0
+
+    def verdict() -> str:
+        name = f"v{len(nodes)}"
+        nodes[name] = ("verdict", tuple(draw(st.lists(st.sampled_from(readable), max_size=1))))
+        return name
+
     for _ in range(n_steps):
-        reuse = [nm for nm in nodes] if repeated_calls else []
+        reuse = [nm for nm, spec in nodes.items() if spec[0] != "verdict"] if repeated_calls else []
         if reuse and draw(st.integers(0, 3)) == 0:
             name = draw(st.sampled_from(reuse))
             spec = nodes[name]
@@ -558,8 +598,9 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
         arity = spec[2] if spec[0] == "llm" else spec[1] if spec[0] == "fn" else 1
         args = tuple(draw(st.integers(0, n_values - 1)) for _ in range(arity))
         times = draw(st.integers(1, 3)) if loops and spec[0] == "llm" and arity == 1 else 1
-        steps.append((name, args, times))
-        llm_calls += times if spec[0] == "llm" else 0
+        stop = verdict() if control and times > 1 and draw(st.booleans()) else None
+        exit_ = verdict() if control and draw(st.integers(0, 3)) == 0 else None
+        steps.append((name, args, times, stop, exit_))
         n_values += 1
 
     built: dict[str, Any] = {}
@@ -569,6 +610,8 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
             if spec[3] is not None:
                 template += "\nnote: {note}"
             built[name] = LLM(name, system=spec[1], user=template)
+        elif spec[0] == "verdict":
+            built[name] = LLM(name, system=spec[1], user="stop after round {round}? {in0}")
         elif spec[0] == "fn":
             built[name] = Fn(name, _fn1 if spec[1] == 1 else _fn2)
         else:
@@ -577,22 +620,51 @@ def pipelines(draw, *, max_steps: int = 6, repeated_calls: bool = True, loops: b
 
     def pipeline(prompts: PromptState, x: Var) -> Var:
         values = [x]
-        for name, args, times in plan:
+        for name, args, times, stop, exit_ in plan:
             node = built[name]
             inputs = [values[i] for i in args]
             if isinstance(node, LLM):
                 const = nodes[name][3]
                 extra = {"note": const} if const is not None else {}
                 out = node(prompts, **{f"in{i}": v for i, v in enumerate(inputs)}, **extra)
-                for _ in range(times - 1):  # a loop: the node refines its own output
+                for round_ in range(times - 1):  # a loop: the node refines its own output
+                    if stop is not None and _says_stop(built[stop](prompts, in0=x, round=round_).value):
+                        break
                     out = node(prompts, in0=out, **extra)
             else:
                 out = node(*inputs)
             values.append(out)
+            if exit_ is not None and _says_stop(built[exit_](prompts, in0=x, round=0).value):
+                break  # an early exit
         return values[-1]
 
-    described = tuple((name, nodes[name][0], args, times) for name, args, times in plan)
-    return GeneratedPipeline(pipeline, state, _answer, draw(texts(max_size=12)), described, llm_calls)
+    x = draw(texts(max_size=12))
+    described = _executed(plan, nodes, pipeline, state, x)
+    llm_calls = sum(calls for _, kind, _, calls in described if kind == "llm")
+    return GeneratedPipeline(pipeline, state, _answer, x, described, llm_calls)
+
+
+def _executed(plan: tuple, nodes: dict, pipeline: Callable, state: PromptState, x: str) -> tuple[tuple, ...]:
+    """The steps of ``plan`` a run on ``x`` with :func:`_answer` executes: ``(node, kind, value indices, calls)``."""
+    _, trace = run(pipeline, state, x, engine=ScriptedEngine(_answer))
+    verdicts = (r for r in trace.records if r.node in nodes and nodes[r.node][0] == "verdict")
+    said = {(r.node, r.consts["round"]): _says_stop(r.output) for r in verdicts}
+    out: list[tuple] = []
+    for name, args, times, stop, exit_ in plan:
+        kind = nodes[name][0]
+        calls = 1
+        for round_ in range(times - 1):
+            if stop is not None and said[(stop, round_)]:
+                break
+            calls += 1
+        out.append((name, kind, args, calls))
+        if stop is not None:
+            out.append((stop, "llm", (0,), min(calls, times - 1)))
+        if exit_ is not None:
+            out.append((exit_, "llm", (0,), 1))
+            if said[(exit_, 0)]:
+                break
+    return tuple(out)
 
 
 def recorded_responder(trace: Trace) -> Callable[[Request], str]:

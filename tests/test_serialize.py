@@ -89,7 +89,7 @@ def test_json_roundtrip_of_every_public_value(tag, data):
     value = data.draw(PUBLIC_VALUES[tag], label=tag)
     raw = _roundtrip(value)
     doc = orjson.loads(raw)
-    assert doc["format"] == "funcgrad" and doc["version"] == 3
+    assert doc["format"] == "funcgrad" and doc["version"] == 4
     assert doc["value"]["type"] == tag
 
 
@@ -116,8 +116,8 @@ def test_json_object_keys_named_type_are_not_confused_with_value_tags():
 def test_loads_rejects_wrong_format_and_version():
     with pytest.raises(SerializationError, match="format"):
         loads(b'{"value": 1}')
-    with pytest.raises(SerializationError, match="version 4 is not supported; this funcgrad reads versions 1, 2, 3"):
-        loads(b'{"format": "funcgrad", "version": 4, "value": 1}')
+    with pytest.raises(SerializationError, match="version 5 is not supported; this funcgrad reads versions 1, 2, 3, 4"):
+        loads(b'{"format": "funcgrad", "version": 5, "value": 1}')
     with pytest.raises(SerializationError, match="not valid JSON"):
         loads(b"{")
     with pytest.raises(SerializationError, match="value"):
@@ -139,7 +139,7 @@ def test_version_1_documents_load_with_their_constants_moved_to_consts():
     assert trace.records[1].consts == {"k": 3} and trace.records[1].request is None
     assert trace.records[2].consts == {} and trace.records[2].request is None
     assert trace.records[3].consts == {"target": "a"} and trace.records[3].request is None
-    assert loads(dumps(trace)) == trace and orjson.loads(dumps(trace))["version"] == 3
+    assert loads(dumps(trace)) == trace and orjson.loads(dumps(trace))["version"] == 4
 
 
 def _v2_fixture_results():
@@ -185,7 +185,28 @@ def test_a_version_2_document_loads_as_what_todays_code_records():
     # traces.jsonl lines carry no envelope: the upgrade goes by the record's shape
     line = orjson.loads(raw)["value"][1]
     assert from_data(line) == judged
-    assert loads(dumps(loaded)) == loaded and orjson.loads(dumps(loaded))["version"] == 3
+    assert loads(dumps(loaded)) == loaded and orjson.loads(dumps(loaded))["version"] == 4
+    # version 4 added control edges: older records and traces load without any
+    assert all(r.trace.control == () and all(rec.control == () for rec in r.trace.records) for r in loaded)
+    assert "control" not in raw.decode()
+
+
+def _without_control(data):
+    if isinstance(data, dict):
+        return {k: _without_control(v) for k, v in data.items() if k != "control"}
+    return [_without_control(v) for v in data] if isinstance(data, list) else data
+
+
+@FAST
+@given(traces())
+def test_a_version_3_trace_loads_with_empty_control(trace):
+    # Version 4 added Record.control and Trace.control; a version-3 document has neither.
+    doc = orjson.loads(dumps(trace))
+    v3 = orjson.dumps({**_without_control(doc), "version": 3})
+    assert "control" not in orjson.loads(v3)["value"] and all("control" not in r for r in orjson.loads(v3)["value"]["records"])
+    plain = attrs.evolve(trace, control=(), records=tuple(attrs.evolve(r, control=()) for r in trace.records))
+    assert loads(v3) == plain
+    assert funcgrad.check_trace(loads(v3)) == plain
 
 
 def test_a_version_2_request_that_is_no_call_and_no_target_is_refused():
@@ -267,8 +288,17 @@ def test_the_example_in_docs_trace_format_loads_and_roundtrips():
     # And it is what running the documented code gives today.
     from funcgrad.engines.scripted import ScriptedEngine
 
-    node = funcgrad.LLM("answer", system=("sys",), user="Q: {q}")
+    answer = funcgrad.LLM("answer", system=("sys",), user="Q: {q}")
+    tidy = funcgrad.fn("tidy")(lambda text: text.strip())
     state = funcgrad.PromptState.of(sys=funcgrad.Param("Answer with a number."))
-    result = funcgrad.run_example(lambda p, x: node(p, q=x), state, funcgrad.Example("e1", "2+2?", "4"),
-                                  engine=ScriptedEngine(lambda req: "4"), loss=funcgrad.exact_match)
+
+    def pipeline(p, x):
+        a = answer(p, q=x)
+        if a == "":
+            a = answer(p, q=x)
+        return tidy(a)
+
+    result = funcgrad.run_example(pipeline, state, funcgrad.Example("e1", "2+2?", "4"),
+                                  engine=ScriptedEngine(lambda req: " 4"), loss=funcgrad.exact_match)
     assert result.trace == trace
+    assert trace.records[2].control == (1,) and trace.control == (1,)

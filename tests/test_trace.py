@@ -67,9 +67,9 @@ def test_loss_not_last_is_rejected(trace, data):
     new_id = {id(r): k for k, r in enumerate(recs)}
     old_to_new = {r.id: new_id[id(r)] for r in recs if r is not loss}
     recs = [
-        attrs.evolve(r, id=new_id[id(r)], inputs=tuple(old_to_new[x] for x in r.inputs)) for r in recs
+        attrs.evolve(r, id=new_id[id(r)], inputs=tuple(old_to_new[x] for x in r.inputs), control=()) for r in recs
     ]
-    bad = attrs.evolve(trace, records=tuple(recs), output=None)
+    bad = attrs.evolve(trace, records=tuple(recs), output=None, control=())
     with pytest.raises(TraceError, match=f"record {i} .*loss record must be the last"):
         check_trace(bad)
 

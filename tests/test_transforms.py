@@ -14,6 +14,8 @@ from funcgrad import (
     add_skip,
     ancestors,
     check_trace,
+    control_cone,
+    control_reads,
     freeze_params,
     prune,
     readers,
@@ -128,13 +130,15 @@ def test_add_skip_passes_check_trace_and_is_idempotent(trace, data):
 
 @FAST
 @given(traces(with_loss=True))
-def test_prune_keeps_exactly_the_ancestors_of_the_loss(trace):
+def test_prune_keeps_exactly_the_ancestors_of_the_loss_and_the_control_cone(trace):
     pruned = prune(trace)
     assert check_trace(pruned) is pruned
     loss = trace.loss.id
-    assert {r.id for r in pruned.records} == {loss, *ancestors(trace, loss)}
+    reads = set(trace.control).union(*(ancestors(trace, c) for c in trace.control))
+    assert {r.id for r in pruned.records} == {loss, *ancestors(trace, loss)} | reads == set(control_cone(trace))
     assert pruned.records[-1].id == loss
-    assert all(r == trace[r.id] for r in pruned.records)
+    assert all(attrs.evolve(r, control=()) == attrs.evolve(trace[r.id], control=()) for r in pruned.records)
+    assert pruned.control == trace.control
     assert prune(pruned) == pruned
 
 
@@ -147,12 +151,13 @@ def test_prune_without_loss_keeps_the_ancestors_of_the_output(trace):
         return
     pruned = prune(trace)
     check_trace(pruned)
-    assert {r.id for r in pruned.records} == {trace.output, *ancestors(trace, trace.output)}
+    reads = set(trace.control).union(*(ancestors(trace, c) for c in trace.control))
+    assert {r.id for r in pruned.records} == {trace.output, *ancestors(trace, trace.output)} | reads
 
 
 @FAST
 @given(traces(), st.data())
-def test_subgraph_is_closed_under_ancestors_and_valid(trace, data):
+def test_subgraph_is_closed_under_both_kinds_of_edge_and_valid(trace, data):
     ids = data.draw(st.lists(st.sampled_from([r.id for r in trace.records]), max_size=3), label="ids")
     sub = subgraph(trace, ids)
     assert check_trace(sub) is sub
@@ -160,9 +165,13 @@ def test_subgraph_is_closed_under_ancestors_and_valid(trace, data):
     assert set(ids) <= kept
     for r in sub.records:
         assert set(ancestors(trace, r.id)) <= kept
-        assert r == trace[r.id]
-    # Nothing beyond the requested ids and their ancestors.
-    assert kept == set(ids).union(*(ancestors(trace, i) for i in ids))
+        # Only control moves (from dropped records to the next kept one): each kept record keeps its reads.
+        assert attrs.evolve(r, control=()) == attrs.evolve(trace[r.id], control=())
+        assert control_reads(sub, r.id) == control_reads(trace, r.id)
+    # Nothing beyond the requested ids, the reads made before the last of them, and their ancestors.
+    roots = set(ids) | (set(control_reads(trace, max(ids))) if ids else set())
+    assert kept == roots.union(*(ancestors(trace, i) for i in roots))
+    assert sub.control == tuple(c for c in trace.control if c in kept)
     assert [r.id for r in sub.records] == [r.id for r in trace.records if r.id in kept]
     assert set(sub.skips) <= set(sub.nodes)
     assert sub.output == (trace.output if trace.output in kept else None)

@@ -31,7 +31,7 @@ _STYLE = """<style>
 .fg-view { font: 13px/1.4 system-ui, sans-serif; max-width: 100%; overflow-x: auto; }
 .fg-view table { border-collapse: collapse; margin: 4px 0; } .fg-view td, .fg-view th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
 .fg-view th { background: #f4f4f4; } .fg-view pre { white-space: pre-wrap; word-break: break-word; margin: 0; font: 12px/1.35 ui-monospace, Menlo, Consolas, monospace; }
-.fg-view .fg-muted { color: #666; } .fg-view .fg-error { color: #b00020; font-weight: 600; }
+.fg-view .fg-muted { color: #666; } .fg-view .fg-ctrl { color: #8a4b00; } .fg-view .fg-error { color: #b00020; font-weight: 600; }
 </style>"""
 
 _MACROS = """
@@ -52,10 +52,11 @@ _STATE = _MACROS + """
 
 _TRACE = _MACROS + """
 <div class="fg-view fg-trace">{{ style }}
-<strong>Trace</strong> {{ name(trace.example_id or "(no id)") }} <span class="fg-muted">{{ trace.records|length }} record(s), {{ "output %%%d"|format(trace.output) if trace.output is not none else "no output" }}{% if trace.skips %}, skip connections to {% for s in trace.skips %}{{ name(s) }}{{ ", " if not loop.last }}{% endfor %}{% endif %}</span>
-<table><tr><th>id</th><th>kind</th><th>node</th><th>inputs</th><th>reads</th><th>request</th><th>output</th><th>tokens, s</th></tr>
+<strong>Trace</strong> {{ name(trace.example_id or "(no id)") }} <span class="fg-muted">{{ trace.records|length }} record(s), {{ "output %%%d"|format(trace.output) if trace.output is not none else "no output" }}{% if trace.control %} (control: {% for c in trace.control %}<a href="#fg-r{{ c }}">%{{ c }}</a>{{ ", " if not loop.last }}{% endfor %}){% endif %}{% if trace.skips %}, skip connections to {% for s in trace.skips %}{{ name(s) }}{{ ", " if not loop.last }}{% endfor %}{% endif %}</span>
+<table><tr><th>id</th><th>kind</th><th>node</th><th>inputs</th><th>control</th><th>reads</th><th>request</th><th>output</th><th>tokens, s</th></tr>
 {% for r in trace.records %}<tr id="fg-r{{ r.id }}"><td>%{{ r.id }}</td><td>{{ r.kind }}</td><td>{{ name(r.node) }}{% if r.kind != "input" %}#{{ r.call_index }}{% endif %}</td>
 <td>{% for n, i in r.input_names|zip(r.inputs) %}{{ name(n) }}=%{{ i }}{{ ", " if not loop.last }}{% endfor %}{% for k, v in r.consts.items() %}{{ ", " if r.inputs or not loop.first }}{{ name(k) }}={{ name(short(v)) }}{% endfor %}</td>
+<td class="fg-ctrl">{% for c in r.control %}<a href="#fg-r{{ c }}">%{{ c }}</a>{{ " " if not loop.last }}{% endfor %}</td>
 <td>{% for p in r.params %}{{ name(p) }}{{ ", " if not loop.last }}{% endfor %}</td>
 <td>{% for role, content in messages(r.request) %}<div class="fg-muted">{{ role }}</div>{{ text(content) }}{% endfor %}</td>
 <td>{% if r.error is not none %}<span class="fg-error">error:</span> {{ text(r.error) }}{% else %}{{ text(show(r.output)) }}{% endif %}</td>
@@ -138,6 +139,10 @@ def state_html(state: Any) -> str:
 
 def trace_html(trace: Any) -> str:
     """A :class:`~funcgrad.core.trace.Trace` as an HTML table, one row per record (inputs, params read, request, output).
+
+    Data inputs and control edges (the records read for control flow) have their own
+    columns; a control edge links to the row of the record it names, and the header
+    lists every record the output depends on through control.
 
     >>> from funcgrad.core.trace import Record, Trace
     >>> html = trace_html(Trace((Record(0, "x", "input", output="\\u202eabc"),), example_id="e1", output=0))

@@ -28,12 +28,16 @@ def escape_line(text: str) -> str:
 
 
 def format_record(record: Record, *, width: int = 80) -> str:
-    """One line per record: ``%3 = llm query#0(question=%0, facts='(none yet)') reads [p] -> 'text'``.
+    """One line per record: ``%3 = llm query#0(question=%0, facts='(none yet)') ctrl %2 reads [p] -> 'text'``.
 
-    Var inputs show as ``name=%id``, constant inputs as ``name=value`` (shortened).
+    Var inputs (data edges) show as ``name=%id``, constant inputs as ``name=value``
+    (shortened); ``ctrl %a %b`` after the call names the records read for control
+    flow since the previous record (control edges).
 
     >>> print(format_record(Record(2, "query", "llm", inputs=(0,), input_names=("question",), consts={"facts": "(none yet)"})))
     %2 = llm query#0(question=%0, facts='(none yet)')  -> None
+    >>> print(format_record(Record(5, "review", "llm", call_index=1, inputs=(4,), input_names=("label",), control=(3,))))
+    %5 = llm review#1(label=%4) ctrl %3  -> None
     """
     args = ", ".join(
         [f"{n}=%{i}" for n, i in zip(record.input_names, record.inputs)]
@@ -42,6 +46,8 @@ def format_record(record: Record, *, width: int = 80) -> str:
     stamp = f"#{record.call_index}" if record.kind in ("llm", "fn", "retrieve") else ""
     node = escape_line(record.node)
     call = f"{node}{stamp}({args})" if record.kind != "input" else node
+    if record.control:
+        call += " ctrl " + " ".join(f"%{c}" for c in record.control)
     reads = f" reads [{', '.join(record.params)}]" if record.params else ""
     tokens = record.usage.total_tokens
     cost = f" [{tokens} tok, {record.usage.latency_s:.2f}s]" if tokens else ""
@@ -55,11 +61,21 @@ def format_record(record: Record, *, width: int = 80) -> str:
 def format_trace(trace: Trace, *, width: int = 80) -> str:
     """The whole trace, one record a line, with a header naming example and output.
 
-    Repeated calls of one node show their call index (``query#0``, ``query#1``).
+    Repeated calls of one node show their call index (``query#0``, ``query#1``); the
+    header names the records read for control flow, on which the output depends.
+
+    >>> t = Trace((Record(0, "x", "input", output="q"), Record(1, "check", "fn", inputs=(0,), input_names=("s",), output="OK")),
+    ...           output=0, control=(1,))
+    >>> print(format_trace(t))
+    trace (no id): 2 records, output %0 (ctrl %1)
+      %0 = input x  -> 'q'
+      %1 = fn check#0(s=%0)  -> 'OK'
     """
     n = len(trace.records)
     head = f"trace {escape_line(trace.example_id) or '(no id)'}: {n} record{'s' if n != 1 else ''}"
     head += f", output %{trace.output}" if trace.output is not None else ", no output"
+    if trace.control:
+        head += f" (ctrl {', '.join(f'%{c}' for c in trace.control)})"
     if trace.skips:
         head += f", skip connections to {', '.join(escape_line(s) for s in trace.skips)}"
     return "\n".join([head] + ["  " + format_record(r, width=width) for r in trace.records])

@@ -30,8 +30,8 @@ from funcgrad.core.trace import Record, Trace
 from funcgrad.core.values import FrozenDict
 
 FORMAT = "funcgrad"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # older Records are upgraded on read: see _upgrade_record
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # older Records are upgraded on read (_upgrade_record); before 4, control is empty
 
 _TYPES: dict[str, type] = {
     "Param": Param,

@@ -4,6 +4,14 @@ A :class:`Trace` is a tuple of :class:`Record` in single-assignment topological 
 (the shape of a jaxpr): each record has an integer id, and its inputs only reference
 earlier ids. Repeated calls of the same node get increasing ``call_index`` values.
 
+Two kinds of edges: a record's ``inputs`` are its **data** edges (the Vars passed to
+the node); its ``control`` are **control** edges, the earlier records whose values the
+pipeline read (an ``if``, a loop's stop test) since the previous record was created.
+A record depends on its data ancestors and on every read made before it was created
+(:func:`control_reads`); the output depends on every read of the run
+(``Trace.control``; :func:`control_cone` collects all of it).
+:func:`ancestors`, :func:`descendants` and :func:`consumers` follow data edges only.
+
 >>> t = Trace((Record(0, "x", "input", output="hi"), Record(1, "echo", "fn", inputs=(0,), input_names=("s",), output="hi")))
 >>> check_trace(t) is t, [r.id for r in reverse_topological(t)]
 (True, [1, 0])
@@ -147,6 +155,10 @@ def check_trace(trace: Trace) -> Trace:
     Checks: ids strictly increase; inputs name earlier records of this trace and have
     one name each (a Record's kind is always a known :class:`RecordKind`); a node has one kind and strictly increasing call
     indices; at most one loss record, and it is last; skips name nodes in the trace; output names a record.
+    Control edges: a record's ``control`` names earlier records only, and no id is in
+    two records' ``control`` (a read is recorded once, on the next record created);
+    ``Trace.control`` names records of the trace, once each, and holds every id of every
+    record's ``control`` (it may hold more: reads made after the last record).
     """
     if not isinstance(trace, Trace):
         raise TraceError(f"expected a Trace, got {type(trace).__name__}")
@@ -154,6 +166,7 @@ def check_trace(trace: Trace) -> Trace:
     last_id = None
     node_kind: dict[str, RecordKind] = {}
     last_call: dict[str, int] = {}
+    read_by: dict[int, int] = {}  # control id -> the record whose control holds it
     for i, r in enumerate(trace.records):
         if not isinstance(r, Record):
             raise TraceError(f"trace.records[{i}] is a {type(r).__name__}, not a Record")
@@ -176,6 +189,15 @@ def check_trace(trace: Trace) -> Trace:
                 f"{where}: call_index {r.call_index} must be >= 0 and exceed the node's previous "
                 f"call_index {last_call.get(r.node)}"
             )
+        for c in r.control:
+            if c not in seen:
+                raise TraceError(f"{where}: control {c} is not an earlier record of this trace")
+            if c in read_by:
+                raise TraceError(
+                    f"{where}: control {c} is also in the control of record {read_by[c]}; "
+                    "a read is recorded once, on the first record created after it"
+                )
+            read_by[c] = r.id
         if r.kind == "loss" and i != len(trace.records) - 1:
             raise TraceError(f"{where}: the loss record must be the last record")
         last_call[r.node] = r.call_index
@@ -186,6 +208,19 @@ def check_trace(trace: Trace) -> Trace:
     for node in trace.skips:
         if node not in node_kind:
             raise TraceError(f"skip connection to {node!r}, but no record of that node is in the trace")
+    listed: set[int] = set()
+    for c in trace.control:
+        if c not in seen:
+            raise TraceError(f"trace.control lists {c}, which is not a record id of this trace")
+        if c in listed:
+            raise TraceError(f"trace.control lists {c} twice; it lists each record read for control once")
+        listed.add(c)
+    for c, rid in read_by.items():
+        if c not in listed:
+            raise TraceError(
+                f"record {rid} ({trace[rid].node!r}) has control {c}, but trace.control does not list {c}; "
+                "trace.control must list every record read for control"
+            )
     return trace
 
 
@@ -195,7 +230,10 @@ def reverse_topological(trace: Trace) -> tuple[Record, ...]:
 
 
 def ancestors(trace: Trace, record_id: int) -> tuple[int, ...]:
-    """Ids of the records ``record_id`` depends on (transitively), in trace order.
+    """Ids of the records ``record_id`` depends on through data edges (transitively), in trace order.
+
+    Data only: the reads that decided whether the record was created at all are
+    :func:`control_reads`; :func:`control_cone` follows both kinds of edge.
 
     >>> t = Trace((Record(0, "x", "input"), Record(1, "f", "fn", inputs=(0,), input_names=("a",))))
     >>> ancestors(t, 1)
@@ -212,7 +250,7 @@ def ancestors(trace: Trace, record_id: int) -> tuple[int, ...]:
 
 
 def descendants(trace: Trace, record_id: int) -> tuple[int, ...]:
-    """Ids of the records that depend on ``record_id`` (transitively), in trace order."""
+    """Ids of the records that depend on ``record_id`` through data edges (transitively), in trace order."""
     trace[record_id]
     found = {record_id}
     out = []
@@ -223,8 +261,52 @@ def descendants(trace: Trace, record_id: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def control_reads(trace: Trace, record_id: int) -> tuple[int, ...]:
+    """Ids of the records read for control before record ``record_id`` was created, in order of reading.
+
+    The union of the ``control`` of the records up to and including it: whether (and how)
+    the record was created depended on each of them.
+
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "judge", "llm", inputs=(0,), input_names=("q",)),
+    ...            Record(2, "fix", "llm", inputs=(0,), input_names=("q",), control=(1,)),
+    ...            Record(3, "tidy", "fn", inputs=(2,), input_names=("a",))), output=3, control=(1,))
+    >>> control_reads(t, 1), control_reads(t, 3)
+    ((), (1,))
+    """
+    trace[record_id]
+    read: list[int] = []
+    for r in trace.records:
+        read.extend(r.control)
+        if r.id == record_id:
+            break
+    return tuple(dict.fromkeys(read))
+
+
+def control_cone(trace: Trace) -> tuple[int, ...]:
+    """Ids of the records the result depends on through data or control edges, in trace order.
+
+    The result is the loss record (the output when unscored): it, its data ancestors,
+    every record in ``Trace.control`` and their data ancestors. The set is closed under
+    both kinds of edge (a kept record's control reads are all in ``Trace.control``).
+    It is what :func:`~funcgrad.core.transforms.prune` keeps.
+
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "judge", "llm", inputs=(0,), input_names=("q",)),
+    ...            Record(2, "draft", "llm", inputs=(0,), input_names=("q",)), Record(3, "unused", "fn")),
+    ...           output=2, control=(1,))
+    >>> control_cone(t)
+    (0, 1, 2)
+    """
+    target = trace.loss.id if trace.loss is not None else trace.output
+    if target is None:
+        raise TraceError("the trace has neither a loss record nor an output, so nothing depends on anything")
+    keep = {target, *trace.control}
+    for rid in tuple(keep):
+        keep.update(ancestors(trace, rid))
+    return tuple(r.id for r in trace.records if r.id in keep)
+
+
 def consumers(trace: Trace, record_id: int) -> tuple[Record, ...]:
-    """Records that take ``record_id`` directly as an input, in call order."""
+    """Records that take ``record_id`` directly as an input (a data edge), in call order."""
     return tuple(r for r in trace.records if record_id in r.inputs)
 
 

@@ -8,7 +8,12 @@ that tests/test_transforms.py checks with Hypothesis:
 - :func:`freeze_params` / :func:`unfreeze_params` change only trainable flags;
 - :func:`rename_param` keeps state and trace consistent (same text, same readers);
 - :func:`add_skip`, :func:`prune`, :func:`subgraph` return traces that pass
-  :func:`~funcgrad.core.trace.check_trace`.
+  :func:`~funcgrad.core.trace.check_trace`;
+- :func:`subgraph` and :func:`prune` follow both kinds of edge: they keep every record
+  a kept record depends on through data (``inputs``) or control (the reads made before
+  it was created), so a record whose value decided a branch or a loop's stop is never
+  dropped while anything after the decision is kept, and every kept record's
+  :func:`~funcgrad.core.trace.control_reads` stay the same.
 
 >>> from funcgrad.core.state import Param, PromptState
 >>> s = split_param(PromptState.of(sys=Param("Count.\\n\\nAnswer: <n>")), "sys", [("instruction", "Count."), ("format", "Answer: <n>")])
@@ -24,7 +29,7 @@ import attrs
 
 from funcgrad.core.errors import StateError, TraceError
 from funcgrad.core.state import PEER_SEPARATOR, PARAM_KINDS, Param, PromptState
-from funcgrad.core.trace import Trace, ancestors, check_trace
+from funcgrad.core.trace import Trace, ancestors, check_trace, control_cone, control_reads
 
 
 def split_param(state: PromptState, name: str, pieces: Sequence[tuple[str, str]]) -> PromptState:
@@ -146,33 +151,62 @@ def add_skip(trace: Trace, node: str) -> Trace:
 def subgraph(trace: Trace, ids: Iterable[int]) -> Trace:
     """The records ``ids`` plus everything they depend on, in the original order and ids.
 
-    Skips to nodes no longer present are dropped; ``output`` is kept if its record is.
+    A record depends on its data inputs and on the reads made for control before it
+    was created (:func:`~funcgrad.core.trace.control_reads`), transitively. The control
+    reads of a dropped record move to the next kept one, so every kept record's
+    ``control_reads`` stay the same; ``Trace.control`` keeps the kept ids (it loses the
+    reads made after the last kept record that nothing kept depends on). Skips to nodes
+    no longer present are dropped; ``output`` is kept if its record is.
+
+    >>> from funcgrad.core.trace import Record
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "judge", "llm", inputs=(0,), input_names=("q",)),
+    ...            Record(2, "side", "fn", control=(1,)), Record(3, "f", "fn", inputs=(0,), input_names=("a",))),
+    ...           output=3, control=(1,))
+    >>> s = subgraph(t, [3])
+    >>> [(r.id, r.control) for r in s.records], s.control
+    ([(0, ()), (1, ()), (3, (1,))], (1,))
     """
     keep: set[int] = set()
     for rid in ids:
         keep.add(rid)
         keep.update(ancestors(trace, rid))
-    records = tuple(r for r in trace.records if r.id in keep)
+    if keep:
+        for rid in control_reads(trace, max(keep)):
+            keep.add(rid)
+            keep.update(ancestors(trace, rid))
+    records = []
+    carried: list[int] = []  # control of dropped records, for the next kept one
+    for r in trace.records:
+        if r.id not in keep:
+            carried.extend(r.control)
+            continue
+        if carried:  # all kept: they were read before r was created
+            r = attrs.evolve(r, control=(*carried, *r.control))
+            carried = []
+        records.append(r)
     nodes = {r.node for r in records}
     return check_trace(
         attrs.evolve(
             trace,
-            records=records,
+            records=tuple(records),
             skips=tuple(s for s in trace.skips if s in nodes),
             output=trace.output if trace.output in keep else None,
+            control=tuple(c for c in trace.control if c in keep),
         )
     )
 
 
 def prune(trace: Trace) -> Trace:
-    """Drop records that cannot reach the loss (or, in an unscored trace, the output).
+    """Drop the records that neither reach the loss (or, in an unscored trace, the output)
+    nor decided control flow: keeps :func:`~funcgrad.core.trace.control_cone`.
 
     >>> from funcgrad.core.trace import Record
     >>> t = Trace((Record(0, "x", "input"), Record(1, "unused", "fn"), Record(2, "f", "fn", inputs=(0,), input_names=("a",))), output=2)
     >>> [r.id for r in prune(t).records]
     [0, 2]
+    >>> [r.id for r in prune(attrs.evolve(t, control=(1,))).records]  # record 1 decided a branch
+    [0, 1, 2]
     """
-    target = trace.loss.id if trace.loss is not None else trace.output
-    if target is None:
+    if trace.loss is None and trace.output is None:
         raise TraceError("cannot prune a trace with neither a loss record nor an output")
-    return subgraph(trace, [target])
+    return subgraph(trace, control_cone(trace))
