@@ -105,10 +105,13 @@ def final(label):
 def make_pipeline(max_rounds: int = 2):
     """classify → parse, then up to ``max_rounds`` review rounds that stop on anything but a change, then final.
 
-    >>> from funcgrad import ScriptedEngine, run
-    >>> say = lambda r: "CONFIRM" if r.messages[-1].content.startswith("Question:") else "HUMAN"
-    >>> run(make_pipeline(), initial_state(), "Who wrote Hamlet?", engine=ScriptedEngine(say))[0]["label"]
-    'HUMAN'
+    >>> from funcgrad.core import Response, run
+    >>> class Reviewer:  # an engine: anything with complete(Request) -> Response
+    ...     def complete(self, request):
+    ...         return Response("CONFIRM" if request.messages[-1].content.startswith("Question:") else "HUMAN")
+    >>> output, trace = run(make_pipeline(), initial_state(), "Who wrote Hamlet?", engine=Reviewer())
+    >>> output["label"], [trace[i].node for i in trace.control]
+    ('HUMAN', ['parse_review'])
     """
 
     def pipeline(prompts: PromptState, x: Var) -> Var:
