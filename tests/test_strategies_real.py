@@ -219,3 +219,39 @@ def test_one_step_repairs_a_deliberately_broken_prompt(large_local_engine, make)
     assert out.log[0].accepted, [p.reason for p in out.log[0].proposals]
     assert "single word: none" not in out.state["sys"].value.lower()
     assert out.val_score > out.initial_val
+
+
+@pytest.mark.smoke
+def test_backprop_control_credit_reaches_the_review_that_ended_the_loop(local_engine):
+    """review_loop on the 0.5B model: with control credit, every review call of a failed example gets its own
+    critic call (the one that ended the rounds has no data consumer); without it, only reviews whose label was
+    used downstream (a change, read by revise) do. Whatever the model replied, the counts follow from the traces."""
+    from funcgrad.strategies.backprop import BackpropKnobs, backward
+    from funcgrad.tasks import load_task
+
+    task = load_task("review_loop", seed=0, n_train=6, n_val=0, n_test=0)
+    results = run_batch(task.pipeline, task.state, task.train, engine=local_engine, loss=task.loss)
+    failed = [r for r in results if r.loss.score < BackpropKnobs().tau]  # the examples backprop critiques
+    assert failed, "the 0.5B model classifies these six questions with some mistakes (measured: 4 of 6)"
+    reviews = {(r.example.id, rec.id): rec for r in failed for rec in r.trace.records if rec.node == "review"}
+    changed = {k for k, rec in reviews.items() if "revise" in {c.node for c in _consumers_of_parse(rec, results)}}
+    seen = {}
+    for credit in (True, False):
+        engine = Counting(local_engine)
+        knobs = BackpropKnobs(control_credit=credit, backward_max_tokens=120, critique_words=30, critique_chars=200)
+        grads, requests, _ = drive(backward(results, task.state, knobs), strategy="backprop", critic=engine).value
+        judged = {(g.example_id, g.record_id) for g in grads if g.node == "review" and g.source != "fixed"}
+        seen[credit] = judged
+        print(f"\n[control_credit={credit}] review gradients {len(judged)} of {len(reviews)} review calls; "
+              f"backward calls {engine.calls('backward')}; via control "
+              f"{sum(g.via == 'control' for g in grads if g.node == 'review')}")
+        assert all(r.role == "backward" for r in requests) and engine.calls("backward") == len(requests)
+    assert seen[True] == set(reviews)
+    assert seen[False] == changed
+
+
+def _consumers_of_parse(review_record, results):
+    """The records that consume the parse_review record reading ``review_record`` (its verdict's data consumers)."""
+    trace = next(r.trace for r in results if review_record in r.trace.records)
+    parse = next(rec for rec in trace.records if review_record.id in rec.inputs and rec.node == "parse_review")
+    return [rec for rec in trace.records if parse.id in rec.inputs]
