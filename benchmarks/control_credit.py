@@ -7,7 +7,7 @@ one row per task and strategy, summed over seeds::
     python benchmarks/control_credit.py runs/compare_control
 
 For every training example a step's backward pass walked (the ``train`` phase of
-``traces.jsonl``, answered examples only), the **stop decision** is the last record the
+``traces.jsonl`` of a step with a step trace, answered examples only), the **stop decision** is the last record the
 pipeline read for control (``Trace.control[-1]``: the review verdict that ended the review
 rounds, the agent action that ended the turns); its **stop node** is the LLM record that
 wrote it (the record itself, or the nearest LLM record up its data inputs). Columns:
@@ -55,7 +55,7 @@ def cell_counts(cell: pathlib.Path) -> collections.Counter:
         counts["grads via control"] += g.via == "control"
     for line in (cell / "traces.jsonl").read_bytes().splitlines():
         row = orjson.loads(line)
-        if row["phase"] != "train":
+        if row["phase"] != "train" or row["step"] not in grads:  # a step the budget stopped before its backward pass
             continue
         result = from_data(row["result"])
         if result.failed:

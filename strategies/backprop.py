@@ -13,8 +13,8 @@ in call order. Then, by kind:
 - with ``control_credit``, every record the pipeline read to decide what to run next
   (``trace.control``) also gets control feedback: which calls followed the decision,
   whether the final output changed after it, and how the run ended. It flows like the
-  rest (a fn record passes it upstream) and marks the gradients it reaches
-  (``Gradient.via == "control"``).
+  rest (a fn record passes it upstream); a gradient written from control feedback alone
+  is marked ``Gradient.via == "control"``.
 
 The examples of a minibatch are independent, so their backward walks run in
 lockstep (:func:`funcgrad.core.effects.gather`): each round's critic calls are one
@@ -103,12 +103,12 @@ class _Feedback:
     source: int  # id of the record (or loss record) that sent it; orders feedback by call
     text: str
     kind: str = "passthrough"  # how it reached the record: passthrough, skip, critique (from a downstream call), control
-    via: EdgeKind = EdgeKind.DATA  # control: it, or the feedback behind the critique that wrote it, came along a control edge
+    via: EdgeKind = EdgeKind.DATA  # control: it, or all the feedback behind the critique that wrote it, came along control edges
 
 
 def _via(feedback) -> EdgeKind:
-    """``control`` if any of ``feedback`` came along a control edge, else ``data``."""
-    return EdgeKind.CONTROL if any(f.via == EdgeKind.CONTROL for f in feedback) else EdgeKind.DATA
+    """``control`` if all of ``feedback`` came along control edges (none would exist without control credit), else ``data``."""
+    return EdgeKind.CONTROL if feedback and all(f.via == EdgeKind.CONTROL for f in feedback) else EdgeKind.DATA
 
 
 @attrs.frozen

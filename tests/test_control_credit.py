@@ -159,7 +159,7 @@ def test_a_record_in_both_data_and_control_paths_gets_one_call_with_both_feedbac
     assert len(requests) == 1
     assert "1. (control) The pipeline read this answer" in prompt and "No model call ran after this decision: only tidy#0 finished the run." in prompt
     assert "2. wrong: expected 'billing'" in prompt  # the loss feedback through tidy, after the decision's feedback
-    assert [(g.param, g.via) for g in grads] == [("classify_sys", "control")]
+    assert [(g.param, g.via) for g in grads] == [("classify_sys", "data")]  # data feedback too: not control alone
 
 
 def test_a_fn_read_for_control_passes_the_feedback_to_the_llm_that_produced_its_input():
@@ -186,8 +186,8 @@ def test_a_passing_example_gets_the_fixed_gradient_without_a_call():
     results = results_of(labels=("billing",))
     grads, requests, _ = run_program(backward(results, STATE, BackpropKnobs()), Answers())
     assert requests == ()
-    # classify's fixed gradient is marked too: part of its feedback (review's) came from a control edge
-    assert [(g.param, g.source, g.via) for g in grads] == [("classify_sys", "fixed", "control"), ("review_sys", "fixed", "control")]
+    # classify's fixed gradient is data: besides review's feedback (control) it gets the loss feedback (data)
+    assert [(g.param, g.source, g.via) for g in grads] == [("classify_sys", "fixed", "data"), ("review_sys", "fixed", "control")]
     update, _ = run_program(backprop().update(results, STATE, backprop().init(STATE), StepContext()), Answers())
     assert not update.values and {n.param for n in update.notes} == {"classify_sys", "review_sys"}
 
@@ -271,7 +271,7 @@ def test_control_gradients_are_marked_in_the_step_trace_and_round_trip():
     grads, _, _ = run_program(backward(results_of(), STATE, BackpropKnobs()), Answers())
     st = StepTrace(1, 0, "backprop", ("t1",), gradients=grads)
     lines = format_step_trace(st).splitlines()
-    assert [line.split("]")[0].split("[")[1] for line in lines[1:]] == ["critique c1 ctrl", "critique c0 ctrl"]
+    assert [line.split("]")[0].split("[")[1] for line in lines[1:]] == ["critique c1", "critique c0 ctrl"]
     assert from_data(orjson.loads(orjson.dumps(to_data(st)))) == st
 
 
@@ -339,7 +339,7 @@ def test_step_trace_views_and_funcgrad_show_name_control_gradients(tmp_path, cap
     update, _ = done.value
     st = StepTrace(1, 0, "backprop", ("t1",), calls=done.calls, effects=done.effects, gradients=update.gradients,
                    candidates=update.candidates)
-    assert [(g.param, g.source, g.via) for g in st.gradients] == [("classify_sys", "passthrough", "control"),
+    assert [(g.param, g.source, g.via) for g in st.gradients] == [("classify_sys", "passthrough", "data"),
                                                                   ("review_sys", "control", "control")]
     assert "<td>control via control (call 0)</td>" in step_trace_html(st)
     (tmp_path / "steps.jsonl").write_bytes(orjson.dumps(to_data(st)) + b"\n")
@@ -347,4 +347,4 @@ def test_step_trace_views_and_funcgrad_show_name_control_gradients(tmp_path, cap
     assert main(["show", str(tmp_path), "--step", "1"]) == 0
     out = capsys.readouterr().out
     assert "g1 review_sys <- review#0 %2 of t1 (score 0.00) [control c0 ctrl]: '(control) The pipeline read" in out
-    assert "g0 classify_sys <- classify#0 %1 of t1 (score 0.00) [passthrough c1 ctrl]:" in out
+    assert "g0 classify_sys <- classify#0 %1 of t1 (score 0.00) [passthrough c1]:" in out

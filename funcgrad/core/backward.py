@@ -127,9 +127,10 @@ class Gradient:
     noticeable error"), ``control`` (control feedback passed on unchanged; with a ``call``,
     the critique was dropped) or ``loss`` (the loss feedback itself, e.g. whole-trace
     propagation); another value is a StrategyError listing these. ``via`` is an
-    :class:`EdgeKind`: ``control`` when some of the feedback it was written from came along
-    a control edge (directly, or through the critique of a later record that got such
-    feedback), else ``data`` (the default; step traces written before the field load so).
+    :class:`EdgeKind`: ``control`` when all the feedback it was written from came along
+    control edges (directly, or through the critique of a later record that got only such
+    feedback), so the gradient exists only because of control credit; else ``data`` (the
+    default; step traces written before the field load so).
 
     >>> Gradient(0, "sys", "answer", "e1", 1, 0, 0.5, "ok", "fixed").source
     'fixed'
@@ -274,7 +275,7 @@ def _one_line(text: object, width: int) -> str:
 def format_step_trace(st: StepTrace, *, width: int = 90) -> str:
     """The backward pass of one attempt, one record a line (attempts numbered from 1, verdicts as :data:`OUTCOME_LABELS`).
 
-    A gradient whose feedback came along a control edge (``via == "control"``) ends its
+    A gradient whose feedback all came along control edges (``via == "control"``) ends its
     bracket with ``ctrl``, e.g. ``[critique c2 ctrl]``.
 
     >>> g = Gradient(0, "sys", "answer", "e1", 1, 0, 0.0, "count each item once", "critique", call=0)
