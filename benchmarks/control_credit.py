@@ -13,10 +13,12 @@ rounds, the agent action that ended the turns); its **stop node** is the LLM rec
 wrote it (the record itself, or the nearest LLM record up its data inputs). Columns:
 
 - ``walked``: examples walked; ``failed``: those with a score below 1;
-- ``stop got grad``: failed examples in which the stop node's record received a gradient
-  (``Gradient.record_id``) in that step's step trace, and how many of those came along a
-  control edge (``Gradient.via == "control"``);
-- ``grads``: all gradients of the cell's steps, and how many of them came via control.
+- ``stop node got a gradient``: failed examples in which the stop node's record received
+  a gradient (``Gradient.record_id``) in that step's step trace;
+- ``control-only stops``: failed examples whose stop decision reaches the output by no data
+  edge (a review that confirmed: nothing consumed its verdict), and in how many of those the
+  stop node got a gradient (only control credit can give it one);
+- ``gradients``: all gradients of the cell's steps; ``critic calls``: their backward calls.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pathlib
 import orjson
 
 from funcgrad.core.serialize import from_data
+from funcgrad.core.trace import ancestors
 
 
 def stop_node(trace) -> int | None:
@@ -47,12 +50,13 @@ def cell_counts(cell: pathlib.Path) -> collections.Counter:
     if not steps.exists():
         return counts
     grads: dict[int, list] = collections.defaultdict(list)
+    calls: collections.Counter = collections.Counter()
     for line in steps.read_bytes().splitlines():
         st = from_data(orjson.loads(line))
         grads[st.step].extend(st.gradients)
-    for g in (g for gs in grads.values() for g in gs):
-        counts["grads"] += 1
-        counts["grads via control"] += g.via == "control"
+        calls[st.step] += sum(c.request.role == "backward" for c in st.calls)
+    counts["grads"] = sum(len(gs) for gs in grads.values())
+    counts["critic calls"] = sum(calls.values())
     for line in (cell / "traces.jsonl").read_bytes().splitlines():
         row = orjson.loads(line)
         if row["phase"] != "train" or row["step"] not in grads:  # a step the budget stopped before its backward pass
@@ -67,7 +71,11 @@ def cell_counts(cell: pathlib.Path) -> collections.Counter:
         stop = stop_node(result.trace)
         got = [g for g in grads[row["step"]] if g.example_id == result.example.id and g.record_id == stop]
         counts["stop got grad"] += bool(got)
-        counts["stop got grad via control"] += any(g.via == "control" for g in got)
+        last = result.trace.control[-1] if result.trace.control else None
+        if last is not None and result.trace.output is not None and last != result.trace.output \
+                and last not in ancestors(result.trace, result.trace.output):
+            counts["control-only"] += 1
+            counts["control-only got grad"] += bool(got)
     return counts
 
 
@@ -81,11 +89,12 @@ def main() -> None:
         task, strategy, _ = cell.name.split("--")
         rows[task, strategy] += cell_counts(cell)
         seeds[task, strategy] += 1
-    print("| task | strategy | seeds | walked | failed | stop node got a gradient (via control) | gradients (via control) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | strategy | seeds | walked | failed | stop node got a gradient | control-only stops (got a gradient) "
+          "| gradients | critic calls |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (task, strategy), c in sorted(rows.items()):
         print(f"| {task} | {strategy} | {seeds[task, strategy]} | {c['walked']} | {c['failed']} | "
-              f"{c['stop got grad']} ({c['stop got grad via control']}) | {c['grads']} ({c['grads via control']}) |")
+              f"{c['stop got grad']} | {c['control-only']} ({c['control-only got grad']}) | {c['grads']} | {c['critic calls']} |")
 
 
 if __name__ == "__main__":
