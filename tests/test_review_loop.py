@@ -167,6 +167,17 @@ def test_parse_review(reply, verdict):
     assert parse_review(reply) == verdict
 
 
+def test_a_change_to_the_label_shown_is_a_confirmation():
+    assert parse_review("CHANGE: LOCATION", current="LOCATION") == {"verdict": "confirm", "label": None}
+    assert parse_review("CHANGE: LOCATION", current="ENTITY") == {"verdict": "change", "label": "LOCATION"}
+    task = review_loop(n_train=1, n_val=0, n_test=0)
+    answers = iter(["LOCATION", "CHANGE: LOCATION"])
+    trace = run_example(task.pipeline, task.state, task.train[0], engine=ScriptedEngine(lambda r: next(answers)),
+                        loss=task.loss).trace
+    assert [r.node for r in trace.records] == ["x", "classify", "parse", "review", "parse_review", "final", "loss"]
+    assert trace[4].inputs == (3, 2) and trace.control == (4,)
+
+
 def test_current_label_is_the_one_label_named_or_else_the_reply():
     assert [current_label(t) for t in ("human", "Type: LOC.", "HUMAN or ENTITY", None)] == [
         "HUMAN", "LOCATION", "HUMAN or ENTITY", ""]

@@ -5,14 +5,15 @@ Pipeline (``max_rounds`` = 2 by default)::
 
     classify (LLM) → parse (fn: the label)
     repeat ≤ max_rounds:
-        review#r (LLM: question, current label) → parse_review (fn: verdict)
+        review#r (LLM: question, current label) → parse_review (fn: reply, current label → verdict)
         stop unless the verdict is "change"        ← the pipeline reads the verdict: a control edge
         revise (fn: verdict → the review's label, the new current label)
     final (fn: current label → {"label", "raw"})
 
 The loop is plain Python reading the parsed verdict (``verdict["verdict"]``), so the
 run records a control edge from each ``parse_review`` it read (docs/control-flow.md).
-A review reply that is neither ``CHANGE: <label>`` nor ``CONFIRM`` is ``"invalid"`` and
+A ``CHANGE`` to the label the review was shown confirms it (the 1.5B model often
+answers so). A review reply that is neither ``CHANGE: <label>`` nor ``CONFIRM`` is ``"invalid"`` and
 acts as a confirmation: the loop stops and the label stays (at temperature 0 the same
 question and label would only get the same reply again). Loss:
 :class:`~funcgrad.tasks.parsing.LabelLoss`.
@@ -56,21 +57,24 @@ def current_label(text: Any) -> str:
     return label if label is not None else snippet(raw)
 
 
-def parse_review(text: Any) -> dict:
+def parse_review(text: Any, current: str | None = None) -> dict:
     """A review reply as ``{"verdict": "confirm" | "change" | "invalid", "label": str | None}``.
 
-    ``CHANGE: <label>`` naming exactly one label is a change to it; otherwise a reply
+    ``CHANGE: <label>`` naming exactly one label is a change to it, unless it is the
+    ``current`` label the review was shown (then it confirms it); otherwise a reply
     saying ``CONFIRM`` is a confirmation; anything else (a bare label, a CHANGE naming
     no label or several, prose) is invalid.
 
     >>> parse_review("**CHANGE**: numeric, it asks for a year")
     {'verdict': 'change', 'label': 'NUMERIC'}
-    >>> parse_review("CHANGE: HUMAN or ENTITY")["verdict"]
-    'invalid'
+    >>> parse_review("CHANGE: HUMAN or ENTITY")["verdict"], parse_review("CHANGE: HUMAN", current="HUMAN")["verdict"]
+    ('invalid', 'confirm')
     """
     raw = "" if text is None else str(text)
     for match in _CHANGE.finditer(raw):
         label = parse_label(match.group(1), LABELS)
+        if label is not None and label == current:
+            return {"verdict": "confirm", "label": None}
         if label is not None:
             return {"verdict": "change", "label": label}
     if _CONFIRM.search(raw):
@@ -85,9 +89,9 @@ def parse_node(text):
 
 
 @fn("parse_review")
-def parse_review_node(text):
-    """The verdict of one ``review`` reply (:func:`parse_review`)."""
-    return parse_review(text)
+def parse_review_node(text, label):
+    """The verdict of one ``review`` reply on the current ``label`` (:func:`parse_review`)."""
+    return parse_review(text, current=label)
 
 
 @fn("revise")
@@ -117,7 +121,7 @@ def make_pipeline(max_rounds: int = 2):
     def pipeline(prompts: PromptState, x: Var) -> Var:
         label = parse_node(classify_node(prompts, question=x))
         for _ in range(max_rounds):
-            verdict = parse_review_node(review_node(prompts, question=x, label=label))
+            verdict = parse_review_node(review_node(prompts, question=x, label=label), label)
             if verdict["verdict"] != "change":  # a confirmation (or an unreadable reply) ends the loop
                 break
             label = revise(verdict)
@@ -151,7 +155,7 @@ def initial_state(max_rounds: int = 2) -> PromptState:
             REVIEW_FORMAT,
             role=(
                 "output-format rule of the 'review' node; a parser reads 'CHANGE: <label>' naming exactly one "
-                "allowed label as a change (the loop goes on), else 'CONFIRM' as a confirmation (the loop stops); "
+                "allowed label other than the proposed one as a change (the loop goes on), else 'CONFIRM' as a confirmation (the loop stops); "
                 "any other reply also stops the loop and keeps the label; the reply is cut at 48 tokens"
             ),
             kind="format",
