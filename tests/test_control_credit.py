@@ -127,16 +127,19 @@ def test_a_repeated_output_value_is_no_change():
         critic_prompts(requests, "review")[-1]
 
 
+@fn("pick")
+def pick(text):
+    return text.upper()
+
+
+def late_output(prompts, x):
+    """The review runs first; the output is made after its decision."""
+    verdict = review(prompts, input=x, label="none")
+    return pick(classify(prompts, input=x)) if verdict == "confirm" else pick(verdict)
+
+
 def test_an_output_made_after_the_decision_is_said_so():
-    @fn("pick")
-    def pick(text):
-        return text.upper()
-
-    def pipeline(prompts, x):
-        verdict = review(prompts, input=x, label="none")
-        return pick(classify(prompts, input=x)) if verdict == "confirm" else pick(verdict)
-
-    results = results_of(pipeline)
+    results = results_of(late_output)
     _, requests, _ = run_program(backward(results, STATE, BackpropKnobs()), Answers())
     assert "After this decision 1 more model call(s) ran: classify#0. The final output 'BUG' was produced after it." in critic_prompts(requests, "review")[0]
 
@@ -232,14 +235,6 @@ def test_the_knob_is_validated():
 
 def live_control_prompts() -> list[str]:
     """Critic prompts that reach every branch of the control feedback (for tests/test_strategies.py's live prompts)."""
-    @fn("pick")
-    def pick(text):
-        return text.upper()
-
-    def late_output(prompts, x):
-        verdict = review(prompts, input=x, label="none")
-        return pick(classify(prompts, input=x)) if verdict == "confirm" else pick(verdict)
-
     @fn("tidy")
     def tidy(text):
         return text.strip()

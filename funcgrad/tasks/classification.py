@@ -196,6 +196,15 @@ def _labels(labels) -> tuple[str, ...]:
     return labels
 
 
+def labels_param(labels: tuple[str, ...] = LABELS) -> Param:
+    """The frozen param listing the allowed labels, as a node's system prompt shows them.
+
+    >>> labels_param(("HUMAN", "LOCATION")).value
+    'Labels: HUMAN, LOCATION.'
+    """
+    return Param("Labels: " + ", ".join(labels) + ".", role="the fixed list of allowed labels", trainable=False, kind="other")
+
+
 def initial_state(labels: tuple[str, ...] = LABELS) -> PromptState:
     """Plain starting prompts: an instruction, the fixed label list and an output-format peer."""
     return with_demos(PromptState(
@@ -208,9 +217,7 @@ def initial_state(labels: tuple[str, ...] = LABELS) -> PromptState:
                 ),
                 kind="instruction",
             ),
-            "classify_labels": Param(
-                "Labels: " + ", ".join(labels) + ".", role="the fixed list of allowed labels", trainable=False, kind="other",
-            ),
+            "classify_labels": labels_param(labels),
             "classify_format": Param(
                 FORMAT,
                 role=(

@@ -32,7 +32,7 @@ from funcgrad.core.errors import ConfigError
 from funcgrad.core.nodes import LLM, Var, fn
 from funcgrad.core.state import Param, PromptState
 from funcgrad.core.task import Task
-from funcgrad.tasks.classification import LABELS, classification_question, classify_node
+from funcgrad.tasks.classification import LABELS, classification_question, classify_node, labels_param
 from funcgrad.tasks.classification import initial_state as classify_state
 from funcgrad.tasks.demos import with_demos
 from funcgrad.tasks.parsing import LabelLoss, make_splits, parse_label, snippet
@@ -148,9 +148,7 @@ def initial_state(max_rounds: int = 2) -> PromptState:
             ),
             kind="instruction",
         ),
-        "review_labels": Param(
-            "Labels: " + ", ".join(LABELS) + ".", role="the fixed list of allowed labels", trainable=False, kind="other",
-        ),
+        "review_labels": labels_param(LABELS),
         "review_format": Param(
             REVIEW_FORMAT,
             role=(
