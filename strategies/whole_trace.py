@@ -31,6 +31,7 @@ from funcgrad.core.effects import Call
 from funcgrad.core.state import PromptState
 from funcgrad.core.strategy import Note, Strategy, Update, make_knobs
 from funcgrad.core.strategy_state import Stats, read_state
+from funcgrad.core.trace import trailing_reads
 from funcgrad.strategies import sampling
 from funcgrad.strategies.context import past_lines, rejected_values, since_improvement_lines, writable
 from funcgrad.strategies.guards import Guard, check_proposal
@@ -104,8 +105,7 @@ def control_lines(trace, records) -> list[str]:
         if r.control:
             lines.append(prompts.CONTROL_READ.format(names=", ".join(map(_name, r.control))))
         lines.append(code_line(r))
-    after = {i for r in trace.records for i in r.control}
-    last = [i for i in trace.control if i not in after]
+    last = trailing_reads(trace)
     if last and records and records[-1].id == max(r.id for r in trace.records if r.kind != "loss"):
         lines.append(prompts.CONTROL_STOP.format(names=", ".join(map(_name, last))))
     return lines

@@ -282,6 +282,21 @@ def control_reads(trace: Trace, record_id: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(read))
 
 
+def trailing_reads(trace: Trace) -> tuple[int, ...]:
+    """Ids read for control after the last record was created: in ``Trace.control`` but on no record's ``control``.
+
+    Such a read decided that the run called nothing more (a loop's last stop test).
+
+    >>> t = Trace((Record(0, "x", "input"), Record(1, "review", "llm", inputs=(0,), input_names=("a",)),
+    ...            Record(2, "fix", "llm", inputs=(0,), input_names=("a",), control=(1,)),
+    ...            Record(3, "review", "llm", inputs=(2,), input_names=("a",))), output=2, control=(1, 3))
+    >>> trailing_reads(t)
+    (3,)
+    """
+    placed = {i for r in trace.records for i in r.control}
+    return tuple(i for i in trace.control if i not in placed)
+
+
 def control_cone(trace: Trace) -> tuple[int, ...]:
     """Ids of the records the result depends on through data or control edges, in trace order.
 

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from funcgrad.core.backward import OUTCOME_LABELS
-from funcgrad.core.trace import Trace
+from funcgrad.core.trace import Trace, trailing_reads
 
 # Outcome of a proposal -> (legend label, marker, colour); the order is the legend's. Labels are the ones every
 # report uses (core.backward.OUTCOME_LABELS); markers differ in shape, colours are the Okabe-Ito palette.
@@ -187,9 +187,8 @@ def control_edges(trace: Trace) -> tuple[tuple[int, int], ...]:
     ((1, 2), (3, 4))
     """
     edges = [(i, r.id) for r in trace.records for i in r.control]
-    loss = trace.loss
-    if loss is not None:
-        edges += [(i, loss.id) for i in trace.control if all(i != e[0] for e in edges)]
+    if trace.loss is not None:
+        edges += [(i, trace.loss.id) for i in trailing_reads(trace)]
     return tuple(edges)
 
 
