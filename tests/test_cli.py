@@ -108,6 +108,7 @@ def test_optimize_writes_run_dir_report_and_traces(tmp_path, monkeypatch, capsys
         assert main(["optimize", str(cfg), "--quiet"]) == 0
         out = capsys.readouterr().out
         assert "test accuracy 0.0% -> 100.0%" in out
+        assert out.endswith("prompts changed by the run (final text):\ninstruction:\n  Answer the question. Think carefully.\n")
         run = tmp_path / "run"
         for name in ("config.json", "checkpoint.json", "traces.jsonl", "history.tsv", "report.md", "learning_curve.png", "final_state.json"):
             assert (run / name).stat().st_size > 0, name

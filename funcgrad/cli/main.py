@@ -36,6 +36,7 @@ from funcgrad.training.fit import PHASE_ROLES
 from funcgrad.engines.pool import worker_pool
 from funcgrad.training.report import loss_warnings
 from funcgrad.training.rundir import read_traces
+from funcgrad.core.printing import format_changes
 from funcgrad.core.serialize import loads
 from funcgrad.training.events import ExampleScored
 
@@ -51,6 +52,8 @@ def cmd_optimize(args) -> int:
         f"validation {change(fs.initial_val, c.initial_val, fs.val_score, c.val)}; {fs.step} steps, {calls} model calls, "
         f"{job.wall_s:.0f} s; stopped: {fs.stopped}\nreport: {Path(job.run_dir) / 'report.md'}"
     )
+    initial = loads((Path(job.run_dir) / "initial_state.json").read_bytes())
+    print("prompts changed by the run (final text):\n" + format_changes(initial, fs.state))
     return 0
 
 

@@ -42,7 +42,7 @@ from funcgrad.core.errors import (
 )
 from funcgrad.core.judge import Judge, JudgeError
 from funcgrad.core.nodes import LLM, Fn, Var, as_text, fn, retriever, skip_connection
-from funcgrad.core.printing import format_record, format_state, format_trace
+from funcgrad.core.printing import format_changes, format_record, format_state, format_trace
 from funcgrad.core.run import (
     Example, Failure, Loss, Result, exact_match, mean_score, raise_on_failures, run, run_batch, run_example, with_loss,
 )
@@ -79,7 +79,7 @@ __all__ = [
     "RunFailed", "SerializationError", "StateError", "StepContext", "StepTrace", "Strategy", "StrategyError", "Task",
     "Trace", "TraceError", "Update", "Usage", "Validate", "Var", "Verdict", "add_peer", "add_skip", "ancestors", "apply_updates",
     "as_text", "ask", "check_step_trace", "check_trace", "consumers", "control_cone", "control_reads", "derive_seed", "descendants", "dumps",
-    "exact_match", "fn", "format_record", "format_state", "format_step_trace", "format_trace", "freeze_params",
+    "exact_match", "fn", "format_changes", "format_record", "format_state", "format_step_trace", "format_trace", "freeze_params",
     "from_data", "gather", "loads", "make_knobs", "mean_score", "numbered", "params_read", "prune",
     "raise_on_failures", "readers", "rename_param", "retriever", "reverse_topological", "run", "run_batch",
     "run_example", "run_program", "skip_connection", "split_param", "subgraph", "to_data", "trailing_reads", "trampoline",

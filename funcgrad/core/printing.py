@@ -90,3 +90,26 @@ def format_state(state: PromptState, *, width: int = 100) -> str:
     for group, members in state.groups:
         lines.append(f"{group} = group({', '.join(members)})")
     return "\n".join(lines)
+
+
+def format_changes(initial: PromptState, final: PromptState) -> str:
+    """The params whose text differs between the two states, each with its whole final text (demos too).
+
+    >>> from funcgrad.core.state import Param, apply_updates
+    >>> s = PromptState.of(a=Param("Answer."), b=Param("Be brief."))
+    >>> print(format_changes(s, apply_updates(s, {"a": "Count first.\\nThen answer."})))
+    a:
+      Count first.
+      Then answer.
+    >>> format_changes(s, s)
+    'no prompt changed'
+    """
+    changed = [name for name in final.names if name not in initial or initial[name].value != final[name].value]
+    if not changed:
+        return "no prompt changed"
+    blocks = []
+    for name in changed:
+        text = final[name].value
+        body = "\n".join("  " + line if line else "" for line in text.splitlines()) if text else "  (empty)"
+        blocks.append(f"{escape_line(name)}:\n{body}")
+    return "\n".join(blocks)
