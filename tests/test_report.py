@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import funcgrad as fg
+from funcgrad.engines.meter import Budget, MeteredEngine
 from funcgrad.training.report import held_out_pairs, loss_warnings, report_markdown
 from train_fixtures import hint_strategy, respond, tiny_task
 
@@ -115,3 +116,18 @@ def test_held_out_pairs_are_the_first_and_last_test_result_of_each_example_teste
     for b, a in pairs:
         same = [r for ex, r in tests if ex == b.example.id]
         assert (b.output, a.output) == (same[0].output, same[-1].output)
+
+
+def test_attempts_of_a_step_the_budget_stopped_are_still_reported():
+    # 12 answers: step 1's first attempt is rejected by validation, the second runs out of budget, so the step
+    # never reaches the log; its recorded attempt must not vanish from the report ("No proposals were made")
+    task, steps = tiny_task(), []
+    engine = MeteredEngine(fg.ScriptedEngine(respond), Budget(max_calls=12))
+    fs = fg.fit(task, hint_strategy(first_try_bad=True), engine=engine,
+                settings=fg.FitSettings(steps=2, batch_size=1, proposals_per_step=2), log_step=steps.append)
+    assert fs.step == 0 and fs.stopped.startswith("budget:") and [(s.step, s.attempt) for s in steps] == [(1, 0)]
+    report = report_markdown(fs, task.state, title="tiny", usage=None, wall_s=None, steps=steps)
+    assert "- rejected by validation: 1\n" in report and "No proposals were made." not in report
+    heading, reason = report.split("### Step 1, attempt 1: ")[1].split("\n\n")[:2]
+    assert heading == f"rejected by validation (the run stopped inside this step: {fs.stopped}; nothing it proposed was applied)"
+    assert reason == f"- {steps[0].reason}" and steps[0].reason

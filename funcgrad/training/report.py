@@ -77,13 +77,29 @@ def _accuracy(score: float | None, counts: Counts | None) -> str:
     return f"{score:.3f}" + (f" ({counts.describe()})" if counts is not None else "")
 
 
+def unfinished_attempts(fs: FitState, steps: Sequence[StepTrace]) -> list[StepTrace]:
+    """The recorded attempts of steps the run's log does not hold: the run stopped inside them (budget, failure,
+    kill), so nothing they proposed was applied, but their verdicts and reasons are still the run's record.
+
+    >>> from funcgrad.core.backward import StepTrace
+    >>> fs = FitState(0, PromptState.of(), {}, 0.0, 0.0, None)
+    >>> [(st.step, st.attempt) for st in unfinished_attempts(fs, [StepTrace(1, 1, "search", ()), StepTrace(1, 0, "search", ())])]
+    [(1, 0), (1, 1)]
+    """
+    logged = {e.step for e in fs.log}
+    return sorted((st for st in steps if st.step not in logged), key=lambda st: (st.step, st.attempt))
+
+
 def proposal_counts(fs: FitState, steps: Sequence[StepTrace] = ()) -> dict[str, int]:
-    """Proposals over the run per outcome label (``steps``, the recorded attempts, tell guard stops from other no-updates)."""
+    """Proposals over the run per outcome label (``steps``, the recorded attempts, tell guard stops from other
+    no-updates); the attempts of a step the run stopped inside count too (:func:`unfinished_attempts`)."""
     attempts = {(st.step, st.attempt): st for st in steps}
     counts = dict.fromkeys(OUTCOME_LABELS.values(), 0)
     for e in fs.log:
         for k, p in enumerate(e.proposals):
             counts[OUTCOME_LABELS[proposal_outcome(p, attempts.get((e.step, k)))]] += 1
+    for st in unfinished_attempts(fs, steps):
+        counts[OUTCOME_LABELS[outcome(st.verdict, st.candidates)]] += 1
     return counts
 
 
@@ -244,6 +260,11 @@ def proposals_markdown(fs: FitState, initial: PromptState, steps: Sequence[StepT
                     current = apply_updates(current, p.values)
                 except StateError:
                     pass  # the verdict would have been "invalid"; keep showing diffs against the last good state
+    for st in unfinished_attempts(fs, steps):
+        parts.append(f"### Step {st.step}, attempt {st.attempt + 1}: {OUTCOME_LABELS[outcome(st.verdict, st.candidates)]} "
+                     f"(the run stopped inside this step: {fs.stopped or 'running'}; nothing it proposed was applied)")
+        if st.reason:
+            parts.append(f"- {st.reason}")
     return "\n\n".join(parts) if parts else "No proposals were made."
 
 
