@@ -202,7 +202,8 @@ def combinations(state, slots: Slots, instructions, formats, pools, knobs: Searc
         for j in range(knobs.demo_sets if usable else 0):
             picked = draw_set(per_param, rng, knobs.k, knobs.max_set_chars)
             texts = {p: render_demos(ds) for p, ds in picked.items()}
-            ids = ", ".join(f"{d.example_id} ({d.source})" for ds in picked.values() for d in ds)
+            ids = " / ".join((f"{p}: " if len(picked) > 1 else "") + ", ".join(f"{d.example_id} ({d.source})" for d in ds)
+                             for p, ds in picked.items())
             if texts and all(texts != t for _, t in sets):
                 sets.append((f"demo set {j + 1}: {ids}", texts))
         for iname, itext in instructions:

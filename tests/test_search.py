@@ -1,17 +1,20 @@
 """The search strategy: instruction x format x demo-set candidates, chosen by successive halving on validation."""
 
 import json
+import random
 
 import pytest
 
 from funcgrad.core.errors import ConfigError
 from funcgrad.core.run import Example, exact_match
 from funcgrad.core.state import Param, PromptState
+from funcgrad.core.strategy_state import Demo
 from funcgrad.core.task import Task
 from funcgrad.engines.scripted import ScriptedEngine
 from funcgrad.strategies import search
 from funcgrad.strategies.prompts import demos as demo_prompts
 from funcgrad.strategies.prompts.patterns import PATTERNS
+from funcgrad.strategies.search import SearchKnobs, Slots, combinations
 from funcgrad.training.fit import FitSettings, fit
 from test_demos_harvest import pipeline  # count (LLM reading the 'sys' group) -> last word
 
@@ -106,3 +109,17 @@ def test_no_demos_param_means_no_harvest_and_no_demo_sets():
 def test_bad_search_knobs_are_config_errors_naming_the_knob(knobs, field):
     with pytest.raises(ConfigError, match=field):
         search(**knobs)
+
+
+def test_a_demo_set_over_several_nodes_names_each_param_in_its_note():
+    # a multi-hop run gives one example's demos to the query node (two calls) and the answer node: the note
+    # must say which param each demo fills, not list the same example id three times
+    state = PromptState(params={"q_demos": Param("", kind="demos"), "a_demos": Param("", kind="demos")},
+                        groups={"q": ("q_demos",), "a": ("a_demos",)})
+    pool = [Demo("t0", "q_demos", "query", 0, "hop 1", "x", 1.0), Demo("t0", "q_demos", "query", 1, "hop 2", "y", 1.0),
+            Demo("t0", "a_demos", "answer", 0, "facts", "z", 1.0, "resample 1")]
+    knobs = SearchKnobs(proposals=0, demo_sets=1, max_candidates=4)
+    cands = combinations(state, Slots("answer", None, None, ("q_demos", "a_demos")), [("current", "")],
+                         [("current", "")], [pool], knobs, random.Random(0))
+    (with_demos,) = [c.origin for c in cands if "demo set" in c.origin]
+    assert with_demos.endswith("demo set 1: q_demos: t0 (plain), t0 (plain) / a_demos: t0 (resample 1)")
