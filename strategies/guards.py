@@ -48,6 +48,7 @@ class Guard(enum.StrEnum):
     LABEL_LEAK = "label_leak"  #: a failing example's expected answer (or, for a declared label, that example) copied
     INPUT_COPY = "input_copy"  #: a training example's input copied into the value
     CRITIQUE_PASTE = "critique_paste"  #: a critique pasted, or the value reads like a diagnosis
+    CHAT_REPLY = "chat_reply"  #: the value opens like a chat reply ("I will …", "Sure, …"), not an instruction
     ROLE_COPY = "role_copy"  #: a sentence of the param's ``role`` copied
     SPECIFICS_COPY = "specifics_copy"  #: a name, number or six-word run from a training input or reply
     UNKNOWN_PARAM = "unknown_param"  #: a suggestion names a param that is not trainable here
@@ -65,6 +66,13 @@ _CRITIQUE_OPENER = re.compile(
     r"the\s+(current\s+)?(prompt|instruction|parameter|value|system prompt|output|model)\s+"
     r"(should|is|was|does|did|lacks|fails|failed|needs|could|must)\b|"
     r"(this|the)\s+(prompt|parameter|instruction)\s+(should|needs|could)\b)",
+    re.IGNORECASE,
+)
+# A value that opens in the first person or with an acknowledgement is the optimizer talking
+# to a user ("I will count the items … Please provide the sentence"), not a prompt for the model.
+_CHAT_OPENER = re.compile(
+    r"^\s*[\"']?(i\s|i['’](ll|m|ve|d)\b|sure\b|certainly\b|of course\b|okay\b|ok[,.!]|"
+    r"here\s+is\b|here['’]s\b|understood\b|got it\b|thanks?\b|thank you\b)",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[A-Za-z\u00C0-\u024F][\w'\u00C0-\u024F-]*")
@@ -282,6 +290,19 @@ def _critique_paste(new: str, old: str, ev: Evidence) -> str:
     return ""
 
 
+def _chat_reply(new: str, old: str, ev: Evidence) -> str:
+    """``new`` opens like a reply in a chat (first person, "Sure", "Here is") and ``old`` did not.
+
+    >>> print(_chat_reply("I will count the items once you provide the list.", "Count.", Evidence()))
+    the proposed value opens like a chat reply ('I will count the…'), not an instruction to the model
+    >>> _chat_reply("If the question names a category, count only its items.", "Count.", Evidence())
+    ''
+    """
+    if _CHAT_OPENER.match(new) and not _CHAT_OPENER.match(old):
+        return f"the proposed value opens like a chat reply ({' '.join(new.split()[:4]) + '…'!r}), not an instruction to the model"
+    return ""
+
+
 def _role_copy(new: str, old: str, ev: Evidence) -> str:
     """A sentence or a quoted phrase of the role (4+ words), or a run of ROLE_RUN of its words, copied into ``new``.
 
@@ -344,6 +365,6 @@ CHECKS: tuple[tuple[Guard, Callable[[str, str, Evidence], str]], ...] = (
     (Guard.EMPTY, _empty), (Guard.UNCHANGED, _unchanged), (Guard.REPEATS_REJECTED, _repeats_rejected),
     (Guard.TOO_LONG, _too_long), (Guard.TOO_SHORT, _too_short), (Guard.TAG_LEAK, _tag_leak),
     (Guard.LABEL_LEAK, _label_leak), (Guard.INPUT_COPY, _input_copy), (Guard.CRITIQUE_PASTE, _critique_paste),
-    (Guard.ROLE_COPY, _role_copy), (Guard.SPECIFICS_COPY, _specifics_copy),
+    (Guard.CHAT_REPLY, _chat_reply), (Guard.ROLE_COPY, _role_copy), (Guard.SPECIFICS_COPY, _specifics_copy),
 )
 

@@ -30,7 +30,7 @@ def check_skip_guards(instance, attribute, value) -> None:
     >>> check_skip_guards(None, None, ("tag_leek",))
     Traceback (most recent call last):
     ...
-    ValueError: skip_guards names unknown guard(s) ['tag_leek']; guards are: no_tags, truncated, invalid_json, bad_edit, empty, unchanged, repeats_rejected, too_long, too_short, tag_leak, label_leak, input_copy, critique_paste, role_copy, specifics_copy, unknown_param
+    ValueError: skip_guards names unknown guard(s) ['tag_leek']; guards are: no_tags, truncated, invalid_json, bad_edit, empty, unchanged, repeats_rejected, too_long, too_short, tag_leak, label_leak, input_copy, critique_paste, chat_reply, role_copy, specifics_copy, unknown_param
     """
     unknown = [g for g in value if g not in GUARDS]
     if unknown:

@@ -392,6 +392,7 @@ GARBAGE = [
     ("<NEW_VALUE>Count objects. Evidence, lowest score first.</NEW_VALUE>", "tag_leak"),
     ("<NEW_VALUE>Count objects.</FEEDBACK></NEW_VALUE>", "tag_leak"),
     ("<NEW_VALUE>The prompt should tell the model to count each object once.</NEW_VALUE>", "critique_paste"),
+    ("<NEW_VALUE>I will count the objects once you provide the sentence.</NEW_VALUE>", "chat_reply"),
     ("<NEW_VALUE>Count objects. This is the system prompt of answer.</NEW_VALUE>", "role_copy"),
     ("<NEW_VALUE>" + "x" * 5000 + "</NEW_VALUE>", "too_long"),
 ]
@@ -409,11 +410,23 @@ def test_backprop_garbage_gives_no_update_with_reason(reply, guard):
     assert candidate.guard == guard and candidate.old == STATE["sys"].value
 
 
-@pytest.mark.parametrize("guard", ["role_copy", "label_leak", "critique_paste"])
+@pytest.mark.parametrize("guard", ["role_copy", "label_leak", "critique_paste", "chat_reply"])
 def test_every_guard_can_be_switched_off(guard):
     reply = dict((g, r) for r, g in GARBAGE)[guard]
     update, s, _ = step(backprop(skip_guards=(guard,)), run_counting(), answers=Answers(optimizer=reply))
     assert guard not in s.rejections and update.values
+
+
+def test_chat_reply_catches_the_optimizer_talking_to_a_user_and_spares_instructions():
+    seen = ("I will count the items of the asked category from the list provided. Please provide the sentence "
+            "with the list and the question.")  # accepted on a fresh counting split, 2026-12-07, before the guard
+    assert check_value(seen, "Answer the question.")[0] == "chat_reply"
+    for reply in ("Sure, here is the instruction: count each item.", "Here's a better prompt: count.", "I'll count each item once."):
+        assert check_value(reply, "Answer the question.")[0] == "chat_reply", reply
+    for instruction in ("If the question names a category, count only its items.", "Imagine you are a careful clerk.",
+                        "It is important to count every item once.", "Identify the category, then count."):
+        assert check_value(instruction, "Answer the question.") == ("", ""), instruction
+    assert check_value("I am a counter. Count twice.", "I am a counter. Count.") == ("", "")  # the current value did too
 
 
 def test_role_copy_and_specifics_copy():
